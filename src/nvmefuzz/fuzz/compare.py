@@ -1,0 +1,150 @@
+"""Observational equivalence: compare what the twin and the migrated controller showed.
+
+``first_difference`` walks two observation lists and returns the first place they differ as
+a stable label (``cqe/io/READ/status``, ``irq``, ``posted/io/count``) plus both values.
+
+For targets whose concurrent completions arrive in nondeterministic order, both sides are
+first put through ``canonical_order``, which forgets the order of completions the guest saw
+in one look (and only that).
+
+Waivers suppress documented limitations.  A waiver names the label prefix it covers, its
+reason and its source; ``Comparator`` counts every suppression so the summary shows them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Callable
+
+import attrs
+
+from nvmefuzz.fuzz.actions import Observation
+
+
+@attrs.frozen
+class Waiver:
+    name: str
+    reason: str
+    source: str
+    #: observation labels it may suppress (prefix match)
+    labels: tuple[str, ...]
+    #: further condition on (twin value, migrated value); None means any difference
+    when: Callable[[Any, Any], bool] | None = None
+
+    def covers(self, label: str, twin: Any, mig: Any) -> bool:
+        return any(label.startswith(p) for p in self.labels) and (
+            self.when is None or self.when(twin, mig))
+
+
+def _extra_interrupts_only(twin: Any, mig: Any) -> bool:
+    """The migrated side raised every interrupt the twin did, plus spurious ones."""
+    t = Counter((twin or {}).get("events", ()))
+    m = Counter((mig or {}).get("events", ()))
+    return not (t - m)
+
+
+def _smart_counters_only(twin: Any, mig: Any) -> bool:
+    if not twin or not mig or "data" not in twin or "data" not in mig:
+        return False
+    a, b = twin["data"], mig["data"]
+    strip = lambda d: d[:32] + d[96:]  # noqa: E731 - the SMART I/O counters at 32..95
+    return len(a) == len(b) == 512 and strip(a) == strip(b)
+
+
+WAIVERS: dict[str, Waiver] = {w.name: w for w in (
+    Waiver("spurious-interrupt", "a restored CQ that is non-empty is signalled again after "
+           "load (QEMU's post_load schedules the CQ bottom half, which asserts the vector "
+           "when tail != head); hosts must tolerate spurious interrupts",
+           "QEMU hw/nvme nvme_ctrl_post_load + nvme_post_cqes; NVMe Base 3.1.1 interrupts",
+           ("irq",), _extra_interrupts_only),
+    Waiver("smart-io-counters", "QEMU does not migrate the SMART I/O counters (they come "
+           "from BlockAcctStats)", "QEMU commit 9d378cab message: 'SMART counters are not "
+           "preserved'", ("cqe/admin/GET_LOG_PAGE/data",), _smart_counters_only),
+)}
+
+
+def _diff_fields(a: dict, b: dict) -> str:
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            return key
+    return ""
+
+
+@attrs.frozen
+class Difference:
+    """Where two observation lists first differ; ``drop`` says which entries to skip past."""
+
+    label: str
+    twin: Any
+    mig: Any
+    drop_twin: bool
+    drop_mig: bool
+
+
+def first_difference(twin: list[Observation], mig: list[Observation]) -> Difference | None:
+    for i in range(max(len(twin), len(mig))):
+        t = twin[i] if i < len(twin) else None
+        m = mig[i] if i < len(mig) else None
+        if t == m:
+            continue
+        if t is not None and m is not None and t[0] == m[0]:
+            return Difference(f"{t[0]}/{_diff_fields(t[1], m[1])}", t[1], m[1], True, True)
+        if m is not None and all(o[0] != m[0] for o in twin[i:]):
+            return Difference(f"{m[0]}/extra", None, m[1], False, True)
+        if t is not None and all(o[0] != t[0] for o in mig[i:]):
+            return Difference(f"{t[0]}/missing", t[1], None, True, False)
+        return Difference(f"{(t or m)[0]}/order", t and t[1], m and m[1], True, True)
+    return None
+
+
+def canonical_order(obs: list[Observation]) -> list[Observation]:
+    """Observations with completion order inside one step made irrelevant.
+
+    For a target whose concurrent completions may arrive in any order, the guest can only
+    tell the order of completions it saw in different looks (steps).  Within one step every
+    completion it sees came from commands outstanding at the same time, so any order is
+    legal: completions of a step are sorted by (SQID, CID) and SQHD, which records the order
+    they were posted in, is dropped.  Completions seen in different steps keep their order.
+    """
+    out: list[Observation] = []
+    run: list[Observation] = []
+
+    def flush() -> None:
+        run.sort(key=lambda o: (o[1]["sqid"], o[1]["cid"], o[0]))
+        out.extend((label, {k: v for k, v in f.items() if k != "sqhd"}) for label, f in run)
+        run.clear()
+
+    for label, fields in obs:
+        if label.startswith("cqe/"):
+            run.append((label, fields))
+            continue
+        flush()
+        if label.startswith("posted/"):
+            cqes = sorted(fields["cqes"], key=lambda c: (c.sqid, c.cid))
+            fields = {**fields, "cqes": tuple((c.sqid, c.cid, c.status, c.dw0, c.dw1, c.phase)
+                                              for c in cqes)}
+        out.append((label, fields))
+    flush()
+    return out
+
+
+@attrs.define
+class Comparator:
+    waivers: tuple[Waiver, ...] = ()
+    suppressed: Counter = attrs.Factory(Counter)
+
+    def check(self, twin: list[Observation], mig: list[Observation]) -> Difference | None:
+        """The first unwaived difference, or None; waived differences are counted."""
+        while True:
+            diff = first_difference(twin, mig)
+            if diff is None:
+                return None
+            waiver = next((w for w in self.waivers
+                           if w.covers(diff.label, diff.twin, diff.mig)), None)
+            if waiver is None:
+                return diff
+            self.suppressed[waiver.name] += 1
+            i = next(k for k in range(max(len(twin), len(mig)))
+                     if k >= len(twin) or k >= len(mig) or twin[k] != mig[k])
+            twin = twin[:i] + twin[i + 1:] if diff.drop_twin else twin
+            mig = mig[:i] + mig[i + 1:] if diff.drop_mig else mig

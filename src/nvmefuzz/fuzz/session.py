@@ -1,0 +1,159 @@
+"""A session: the twin and the migrated controller driven by the same steps.
+
+``Session.apply(step)`` runs one host action on both sides (each side has its own target,
+with its own guest memory and disk, and its own host driver), observes what each guest could
+see, and compares.  ``migrate`` steps move only the migrated side; when the profile drains
+in-flight I/O at save time the twin drains too (a legal timing choice, not a finding).
+
+A finding is raised as ``Divergence`` carrying its verdict class and the first differing
+observation; the session records the step index and the number of steps since the last
+migration so a report can say where the state was lost.  ``replay`` runs a whole trace and
+returns its ``Verdict`` without Hypothesis.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from nvmefuzz.errors import (
+    Divergence, NvmeFuzzError, TargetError, TargetTimeout, TraceFormatError,
+)
+from nvmefuzz.fuzz.actions import ACTIONS, Observation, observe
+from nvmefuzz.fuzz.compare import WAIVERS, Comparator, canonical_order
+from nvmefuzz.host.driver import Host
+from nvmefuzz.model.profiles import get as get_profile
+from nvmefuzz.targets import TargetConfig, open_target
+from nvmefuzz.targets.base import COMPLETED, CRASHED, HUNG, REFUSED
+from nvmefuzz.trace.schema import PASS, Step, Trace, Verdict
+
+
+def _brief(value: object, limit: int = 300) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class Session:
+    def __init__(self, cfg: TargetConfig, waivers: tuple[str, ...] = (),
+                 refusals: str = "finding") -> None:
+        unknown = [w for w in waivers if w not in WAIVERS]
+        if unknown:
+            from nvmefuzz.errors import CampaignError
+
+            raise CampaignError(f"unknown waiver(s) {unknown}; known: {sorted(WAIVERS)}")
+        self.cfg = cfg
+        self.profile = get_profile(cfg.profile)
+        self.twin = open_target(cfg)
+        self.mig = open_target(cfg)
+        self.twin_host = Host(self.twin)
+        self.mig_host = Host(self.mig)
+        self.comparator = Comparator(tuple(WAIVERS[w] for w in waivers))
+        self.refusals = refusals
+        self.stats: Counter = Counter()
+        self.index = 0
+        self.last_migration = -1
+        self.deterministic = self.twin.deterministic_order
+
+    # ------------------------------------------------------------------ stepping
+    def apply(self, step: Step) -> None:
+        """Run ``step`` on both sides; raises ``Divergence`` on a finding."""
+        try:
+            if step.action == "migrate":
+                twin_obs, mig_obs = self._migrate()
+            else:
+                action = ACTIONS.get(step.action)
+                if action is None:
+                    raise TraceFormatError(f"unknown action {step.action!r}")
+                try:
+                    twin_obs = action(self.twin_host, self.twin, step.args)
+                except (KeyError, TypeError) as exc:
+                    raise TraceFormatError(f"{step.render()}: bad arguments ({exc})") from None
+                try:
+                    mig_obs = action(self.mig_host, self.mig, step.args)
+                except (TargetError, NvmeFuzzError):
+                    raise
+                except Exception as exc:   # the twin ran this step: the restored state broke it
+                    self._fail("crashed", type(exc).__name__,
+                               f"the migrated controller raised {exc!r}")
+            twin_obs += observe(self.twin_host, self.twin)
+            mig_obs += observe(self.mig_host, self.mig)
+        except TargetTimeout as exc:
+            self._fail("hung", "target", str(exc))
+        except TargetError as exc:
+            self._fail("crashed", "target", str(exc))
+        self.stats["steps"] += 1
+        self.stats[f"action:{step.action}"] += 1
+        if not self.deterministic:
+            twin_obs, mig_obs = canonical_order(twin_obs), canonical_order(mig_obs)
+        diff = self.comparator.check(twin_obs, mig_obs)
+        if diff is not None:
+            self._fail("divergence", diff.label,
+                       f"twin saw {_brief(diff.twin)}, migrated saw {_brief(diff.mig)}")
+        self.index += 1
+
+    def _fail(self, kind: str, observation: str, detail: str) -> None:
+        since = self.index - self.last_migration if self.last_migration >= 0 else -1
+        raise Divergence(kind, observation,
+                         f"{detail} (step {self.index}, {since} steps after the last "
+                         f"migration, profile {self.profile.name})")
+
+    def _migrate(self) -> tuple[list[Observation], list[Observation]]:
+        self.stats["migrations attempted"] += 1
+        self._hard_states()
+        if self.profile.drains_inflight:
+            self.twin.drain()
+        outcome = self.mig.migrate()
+        self.stats["state bytes"] += outcome.size
+        if outcome.kind == COMPLETED:
+            self.stats["migrations"] += 1
+            self.last_migration = self.index
+        elif outcome.kind == REFUSED:
+            self.stats["refusals"] += 1
+            if self.refusals == "finding":
+                self._fail("refused", outcome.detail, "the design refused to migrate")
+        elif outcome.kind in (CRASHED, HUNG):
+            self.stats[outcome.kind] += 1
+            self._fail(outcome.kind, outcome.detail.split(":")[0], outcome.detail)
+        return [], []
+
+    def _hard_states(self) -> None:
+        """Count the hard states a migration happened in (read off the twin's host view)."""
+        for name in self.hard_states():
+            self.stats[f"migrated with {name}"] += 1
+
+    def hard_states(self) -> list[str]:
+        """Which hard states the controller is in right now, as the host can tell."""
+        host, ctrl = self.twin_host, getattr(self.twin, "ctrl", None)
+        out = []
+        if ctrl is not None:          # the model lets us look inside; QEMU reports its own
+            if any(cq.waiting and cq.full() for cq in ctrl.cqs.values()):
+                out.append("a full CQ with waiting completions")
+            if ctrl.aer_reqs and len(ctrl.aer_reqs) == ctrl.config.aerl + 1:
+                out.append("every AER slot used")
+            if ctrl.aer_queue:
+                out.append("events queued")
+            if ctrl.inflight:
+                out.append("I/O in flight")
+            if ctrl.dbbuf_enabled:
+                out.append("shadow doorbells on")
+        elif any(sq.outstanding for sq in host.sqs.values()):
+            out.append("commands outstanding")
+        return out
+
+    def close(self) -> None:
+        self.twin.close()
+        self.mig.close()
+
+
+def replay(trace: Trace) -> tuple[Verdict, Counter]:
+    """Run ``trace`` from its first step; the verdict it reaches now, and statistics."""
+    session = Session(TargetConfig.from_plain(trace.target), trace.waivers, trace.refusals)
+    try:
+        for i, step in enumerate(trace.steps):
+            try:
+                session.apply(step)
+            except Divergence as exc:
+                since = i - session.last_migration if session.last_migration >= 0 else -1
+                return Verdict(exc.kind, exc.signature, exc.detail, i, since), session.stats
+        return Verdict(PASS), session.stats
+    finally:
+        session.close()

@@ -1,0 +1,46 @@
+"""Where the host driver keeps things in guest memory.
+
+A fixed, deterministic layout inside the first 64 MiB (the RAM of the QEMU target's guest):
+admin queues, one 64 KiB window per I/O queue pair, a data window per submission slot (so a
+command's buffer never moves while it is in flight, for queues of up to 32 entries) and the shadow-doorbell pages.  Every
+address is page aligned unless a caller asks for an in-page offset on purpose.
+"""
+
+from __future__ import annotations
+
+PAGE = 4096
+RAM_SIZE = 64 << 20
+
+ADMIN_SQ = 0x0001_0000
+ADMIN_CQ = 0x0001_8000
+QUEUE_WINDOW = 0x0010_0000          # I/O queue pair q: SQ at +q*64K, CQ at +q*64K+32K
+QUEUE_STRIDE = 0x1_0000
+MAX_IO_QUEUE = 63
+DATA_WINDOW = 0x0080_0000           # per (qid, slot): data pages then one PRP-list page
+SLOT_STRIDE = 0x5000                # 16 KiB of data + a 4 KiB PRP list
+MAX_SLOTS = 32                      # data slots per queue (slot = SQ index mod MAX_SLOTS)
+DATA_QUEUES = 16                    # queues with their own data windows (qid mod 16)
+MAX_TRANSFER = 4 * PAGE
+SHADOW_DB = 0x03F0_0000
+EVENTIDX = 0x03F0_1000
+UNMAPPED = RAM_SIZE + 0x1000_0000    # an address outside guest RAM (DMA there fails)
+
+
+def sq_base(qid: int) -> int:
+    return ADMIN_SQ if qid == 0 else QUEUE_WINDOW + qid * QUEUE_STRIDE
+
+
+def cq_base(qid: int) -> int:
+    return ADMIN_CQ if qid == 0 else QUEUE_WINDOW + qid * QUEUE_STRIDE + QUEUE_STRIDE // 2
+
+
+def data_slot(qid: int, slot: int) -> int:
+    """Base of the data window for SQ ``qid``'s entry ``slot`` (mod ``MAX_SLOTS``)."""
+    return DATA_WINDOW + ((qid % DATA_QUEUES) * MAX_SLOTS + slot % MAX_SLOTS) * SLOT_STRIDE
+
+
+def prp_list(qid: int, slot: int) -> int:
+    return data_slot(qid, slot) + MAX_TRANSFER
+
+
+assert data_slot(DATA_QUEUES - 1, MAX_SLOTS - 1) + SLOT_STRIDE <= SHADOW_DB

@@ -1,0 +1,120 @@
+"""Data the controller returns: Identify structures and log pages, built from its state.
+
+Values follow QEMU's nvme device (vendor 1b36, device 0010, "QEMU NVMe Ctrl", AERL=ACL=3,
+MDTS=7) so that the model and a real QEMU return the same bytes for the same state.  Builders
+return bytes, or a status when the request itself is invalid.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from nvmefuzz.protocol import spec
+from nvmefuzz.protocol.spec import BROADCAST_NSID, DNR, AdminOpcode as A, IoOpcode as IO, LogId
+from nvmefuzz.protocol.spec import Status as S
+from nvmefuzz.protocol.structures import (
+    CHANGED_NS_LOG_SIZE, EFFECTS_LOG_SIZE, ERROR_LOG_ENTRY_SIZE, FW_SLOT_LOG, FW_SLOT_LOG_SIZE,
+    ID_CTRL, ID_NS, IDENTIFY_SIZE, SMART_LOG, SMART_LOG_SIZE, build,
+)
+
+if TYPE_CHECKING:
+    from nvmefuzz.model.controller import Controller
+    from nvmefuzz.protocol.queues import SQE
+
+ACTIVE_NSIDS = (1,)
+
+#: Commands Supported and Effects: CSUPP (bit 0) plus LBCC (bit 1) for data-changing I/O.
+ADMIN_EFFECTS = {int(op): 1 for op in (
+    A.DELETE_IO_SQ, A.CREATE_IO_SQ, A.GET_LOG_PAGE, A.DELETE_IO_CQ, A.CREATE_IO_CQ, A.IDENTIFY,
+    A.ABORT, A.SET_FEATURES, A.GET_FEATURES, A.ASYNC_EVENT_REQUEST, A.DOORBELL_BUFFER_CONFIG)}
+IO_EFFECTS = {IO.FLUSH: 1, IO.WRITE: 3, IO.READ: 1, IO.COMPARE: 1, IO.WRITE_ZEROES: 3,
+              IO.DATASET_MANAGEMENT: 3}
+
+
+def id_ctrl(ctrl: Controller) -> bytes:
+    c = ctrl.config
+    return build(
+        ID_CTRL, IDENTIFY_SIZE, vid=0x1B36, ssvid=0x1AF4, sn=c.serial.encode()[:20],
+        mn=b"QEMU NVMe Ctrl", fr=b"1.0", rab=6, ieee=0x525400, mdts=c.mdts, ver=0x00010400,
+        oaes=1 << 8, ctratt=1 << 1, cntrltype=1, oacs=1 << 8, acl=3, aerl=c.aerl,
+        frmw=3 | 1 << 3 | 1 << 4, lpa=1 << 1 | 1 << 2, wctemp=0x157, cctemp=0x175,
+        sqes=0x66, cqes=0x44, nn=c.nn, oncs=1 | 1 << 2 | 1 << 3 | 1 << 4 | 1 << 6,
+        vwc=1 | 3 << 1, subnqn=f"nqn.2019-08.org.qemu:{c.serial}".encode(),
+    )
+
+
+def id_ns(ctrl: Controller) -> bytes:
+    n = ctrl.config.nsze
+    return build(ID_NS, IDENTIFY_SIZE, nsze=n, ncap=n, nuse=n, nsfeat=1 << 4, dlfeat=1 | 1 << 3,
+                 lbaf0=9 << 16)
+
+
+def identify(ctrl: Controller, sqe: SQE) -> bytes | int:
+    cns, nsid = sqe.cdw10 & 0xFF, sqe.nsid
+    if cns == spec.CNS_CONTROLLER:
+        return id_ctrl(ctrl)
+    if cns in (spec.CNS_CS_CONTROLLER,):
+        return bytes(IDENTIFY_SIZE) if (sqe.cdw11 >> 24) == 0 else S.INVALID_FIELD | DNR
+    if cns in (spec.CNS_ACTIVE_NS_LIST, spec.CNS_CS_ACTIVE_NS_LIST):
+        if nsid >= 0xFFFFFFFE:
+            return S.INVALID_NSID | DNR
+        ids = [i for i in ACTIVE_NSIDS if i > nsid]
+        return b"".join(i.to_bytes(4, "little") for i in ids).ljust(IDENTIFY_SIZE, b"\0")
+    if cns in (spec.CNS_NAMESPACE, spec.CNS_NS_DESCRIPTORS, spec.CNS_CS_NAMESPACE,
+               spec.CNS_CS_INDEP_NAMESPACE):
+        if nsid == 0 or nsid == BROADCAST_NSID or nsid > ctrl.config.nn:
+            return S.INVALID_NSID | DNR
+        active = nsid in ACTIVE_NSIDS
+        if cns == spec.CNS_NAMESPACE:
+            return id_ns(ctrl) if active else bytes(IDENTIFY_SIZE)
+        if not active and cns == spec.CNS_NS_DESCRIPTORS:
+            return S.INVALID_FIELD | DNR
+        if cns == spec.CNS_NS_DESCRIPTORS:   # a UUID descriptor then a CSI descriptor
+            uuid = nsid.to_bytes(16, "big")
+            return (bytes((3, 16, 0, 0)) + uuid + bytes((4, 1, 0, 0, 0))).ljust(IDENTIFY_SIZE,
+                                                                                b"\0")
+        return bytes(IDENTIFY_SIZE)
+    return S.INVALID_FIELD | DNR
+
+
+def smart_log(ctrl: Controller) -> bytes:
+    f = ctrl.features
+    warning = ctrl.smart_critical_warning
+    if ctrl.temperature >= f.temp_thresh_hi or ctrl.temperature <= f.temp_thresh_lo:
+        warning |= spec.SMART_WARN_TEMPERATURE
+    hours = (ctrl.now // 1_000_000 - ctrl.starttime_ms) // 3_600_000
+    return build(
+        SMART_LOG, SMART_LOG_SIZE, critical_warning=warning, temperature=ctrl.temperature,
+        avail_spare=0, spare_thresh=0, percent_used=0,
+        data_units_read=-(-ctrl.data_units_read // 1000),
+        data_units_written=-(-ctrl.data_units_written // 1000),
+        host_reads=ctrl.host_reads, host_writes=ctrl.host_writes, power_on_hours=hours,
+    )
+
+
+def effects_log() -> bytes:
+    out = bytearray(EFFECTS_LOG_SIZE)
+    for op, value in ADMIN_EFFECTS.items():
+        out[op * 4:op * 4 + 4] = value.to_bytes(4, "little")
+    for op, value in IO_EFFECTS.items():
+        out[1024 + op * 4:1024 + op * 4 + 4] = value.to_bytes(4, "little")
+    return bytes(out)
+
+
+def log_page(ctrl: Controller, lid: int, nsid: int) -> bytes | int:
+    if lid == LogId.ERROR_INFORMATION:
+        return bytes(ERROR_LOG_ENTRY_SIZE)
+    if lid == LogId.SMART_HEALTH:
+        if nsid != BROADCAST_NSID and nsid not in ACTIVE_NSIDS:
+            return S.INVALID_NSID | DNR
+        return smart_log(ctrl)
+    if lid == LogId.FW_SLOT:
+        return build(FW_SLOT_LOG, FW_SLOT_LOG_SIZE, afi=1, frs1=b"1.0")
+    if lid == LogId.CHANGED_NS_LIST:
+        ids = ctrl.changed_nsids
+        body = (b"\xff\xff\xff\xff" if len(ids) > 1024
+                else b"".join(i.to_bytes(4, "little") for i in ids))
+        return body.ljust(CHANGED_NS_LOG_SIZE, b"\0")
+    if lid == LogId.COMMANDS_SUPPORTED_EFFECTS:
+        return effects_log()
+    return S.INVALID_FIELD | DNR

@@ -1,0 +1,103 @@
+"""NVM command set: Read, Write, Compare, Write Zeroes, Flush, Dataset Management.
+
+``execute`` runs at fetch time: it checks the namespace, opcode, transfer size, LBA range and
+PRPs, exactly where QEMU fails a command synchronously; a command that passes goes in flight
+with ``due = now + io_latency_ns``.  ``finish`` runs when the backend is done (or is drained):
+data moves between guest memory and the namespace and the final status is decided.  PRPs are
+walked again at that point, so a command never carries mapped buffers (a migration saving an
+in-flight command only needs its SQE).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from nvmefuzz.model.memory import gather, map_prp, scatter
+from nvmefuzz.model.identify import ACTIVE_NSIDS, IO_EFFECTS
+from nvmefuzz.protocol.spec import BROADCAST_NSID, DNR, IoOpcode as IO, Status as S
+
+if TYPE_CHECKING:
+    from nvmefuzz.model.controller import Controller
+    from nvmefuzz.model.state import Request
+
+DATA_OPS = (IO.READ, IO.WRITE, IO.COMPARE)
+
+
+def _range(sqe) -> tuple[int, int]:
+    return sqe.cdw10 | sqe.cdw11 << 32, (sqe.cdw12 & 0xFFFF) + 1
+
+
+def execute(ctrl: Controller, req: Request) -> int | None:
+    sqe = req.sqe
+    if sqe.fuse:
+        return int(S.INVALID_FIELD)
+    if not (sqe.opc == IO.FLUSH and sqe.nsid == BROADCAST_NSID):
+        if sqe.nsid == 0 or sqe.nsid > ctrl.config.nn:
+            return S.INVALID_NSID | DNR
+        if sqe.nsid not in ACTIVE_NSIDS:
+            return S.INVALID_FIELD | DNR
+    if sqe.opc not in IO_EFFECTS:
+        return S.INVALID_OPCODE | DNR
+    if sqe.psdt:
+        return S.INVALID_FIELD | DNR
+    if sqe.opc in DATA_OPS or sqe.opc == IO.WRITE_ZEROES:
+        slba, nlb = _range(sqe)
+        length = nlb * ctrl.store.lba_size
+        if sqe.opc in DATA_OPS and length > ctrl.page_size << ctrl.config.mdts:
+            return S.INVALID_FIELD | DNR
+        if slba + nlb > ctrl.store.nsze:
+            return S.LBA_OUT_OF_RANGE | DNR
+        if sqe.opc in DATA_OPS:
+            segs = map_prp(ctrl.mem, sqe.prp1, sqe.prp2, length, ctrl.page_size)
+            if isinstance(segs, int):
+                return segs
+    req.due = ctrl.now + ctrl.config.io_latency_ns
+    ctrl.inflight.append(req)
+    return None
+
+
+def finish(ctrl: Controller, req: Request) -> int:
+    """Move the data of an in-flight command; the status it completes with."""
+    sqe = req.sqe
+    store = ctrl.store
+    if sqe.opc == IO.FLUSH:
+        return S.SUCCESS
+    if sqe.opc == IO.DATASET_MANAGEMENT:
+        nr = (sqe.cdw10 & 0xFF) + 1
+        segs = map_prp(ctrl.mem, sqe.prp1, sqe.prp2, nr * 16, ctrl.page_size)
+        raw = None if isinstance(segs, int) else gather(ctrl.mem, segs)
+        if raw is None:
+            return S.DATA_TRANSFER_ERROR
+        if sqe.cdw11 & 4:                      # AD: deallocate; bad ranges are skipped
+            for i in range(nr):
+                nlb = int.from_bytes(raw[i * 16 + 4:i * 16 + 8], "little")
+                slba = int.from_bytes(raw[i * 16 + 8:i * 16 + 16], "little")
+                if nlb and slba + nlb <= store.nsze:
+                    store.deallocate(slba, nlb)
+        return S.SUCCESS
+    slba, nlb = _range(sqe)
+    if sqe.opc == IO.WRITE_ZEROES:
+        store.deallocate(slba, nlb)
+        ctrl.host_writes += 1
+        return S.SUCCESS
+    length = nlb * store.lba_size
+    segs = map_prp(ctrl.mem, sqe.prp1, sqe.prp2, length, ctrl.page_size)
+    if isinstance(segs, int):
+        return S.DATA_TRANSFER_ERROR
+    if sqe.opc == IO.WRITE:
+        data = gather(ctrl.mem, segs)
+        if data is None:
+            return S.DATA_TRANSFER_ERROR
+        store.write(slba, data)
+        ctrl.host_writes += 1
+        ctrl.data_units_written += nlb
+        return S.SUCCESS
+    ctrl.host_reads += 1
+    ctrl.data_units_read += nlb
+    if sqe.opc == IO.READ:
+        ok = scatter(ctrl.mem, segs, store.read(slba, nlb))
+        return S.SUCCESS if ok else S.DATA_TRANSFER_ERROR
+    host = gather(ctrl.mem, segs)                # COMPARE
+    if host is None:
+        return S.DATA_TRANSFER_ERROR
+    return S.SUCCESS if host == store.read(slba, nlb) else S.COMPARE_FAILURE | DNR

@@ -1,0 +1,291 @@
+"""Snapshot and restore: the controller's state as a schema, filtered by a migration profile.
+
+How it works
+------------
+``SCHEMA`` names every piece of controller state once, as a dotted path with its type:
+top-level scalars (``cc``, ``features.temp_thresh_hi``), lists (``aer_queue``), and the
+per-queue records ``sq`` and ``cq`` whose fields are ``sq.head``, ``cq.waiting`` and so on.
+``capture`` reads the full state into plain values (ints, bools, bytes, lists, str-keyed maps).
+A profile saves a subset of the paths; ``snapshot`` keeps exactly that subset and encodes it as
+canonical CBOR inside a versioned envelope.
+
+``restore`` starts from a freshly powered-on controller (every field at its power-on value)
+and applies what the blob carries, validating every value on the way: a truncated, corrupted
+or hostile blob raises ``SnapshotError`` and nothing else, and never yields a controller the
+model's code could trip over (a queue pointing at a missing CQ, a head past the end, ...).
+Derived state (an SQ's request objects in use) is recomputed, never trusted from the blob.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import cbor2
+
+from nvmefuzz.errors import FormatError, SnapshotError
+from nvmefuzz.model.controller import Controller
+from nvmefuzz.model.state import AsyncEvent, CompletionQueue, Config, Request, SubmissionQueue
+from nvmefuzz.protocol.queues import SQE, SQE_SIZE
+from nvmefuzz.protocol.spec import AdminOpcode
+
+if TYPE_CHECKING:
+    from nvmefuzz.model.memory import GuestMemory, NamespaceStore
+    from nvmefuzz.model.profiles.base import Profile
+
+FORMAT = "nvmefuzz-snapshot"
+VERSION = 1
+
+U8, U16, U32, U64 = (1 << 8) - 1, (1 << 16) - 1, (1 << 32) - 1, (1 << 64) - 1
+BOOL, REQUESTS, EVENTS, NSIDS, BYTES512 = "bool", "requests", "events", "nsids", "bytes512"
+INT32 = "int32"
+
+#: controller scalars and lists: path -> kind (an int is the maximum of an unsigned field)
+TOP: dict[str, Any] = {
+    "cap": U64, "vs": U32, "intms": U32, "cc": U32, "csts": U32, "nssr": U32, "aqa": U32,
+    "asq": U64, "acq": U64, "page_size": U32, "qs_created": BOOL,
+    "inflight": REQUESTS, "aer_reqs": REQUESTS, "aer_queue": EVENTS, "aer_mask": U8,
+    "features.temp_thresh_hi": U16, "features.temp_thresh_lo": U16,
+    "features.async_config": U32, "features.err_rec": U32, "features.write_cache": BOOL,
+    "features.write_atomicity_dn": U8, "features.host_behavior": BYTES512,
+    "features.host_timestamp": U64, "features.timestamp_set_ms": U64,
+    "temperature": U16, "smart_critical_warning": U8, "starttime_ms": U64,
+    "data_units_read": U64, "data_units_written": U64, "host_reads": U64, "host_writes": U64,
+    "changed_nsids": NSIDS, "dbbuf_enabled": BOOL, "dbbuf_dbs": U64, "dbbuf_eis": U64,
+    "irq_status": U32, "cq_pending": INT32, "intx": BOOL,
+}
+SQ_FIELDS: dict[str, Any] = {"cqid": U16, "base": U64, "size": U32, "head": U16, "tail": U16}
+CQ_FIELDS: dict[str, Any] = {"base": U64, "size": U32, "ien": BOOL, "vector": U16,
+                             "head": U16, "tail": U16, "phase": BOOL, "waiting": REQUESTS}
+#: what a queue field is on a freshly created queue (or zero when a queue has no such value)
+QUEUE_DEFAULTS = {"head": 0, "tail": 0, "phase": True, "waiting": [], "ien": False}
+
+SCHEMA: tuple[str, ...] = (
+    *TOP, "sq", *(f"sq.{k}" for k in SQ_FIELDS), "cq", *(f"cq.{k}" for k in CQ_FIELDS),
+)
+
+
+# ---------------------------------------------------------------------- capture
+def _req(r: Request) -> dict:
+    return {"sqid": r.sqid, "sqe": r.sqe.encode(), "status": r.status, "dw0": r.dw0,
+            "dw1": r.dw1, "due": r.due}
+
+
+def _get(ctrl: Controller, path: str) -> Any:
+    obj = ctrl
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def capture(ctrl: Controller) -> dict[str, Any]:
+    """The whole state of ``ctrl`` as plain values keyed by schema path."""
+    out: dict[str, Any] = {}
+    for path, kind in TOP.items():
+        value = _get(ctrl, path)
+        if kind == REQUESTS:
+            value = [_req(r) for r in value]
+        elif kind == EVENTS:
+            value = [[e.type, e.info, e.log_page] for e in value]
+        elif kind == NSIDS:
+            value = list(value)
+        elif kind == BOOL:
+            value = bool(value)
+        out[path] = value
+    out["sq"] = [{"sqid": q.sqid, **{k: getattr(q, k) for k in SQ_FIELDS}}
+                 for q in ctrl.sqs.values()]
+    out["cq"] = [{"cqid": q.cqid, "base": q.base, "size": q.size, "ien": bool(q.ien),
+                  "vector": q.vector, "head": q.head, "tail": q.tail, "phase": bool(q.phase),
+                  "waiting": [_req(r) for r in q.waiting]} for q in ctrl.cqs.values()]
+    return out
+
+
+def select(state: dict[str, Any], saves: frozenset[str]) -> dict[str, Any]:
+    """Keep the paths a profile saves (queue records keep their id plus saved fields)."""
+    out = {k: v for k, v in state.items() if k in saves and k not in ("sq", "cq")}
+    for kind, id_key in (("sq", "sqid"), ("cq", "cqid")):
+        if kind in saves:
+            out[kind] = [{k: v for k, v in rec.items() if k == id_key or f"{kind}.{k}" in saves}
+                         for rec in state[kind]]
+    return out
+
+
+def encode(profile_name: str, config: Config, state: dict[str, Any]) -> bytes:
+    envelope = {"format": FORMAT, "version": VERSION, "profile": profile_name,
+                "config": config.to_plain(), "state": state}
+    return cbor2.dumps(envelope, canonical=True)
+
+
+def snapshot(ctrl: Controller, profile: Profile) -> bytes:
+    """Save ``ctrl`` as ``profile`` does; raises ``MigrationRefused`` if the profile refuses."""
+    profile.pre_save(ctrl)
+    return profile.encode(ctrl)
+
+
+# ---------------------------------------------------------------------- restore
+def decode(blob: bytes) -> dict[str, Any]:
+    """The envelope of a snapshot blob, checked for format and version."""
+    try:
+        envelope = cbor2.loads(blob)
+    except Exception as exc:  # cbor2 raises several unrelated types on junk input
+        raise SnapshotError(f"snapshot is not valid CBOR: {exc}") from None
+    if not isinstance(envelope, dict) or envelope.get("format") != FORMAT:
+        raise SnapshotError("not an nvmefuzz snapshot (format tag missing)")
+    if envelope.get("version") != VERSION:
+        raise SnapshotError(f"snapshot version {envelope.get('version')!r}, "
+                            f"this nvmefuzz reads {VERSION}")
+    for key, kind in (("profile", str), ("config", dict), ("state", dict)):
+        if not isinstance(envelope.get(key), kind):
+            raise SnapshotError(f"snapshot field {key!r} missing or not a {kind.__name__}")
+    return envelope
+
+
+def _check(path: str, kind: Any, value: Any) -> Any:
+    ok = (isinstance(value, bool) if kind == BOOL
+          else isinstance(value, bytes) and len(value) == 512 if kind == BYTES512
+          else type(value) is int and -(1 << 31) <= value < (1 << 31) if kind == INT32
+          else type(value) is int and 0 <= value <= kind)
+    if not ok:
+        raise SnapshotError(f"{path}: {value!r} is not a valid value")
+    return value
+
+
+def _requests(path: str, value: Any) -> list[Request]:
+    if not isinstance(value, list):
+        raise SnapshotError(f"{path}: not a list")
+    out = []
+    for i, r in enumerate(value):
+        where = f"{path}[{i}]"
+        if not isinstance(r, dict) or set(r) != {"sqid", "sqe", "status", "dw0", "dw1", "due"}:
+            raise SnapshotError(f"{where}: not a request record")
+        if not isinstance(r["sqe"], bytes) or len(r["sqe"]) != SQE_SIZE:
+            raise SnapshotError(f"{where}.sqe: not a {SQE_SIZE}-byte SQE")
+        due = r["due"]
+        if due is not None:
+            _check(f"{where}.due", U64, due)
+        out.append(Request(_check(f"{where}.sqid", U16, r["sqid"]), SQE.decode(r["sqe"]),
+                           _check(f"{where}.status", (1 << 15) - 1, r["status"]),
+                           _check(f"{where}.dw0", U32, r["dw0"]),
+                           _check(f"{where}.dw1", U32, r["dw1"]), due))
+    return out
+
+
+def _top(ctrl: Controller, path: str, value: Any) -> None:
+    kind = TOP[path]
+    if kind == REQUESTS:
+        value = _requests(path, value)
+    elif kind == EVENTS:
+        if not isinstance(value, list) or len(value) > ctrl.config.aer_max_queued:
+            raise SnapshotError(f"{path}: not an event list within aer_max_queued")
+        value = [AsyncEvent(*(_check(f"{path}[{i}]", U8, x) for x in e))
+                 if isinstance(e, list) and len(e) == 3
+                 else _fail(f"{path}[{i}]: not an event") for i, e in enumerate(value)]
+    elif kind == NSIDS:
+        if (not isinstance(value, list) or value != sorted(set(value))
+                or not all(type(n) is int and 1 <= n <= ctrl.config.nn for n in value)):
+            raise SnapshotError(f"{path}: not a sorted list of namespace ids")
+        value = list(value)
+    else:
+        _check(path, kind, value)
+    obj = ctrl
+    *parents, leaf = path.split(".")
+    for part in parents:
+        obj = getattr(obj, part)
+    setattr(obj, leaf, value)
+
+
+def _fail(msg: str):
+    raise SnapshotError(msg)
+
+
+def _queues(ctrl: Controller, kind: str, records: Any) -> None:
+    fields, id_key = (SQ_FIELDS, "sqid") if kind == "sq" else (CQ_FIELDS, "cqid")
+    if not isinstance(records, list):
+        raise SnapshotError(f"{kind}: not a list of queues")
+    table = ctrl.sqs if kind == "sq" else ctrl.cqs
+    table.clear()
+    for i, rec in enumerate(records):
+        where = f"{kind}[{i}]"
+        if not isinstance(rec, dict) or not set(rec) <= {id_key, *fields}:
+            raise SnapshotError(f"{where}: not a queue record")
+        qid = _check(f"{where}.{id_key}", ctrl.config.max_ioqpairs, rec.get(id_key, -1))
+        if qid in table:
+            raise SnapshotError(f"{where}: queue {qid} appears twice")
+        vals = {k: rec.get(k, QUEUE_DEFAULTS.get(k, 0)) for k in fields}
+        for k, v in vals.items():
+            if k != "waiting":
+                _check(f"{where}.{k}", fields[k], v)
+        if not 2 <= vals["size"] <= (4096 if qid == 0 else ctrl.config.mqes + 1):
+            raise SnapshotError(f"{where}.size: {vals['size']} entries is impossible")
+        if vals["head"] >= vals["size"] or vals["tail"] >= vals["size"]:
+            raise SnapshotError(f"{where}: head/tail outside a {vals['size']}-entry queue")
+        if kind == "sq":
+            table[qid] = SubmissionQueue(qid, vals["cqid"], vals["base"], vals["size"],
+                                         vals["head"], vals["tail"])
+        else:
+            if vals["vector"] >= ctrl.config.msix_qsize:
+                raise SnapshotError(f"{where}.vector: {vals['vector']} out of range")
+            table[qid] = CompletionQueue(qid, vals["base"], vals["size"], vals["ien"],
+                                         vals["vector"], vals["head"], vals["tail"],
+                                         int(vals["phase"]),
+                                         _requests(f"{where}.waiting", vals["waiting"]))
+
+
+def _consistency(ctrl: Controller) -> None:
+    """Cross-field rules; recomputes each SQ's request objects in use."""
+    for sq in ctrl.sqs.values():
+        if sq.cqid not in ctrl.cqs or (sq.sqid == 0) != (sq.cqid == 0):
+            raise SnapshotError(f"sq[{sq.sqid}]: completion queue {sq.cqid} is not valid")
+        sq.used = 0
+    for where, reqs in (("inflight", ctrl.inflight), ("aer_reqs", ctrl.aer_reqs),
+                        *((f"cq[{q.cqid}].waiting", q.waiting) for q in ctrl.cqs.values())):
+        for r in reqs:
+            sq = ctrl.sqs.get(r.sqid)
+            if sq is None:
+                raise SnapshotError(f"{where}: request on missing sq {r.sqid}")
+            if where.startswith("cq[") and sq.cqid != int(where[3:where.index("]")]):
+                raise SnapshotError(f"{where}: request of sq {r.sqid} on the wrong CQ")
+            if (where == "inflight") != (r.due is not None) or (where == "inflight") == (
+                    r.sqid == 0):
+                raise SnapshotError(f"{where}: request in an impossible state")
+            if where == "aer_reqs" and r.sqe.opc != AdminOpcode.ASYNC_EVENT_REQUEST:
+                raise SnapshotError("aer_reqs: holds a command that is not an AER")
+            sq.used += 1
+            if sq.used > sq.size:
+                raise SnapshotError(f"sq[{sq.sqid}]: more requests than queue entries")
+    if len(ctrl.aer_reqs) > ctrl.config.aerl + 1:
+        raise SnapshotError("aer_reqs: more outstanding AERs than AERL allows")
+    page = ctrl.page_size
+    if page & (page - 1) or not 4096 <= page <= 65536:
+        raise SnapshotError(f"page_size: {page} is not a supported page size")
+
+
+def restore(blob: bytes, config: Config, profile: Profile, mem: GuestMemory | None = None,
+            store: NamespaceStore | None = None, now: int = 0) -> Controller:
+    """A controller built from ``blob`` on a fresh one; raises only ``SnapshotError``."""
+    try:
+        envelope = decode(blob)
+        if envelope["profile"] != profile.name:
+            raise SnapshotError(f"snapshot was made by profile {envelope['profile']!r}, "
+                                f"not {profile.name!r}")
+        if envelope["config"] != config.to_plain():
+            raise SnapshotError("snapshot was made by a differently configured controller")
+        ctrl = Controller(config, mem, store, now)
+        state = profile.decode_state(envelope["state"])
+        if not isinstance(state, dict) or not set(state) <= set(TOP) | {"sq", "cq"}:
+            raise SnapshotError("state holds unknown fields")
+        for kind in ("cq", "sq"):
+            if kind in state:
+                _queues(ctrl, kind, state[kind])
+        for path, value in state.items():
+            if path in TOP:
+                _top(ctrl, path, value)
+        _consistency(ctrl)
+        profile.post_load(ctrl)
+        return ctrl
+    except SnapshotError:
+        raise
+    except (FormatError, TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+        raise SnapshotError(f"snapshot does not describe a controller: {exc}") from None
+
+
+__all__ = ["SCHEMA", "capture", "decode", "encode", "restore", "select", "snapshot"]

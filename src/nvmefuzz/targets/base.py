@@ -1,0 +1,68 @@
+"""The target interface: one protocol for the in-process model and for a real QEMU.
+
+A target is a controller behind a bus (MMIO and guest memory), a virtual clock, an
+interrupt log and a way to migrate.  ``advance(ns)`` lets virtual time pass and returns once
+everything that can happen by then has happened (the model runs to a fixpoint; QEMU is
+polled until quiet within a bound).  ``migrate()`` moves the controller to a fresh instance
+and reports how that went; after a refusal the same instance keeps running.
+
+``deterministic_order`` says whether commands outstanding together complete in one fixed
+order.  The comparator uses it: for targets that say False, completions of commands that were
+outstanding at the same time may legally arrive in either order.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+
+COMPLETED, REFUSED, CRASHED, HUNG = "completed", "refused", "crashed", "hung"
+
+
+@attrs.frozen
+class MigrationOutcome:
+    kind: str                 # completed | refused | crashed | hung
+    detail: str = ""
+    size: int = 0             # bytes of device state moved
+
+    @property
+    def ok(self) -> bool:
+        return self.kind == COMPLETED
+
+
+class Target(Protocol):
+    name: str
+    deterministic_order: bool
+
+    def mmio_read(self, offset: int, size: int) -> int: ...
+    def mmio_write(self, offset: int, size: int, value: int) -> None: ...
+    def mem_read(self, addr: int, length: int) -> bytes: ...
+    def mem_write(self, addr: int, data: bytes) -> None: ...
+    def advance(self, ns: int) -> None: ...
+    def irq_events(self) -> list[tuple[str, int]]:
+        """Interrupt events since the last call: ("msix", vector) or ("intx", level)."""
+    def drain(self) -> None:
+        """Finish in-flight I/O now (the twin's side of a design that drains at save)."""
+    def migrate(self) -> MigrationOutcome: ...
+    def environment(self, event: str, arg: int) -> bool:
+        """Apply an environment event (e.g. "ns_changed"); False if unsupported."""
+    def close(self) -> None: ...
+
+
+@attrs.frozen
+class TargetConfig:
+    """How to build a target: its kind, the controller's power-on config and a profile."""
+
+    kind: str = "model"
+    profile: str = "full"
+    msix: bool = True
+    io_latency_ns: int = 20_000
+    nsze: int = 1 << 14
+
+    def to_plain(self) -> dict:
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_plain(cls, plain: dict) -> TargetConfig:
+        return cls(**plain)

@@ -1,0 +1,87 @@
+"""The ``model`` target: the reference controller in-process, migrated through a profile.
+
+Migration is ``snapshot(profile)`` on the source and ``restore`` onto a fresh controller that
+shares the source's guest memory and namespace store (VM RAM and disk carry over).  A refusal
+leaves the source running; a blob the destination cannot load is a ``crashed`` outcome with
+the loader's message.  Completion order is fully deterministic.
+"""
+
+from __future__ import annotations
+
+from nvmefuzz.errors import MigrationRefused, SnapshotError
+from nvmefuzz.model import snapshot as snap
+from nvmefuzz.model.controller import GUEST_RAM, Controller
+from nvmefuzz.model.memory import GuestMemory, NamespaceStore
+from nvmefuzz.model.profiles import get as get_profile
+from nvmefuzz.model.state import Config
+from nvmefuzz.targets.base import COMPLETED, CRASHED, REFUSED, MigrationOutcome, TargetConfig
+
+
+class ModelTarget:
+    name = "model"
+    deterministic_order = True
+
+    def __init__(self, cfg: TargetConfig) -> None:
+        self.cfg = cfg
+        self.profile = get_profile(cfg.profile)
+        self.config = Config(msix=cfg.msix, io_latency_ns=cfg.io_latency_ns, nsze=cfg.nsze)
+        self.ctrl = Controller(self.config, GuestMemory(GUEST_RAM), NamespaceStore(cfg.nsze))
+        self._irq_seen = 0
+        self._irq_carry: list[tuple[str, int]] = []
+        self.last_blob = b""
+
+    def mmio_read(self, offset: int, size: int) -> int:
+        return self.ctrl.mmio_read(offset, size)
+
+    def mmio_write(self, offset: int, size: int, value: int) -> None:
+        self.ctrl.mmio_write(offset, size, value)
+
+    def mem_read(self, addr: int, length: int) -> bytes:
+        return self.ctrl.mem.read(addr, length)
+
+    def mem_write(self, addr: int, data: bytes) -> None:
+        self.ctrl.mem.write(addr, data)
+
+    def advance(self, ns: int) -> None:
+        self.ctrl.advance(ns)
+
+    def irq_events(self) -> list[tuple[str, int]]:
+        log = self.ctrl.irq_log
+        new = self._irq_carry + log[self._irq_seen:]
+        self._irq_carry = []
+        if len(log) > 4096:                      # keep the log short on long runs
+            del log[:]
+            self._irq_seen = 0
+        else:
+            self._irq_seen = len(log)
+        return new
+
+    def drain(self) -> None:
+        self.ctrl.drain()
+
+    def environment(self, event: str, arg: int) -> bool:
+        if event == "ns_changed":
+            from nvmefuzz.model import events
+
+            events.namespace_changed(self.ctrl, arg)
+            self.ctrl._run()
+            return True
+        return False
+
+    def migrate(self) -> MigrationOutcome:
+        src = self.ctrl
+        try:
+            blob = snap.snapshot(src, self.profile)
+        except MigrationRefused as exc:
+            return MigrationOutcome(REFUSED, exc.reason)
+        self.last_blob = blob
+        try:
+            dst = snap.restore(blob, self.config, self.profile, src.mem, src.store, src.now)
+        except SnapshotError as exc:
+            return MigrationOutcome(CRASHED, f"destination refused the stream: {exc}", len(blob))
+        carry = self.irq_events()                 # what the source raised while saving
+        self.ctrl, self._irq_seen, self._irq_carry = dst, 0, carry
+        return MigrationOutcome(COMPLETED, "", len(blob))
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,121 @@
+"""Traces: everything one example did, as values, and their canonical CBOR encoding.
+
+A ``Trace`` holds the target configuration (kind, profile, controller options), the campaign,
+the seed, the waivers and refusal policy in force, every step with concrete argument values,
+and the verdict.  It is encoded as canonical CBOR of plain types only (ints, strings, bytes,
+lists, maps; no tags) inside an envelope with a format name and version, so the same trace
+always encodes to the same bytes and a newer nvmefuzz can refuse an older format clearly.
+Decoding never raises anything but ``TraceFormatError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import cbor2
+
+from nvmefuzz.errors import TraceFormatError
+
+FORMAT = "nvmefuzz-trace"
+VERSION = 1
+
+PASS = "pass"
+VERDICT_KINDS = (PASS, "divergence", "refused", "crashed", "hung", "error")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, str, bytes)):
+        return value
+    raise TraceFormatError(f"a trace cannot hold {type(value).__name__} values")
+
+
+@attrs.frozen
+class Step:
+    """One host action with its concrete arguments."""
+
+    action: str
+    args: dict = attrs.field(factory=dict, converter=_plain)
+
+    def to_plain(self) -> list:
+        return [self.action, self.args]
+
+    def render(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in sorted(self.args.items()))
+        return f"{self.action}({inner})"
+
+
+@attrs.frozen
+class Verdict:
+    kind: str = PASS
+    signature: str = ""
+    detail: str = ""
+    step: int = -1                 # index of the step that produced it
+    since_migration: int = -1      # steps since the last migration at that point
+
+    @property
+    def ok(self) -> bool:
+        return self.kind == PASS
+
+
+@attrs.frozen
+class Trace:
+    target: dict
+    campaign: str
+    seed: int
+    steps: tuple[Step, ...]
+    verdict: Verdict = Verdict()
+    waivers: tuple[str, ...] = ()
+    refusals: str = "finding"
+
+    @property
+    def profile(self) -> str:
+        return self.target.get("profile", "?")
+
+    @property
+    def migrations(self) -> int:
+        return sum(1 for s in self.steps if s.action == "migrate")
+
+    def to_plain(self) -> dict:
+        return {
+            "format": FORMAT, "version": VERSION, "target": _plain(self.target),
+            "campaign": self.campaign, "seed": self.seed,
+            "steps": [s.to_plain() for s in self.steps], "verdict": attrs.asdict(self.verdict),
+            "waivers": list(self.waivers), "refusals": self.refusals,
+        }
+
+    def encode(self) -> bytes:
+        return cbor2.dumps(self.to_plain(), canonical=True)
+
+    @classmethod
+    def decode(cls, blob: bytes) -> Trace:
+        try:
+            plain = cbor2.loads(blob)
+        except Exception as exc:  # cbor2 raises several unrelated types on junk input
+            raise TraceFormatError(f"not CBOR: {exc}") from None
+        return cls.from_plain(plain)
+
+    @classmethod
+    def from_plain(cls, plain: Any) -> Trace:
+        if not isinstance(plain, dict) or plain.get("format") != FORMAT:
+            raise TraceFormatError("not an nvmefuzz trace (format tag missing)")
+        if plain.get("version") != VERSION:
+            raise TraceFormatError(f"trace format version {plain.get('version')!r}; "
+                                   f"this nvmefuzz reads version {VERSION}")
+        try:
+            steps = tuple(Step(a, args) for a, args in plain["steps"])
+            if not all(isinstance(s.action, str) and isinstance(s.args, dict) for s in steps):
+                raise TypeError("step is not [action, args]")
+            verdict = Verdict(**plain["verdict"])
+            trace = cls(target=dict(plain["target"]), campaign=str(plain["campaign"]),
+                        seed=int(plain["seed"]), steps=steps, verdict=verdict,
+                        waivers=tuple(plain["waivers"]), refusals=str(plain["refusals"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TraceFormatError(f"trace fields are malformed: {exc}") from None
+        if verdict.kind not in VERDICT_KINDS:
+            raise TraceFormatError(f"unknown verdict kind {verdict.kind!r}")
+        return trace
