@@ -102,7 +102,7 @@ def reg_read(host: Host, t: Target, a: dict) -> list[Observation]:
 
 def create_cq(host: Host, t: Target, a: dict) -> list[Observation]:
     qid, size = a["qid"], a["size"]
-    if 0 < qid <= L.MAX_IO_QUEUE:
+    if 0 < qid <= L.MAX_IO_QUEUE and qid not in host.cqs:   # never clobber a live queue
         t.mem_write(L.cq_base(qid), bytes(16 * min(size, 2048)))
         if host.shadow:
             t.mem_write(L.SHADOW_DB + 8 * qid + 4, bytes(4))
@@ -114,7 +114,7 @@ def create_cq(host: Host, t: Target, a: dict) -> list[Observation]:
 
 def create_sq(host: Host, t: Target, a: dict) -> list[Observation]:
     qid, size = a["qid"], a["size"]
-    if host.shadow and 0 < qid <= L.MAX_IO_QUEUE:
+    if host.shadow and 0 < qid <= L.MAX_IO_QUEUE and qid not in host.sqs:
         t.mem_write(L.SHADOW_DB + 8 * qid, bytes(4))
     sqe = SQE(A.CREATE_IO_SQ, cdw10=qid | (size - 1) << 16,
               cdw11=a.get("pc", 1) | a["cqid"] << 16,
@@ -149,8 +149,9 @@ def aer(host: Host, t: Target, a: dict) -> list[Observation]:
 
 
 def dbbuf(host: Host, t: Target, a: dict) -> list[Observation]:
-    t.mem_write(L.SHADOW_DB, bytes(L.PAGE))
-    t.mem_write(L.EVENTIDX, bytes(L.PAGE))
+    if not host.shadow:      # fresh pages; pages in use keep the values the host wrote
+        t.mem_write(L.SHADOW_DB, bytes(L.PAGE))
+        t.mem_write(L.EVENTIDX, bytes(L.PAGE))
     sqe = SQE(A.DOORBELL_BUFFER_CONFIG, prp1=L.SHADOW_DB + a.get("misalign", 0),
               prp2=L.EVENTIDX)
     return _admin(host, t, sqe, a, effect=("dbbuf", 0))

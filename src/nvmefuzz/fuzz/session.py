@@ -13,6 +13,7 @@ returns its ``Verdict`` without Hypothesis.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 from nvmefuzz.errors import (
@@ -25,6 +26,13 @@ from nvmefuzz.model.profiles import get as get_profile
 from nvmefuzz.targets import TargetConfig, open_target
 from nvmefuzz.targets.base import COMPLETED, CRASHED, HUNG, REFUSED
 from nvmefuzz.trace.schema import PASS, Step, Trace, Verdict
+
+
+def _where(detail: str) -> str:
+    """A stable name for where a migration failed: 'load failed: cq[3].size: ...' gives
+    'load failed: cq[].size'."""
+    head = ":".join(detail.split(":")[:2])
+    return re.sub(r"\[\d+\]", "[]", head).strip()
 
 
 def _brief(value: object, limit: int = 300) -> str:
@@ -52,6 +60,8 @@ class Session:
         self.index = 0
         self.last_migration = -1
         self.deterministic = self.twin.deterministic_order
+        #: called with (index, step, twin observations, migrated observations) if set
+        self.on_step = None
 
     # ------------------------------------------------------------------ stepping
     def apply(self, step: Step) -> None:
@@ -84,6 +94,8 @@ class Session:
         self.stats[f"action:{step.action}"] += 1
         if not self.deterministic:
             twin_obs, mig_obs = canonical_order(twin_obs), canonical_order(mig_obs)
+        if self.on_step is not None:
+            self.on_step(self.index, step, twin_obs, mig_obs)
         diff = self.comparator.check(twin_obs, mig_obs)
         if diff is not None:
             self._fail("divergence", diff.label,
@@ -112,7 +124,7 @@ class Session:
                 self._fail("refused", outcome.detail, "the design refused to migrate")
         elif outcome.kind in (CRASHED, HUNG):
             self.stats[outcome.kind] += 1
-            self._fail(outcome.kind, outcome.detail.split(":")[0], outcome.detail)
+            self._fail(outcome.kind, _where(outcome.detail), outcome.detail)
         return [], []
 
     def _hard_states(self) -> None:
@@ -144,9 +156,14 @@ class Session:
         self.mig.close()
 
 
-def replay(trace: Trace) -> tuple[Verdict, Counter]:
+def replay(trace: Trace, on_step=None) -> tuple[Verdict, Counter]:
     """Run ``trace`` from its first step; the verdict it reaches now, and statistics."""
-    session = Session(TargetConfig.from_plain(trace.target), trace.waivers, trace.refusals)
+    try:
+        cfg = TargetConfig.from_plain(trace.target)
+    except TypeError as exc:
+        raise TraceFormatError(f"trace target configuration is malformed: {exc}") from None
+    session = Session(cfg, trace.waivers, trace.refusals)
+    session.on_step = on_step
     try:
         for i, step in enumerate(trace.steps):
             try:

@@ -29,13 +29,13 @@ FUSE_ERROR = int(S.INVALID_FIELD)
 
 def execute(ctrl: Controller, req: Request) -> int | None:
     sqe = req.sqe
-    if sqe.fuse:
-        return FUSE_ERROR
-    handler = HANDLERS.get(sqe.opc)
+    handler = HANDLERS.get(sqe.opc)       # QEMU nvme_admin_cmd: opcode, then PSDT, then FUSE
     if handler is None:
         return S.INVALID_OPCODE | DNR
     if sqe.psdt:
         return S.INVALID_FIELD | DNR
+    if sqe.fuse:
+        return FUSE_ERROR
     return handler(ctrl, req)
 
 
@@ -93,8 +93,7 @@ def create_sq(ctrl: Controller, req: Request) -> int:
         return S.INVALID_PRP_OFFSET | DNR
     if not pc:
         return S.INVALID_FIELD | DNR
-    ctrl.sqs[qid] = SubmissionQueue(qid, cqid, sqe.prp1, qsize + 1)
-    ctrl.qs_created = True
+    ctrl.sqs[qid] = SubmissionQueue(qid, cqid, sqe.prp1, qsize + 1)   # qs_created: CQ only
     return S.SUCCESS
 
 
@@ -169,9 +168,9 @@ def get_features(ctrl: Controller, req: Request) -> int:
 # ---------------------------------------------------------------------- the rest
 def abort(ctrl: Controller, req: Request) -> int:
     sqid, cid = req.sqe.cdw10 & 0xFFFF, req.sqe.cdw10 >> 16
+    req.dw0 = 1                            # QEMU sets "not aborted" before checking SQID
     if sqid not in ctrl.sqs:
         return S.INVALID_FIELD | DNR
-    req.dw0 = 1
     if sqid == 0:
         for aer in ctrl.aer_reqs:
             if aer.sqe.cid == cid:

@@ -107,6 +107,7 @@ class Controller:
         self.aer_mask = 0
         self.aer_reqs = []
         self.qs_created = False
+        self.features.write_atomicity_dn = 0  # QEMU: n->dn = params.atomic_dn (default off)
         self.csts = 0
         self.intms = 0
         self.cc = 0

@@ -2,7 +2,8 @@
 
 Two tables drive it: ``SUPPORTED`` (with each FID's capability bits: bit 1 namespace
 specific, bit 2 changeable; nothing is saveable) and ``DEFAULTS``.  Get with SEL=1 or 2
-(default, saved) returns the default, SEL=3 the capability bits, SEL=0 the current value.
+(default, saved) returns the default, SEL=3 the capability bits, SEL=0 the current value (and,
+as in QEMU, so do the reserved SEL values 4-7, which match no case of its switch).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ SUPPORTED = {
     F.HOST_BEHAVIOR_SUPPORT: CHANGEABLE, F.COMMAND_SET_PROFILE: CHANGEABLE,
 }
 
-DEFAULTS = {F.ARBITRATION: 7, F.TEMPERATURE_THRESHOLD: 0x157, F.VOLATILE_WRITE_CACHE: 1}
+#: QEMU's nvme_feature_default: only Arbitration has a non-zero default (the temperature
+#: threshold default is handled by its own case; Volatile Write Cache defaults to 0).
+DEFAULTS = {F.ARBITRATION: 7, F.TEMPERATURE_THRESHOLD: 0x157}
 
 
 def _nsid_check(ctrl: Controller, fid: int, nsid: int) -> int | None:
@@ -39,6 +42,17 @@ def _nsid_check(ctrl: Controller, fid: int, nsid: int) -> int | None:
                 return S.INVALID_FIELD | DNR
     elif nsid and nsid != BROADCAST_NSID:
         return (S.INVALID_NSID if nsid > ctrl.config.nn else S.FEATURE_NOT_NS_SPECIFIC) | DNR
+    return None
+
+
+def _get_nsid_check(ctrl: Controller, fid: int, nsid: int) -> int | None:
+    """QEMU's Get Features checks the NSID only for namespace-specific features, and there
+    the broadcast NSID is invalid as well."""
+    if SUPPORTED[fid] & NS_SPECIFIC:
+        if nsid == 0 or nsid > ctrl.config.nn:       # includes BROADCAST_NSID
+            return S.INVALID_NSID | DNR
+        if nsid != 1:
+            return S.INVALID_FIELD | DNR
     return None
 
 
@@ -64,13 +78,14 @@ def set_feature(ctrl: Controller, req: Request) -> int:
     f = ctrl.features
     if fid == F.TEMPERATURE_THRESHOLD:
         tmpth, tmpsel, thsel = dw11 & 0xFFFF, (dw11 >> 16) & 0xF, (dw11 >> 20) & 0x3
-        if tmpsel == 0:
-            if thsel == 0:
-                f.temp_thresh_hi = tmpth
-            elif thsel == 1:
-                f.temp_thresh_lo = tmpth
-            else:
-                return S.INVALID_FIELD | DNR
+        if tmpsel != 0:
+            return S.SUCCESS                  # QEMU: other sensors accepted, nothing checked
+        if thsel == 0:
+            f.temp_thresh_hi = tmpth
+        elif thsel == 1:
+            f.temp_thresh_lo = tmpth
+        else:
+            return S.INVALID_FIELD | DNR
         if ctrl.temperature >= f.temp_thresh_hi or ctrl.temperature <= f.temp_thresh_lo:
             events.smart_temperature(ctrl)
     elif fid == F.ERROR_RECOVERY:
@@ -116,22 +131,25 @@ def get_feature(ctrl: Controller, req: Request) -> int:
 
     sqe = req.sqe
     fid, sel, dw11 = sqe.cdw10 & 0xFF, (sqe.cdw10 >> 8) & 0x7, sqe.cdw11
-    if fid not in SUPPORTED or sel > 3:
+    if fid not in SUPPORTED:
         return S.INVALID_FIELD | DNR
-    bad = _nsid_check(ctrl, fid, sqe.nsid)
+    bad = _get_nsid_check(ctrl, fid, sqe.nsid)
     if bad is not None:
         return bad
     if sel == 3:
         req.dw0 = SUPPORTED[fid]
         return S.SUCCESS
+    default = sel in (1, 2)                   # saved = default; 0 and 4-7 read the current
     f = ctrl.features
     if fid == F.TEMPERATURE_THRESHOLD:
         thsel, tmpsel = (dw11 >> 20) & 0x3, (dw11 >> 16) & 0xF
-        if thsel > 1:
+        if tmpsel != 0:
+            req.dw0 = 0                       # only the composite sensor exists
+        elif default:
+            req.dw0 = 0x157 if thsel == 0 else 0
+        elif thsel > 1:
             return S.INVALID_FIELD | DNR
-        if sel:
-            req.dw0 = 0x157 if thsel == 0 and tmpsel == 0 else 0
-        elif tmpsel == 0:
+        else:
             req.dw0 = f.temp_thresh_hi if thsel == 0 else f.temp_thresh_lo
         return S.SUCCESS
     if fid == F.NUMBER_OF_QUEUES:
@@ -143,7 +161,10 @@ def get_feature(ctrl: Controller, req: Request) -> int:
             return S.INVALID_FIELD | DNR
         req.dw0 = iv | (1 << 16 if iv == 0 else 0)
         return S.SUCCESS
-    if sel:
+    if fid == F.WRITE_ATOMICITY:
+        req.dw0 = f.write_atomicity_dn        # QEMU reports n->dn for every SEL
+        return S.SUCCESS
+    if default:
         req.dw0 = DEFAULTS.get(fid, 0)
         return S.SUCCESS
     if fid == F.TIMESTAMP:

@@ -23,11 +23,12 @@ if TYPE_CHECKING:
 
 ACTIVE_NSIDS = (1,)
 
-#: Commands Supported and Effects: CSUPP (bit 0) plus LBCC (bit 1) for data-changing I/O.
+#: Commands Supported and Effects: CSUPP (bit 0) plus LBCC (bit 1) for data-changing I/O
+#: (Flush included, as in QEMU's nvme_cse_iocs_nvm_default).
 ADMIN_EFFECTS = {int(op): 1 for op in (
     A.DELETE_IO_SQ, A.CREATE_IO_SQ, A.GET_LOG_PAGE, A.DELETE_IO_CQ, A.CREATE_IO_CQ, A.IDENTIFY,
     A.ABORT, A.SET_FEATURES, A.GET_FEATURES, A.ASYNC_EVENT_REQUEST, A.DOORBELL_BUFFER_CONFIG)}
-IO_EFFECTS = {IO.FLUSH: 1, IO.WRITE: 3, IO.READ: 1, IO.COMPARE: 1, IO.WRITE_ZEROES: 3,
+IO_EFFECTS = {IO.FLUSH: 3, IO.WRITE: 3, IO.READ: 1, IO.COMPARE: 1, IO.WRITE_ZEROES: 3,
               IO.DATASET_MANAGEMENT: 3}
 
 
@@ -49,16 +50,22 @@ def id_ns(ctrl: Controller) -> bytes:
                  lbaf0=9 << 16)
 
 
+CSI_NVM, CSI_ZONED = 0, 2
+
+
 def identify(ctrl: Controller, sqe: SQE) -> bytes | int:
-    cns, nsid = sqe.cdw10 & 0xFF, sqe.nsid
+    cns, nsid, csi = sqe.cdw10 & 0xFF, sqe.nsid, sqe.cdw11 >> 24
     if cns == spec.CNS_CONTROLLER:
         return id_ctrl(ctrl)
-    if cns in (spec.CNS_CS_CONTROLLER,):
-        return bytes(IDENTIFY_SIZE) if (sqe.cdw11 >> 24) == 0 else S.INVALID_FIELD | DNR
+    if cns in (spec.CNS_CS_CONTROLLER,):      # QEMU answers the NVM and Zoned sets only
+        return bytes(IDENTIFY_SIZE) if csi in (CSI_NVM, CSI_ZONED) else S.INVALID_FIELD | DNR
     if cns in (spec.CNS_ACTIVE_NS_LIST, spec.CNS_CS_ACTIVE_NS_LIST):
         if nsid >= 0xFFFFFFFE:
             return S.INVALID_NSID | DNR
-        ids = [i for i in ACTIVE_NSIDS if i > nsid]
+        if cns == spec.CNS_CS_ACTIVE_NS_LIST and csi not in (CSI_NVM, CSI_ZONED):
+            return S.INVALID_FIELD | DNR
+        nvm = cns == spec.CNS_ACTIVE_NS_LIST or csi == CSI_NVM   # every namespace is NVM
+        ids = [i for i in ACTIVE_NSIDS if i > nsid] if nvm else []
         return b"".join(i.to_bytes(4, "little") for i in ids).ljust(IDENTIFY_SIZE, b"\0")
     if cns in (spec.CNS_NAMESPACE, spec.CNS_NS_DESCRIPTORS, spec.CNS_CS_NAMESPACE,
                spec.CNS_CS_INDEP_NAMESPACE):
@@ -73,6 +80,8 @@ def identify(ctrl: Controller, sqe: SQE) -> bytes | int:
             uuid = nsid.to_bytes(16, "big")
             return (bytes((3, 16, 0, 0)) + uuid + bytes((4, 1, 0, 0, 0))).ljust(IDENTIFY_SIZE,
                                                                                 b"\0")
+        if cns == spec.CNS_CS_NAMESPACE and active and csi != CSI_NVM:
+            return S.INVALID_FIELD | DNR      # QEMU: no Zoned structure for an NVM namespace
         return bytes(IDENTIFY_SIZE)
     return S.INVALID_FIELD | DNR
 

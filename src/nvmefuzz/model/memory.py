@@ -124,7 +124,7 @@ def map_prp(mem: GuestMemory, prp1: int, prp2: int, length: int,
             return DMA_ERROR
         entry = int.from_bytes(mem.read(list_addr + 0, 8), "little")
         if index == entries_per_page - 1 and remaining > page_size:
-            if entry & 7:
+            if entry & mask:                  # QEMU: the chain pointer is page aligned too
                 return PRP_ERROR
             list_addr, index = entry, (entry & mask) // 8
             continue

@@ -2,7 +2,7 @@
 
 ``execute`` runs at fetch time: it checks the namespace, opcode, transfer size, LBA range and
 PRPs, exactly where QEMU fails a command synchronously; a command that passes goes in flight
-with ``due = now + io_latency_ns``.  ``finish`` runs when the backend is done (or is drained):
+with ``due = now + io_latency_ns`` (Dataset Management without AD completes at once, as in QEMU).  ``finish`` runs when the backend is done (or is drained):
 data moves between guest memory and the namespace and the final status is decided.  PRPs are
 walked again at that point, so a command never carries mapped buffers (a migration saving an
 in-flight command only needs its SQE).
@@ -21,21 +21,33 @@ if TYPE_CHECKING:
     from nvmefuzz.model.state import Request
 
 DATA_OPS = (IO.READ, IO.WRITE, IO.COMPARE)
+U64 = (1 << 64) - 1                   # the SMART counters are u64 in QEMU and wrap
 
 
 def _range(sqe) -> tuple[int, int]:
     return sqe.cdw10 | sqe.cdw11 << 32, (sqe.cdw12 & 0xFFFF) + 1
 
 
+def _nsid_status(ctrl: Controller, nsid: int) -> int | None:
+    if nsid == 0 or nsid > ctrl.config.nn:          # also catches the broadcast NSID
+        return S.INVALID_NSID | DNR
+    if nsid not in ACTIVE_NSIDS:
+        return S.INVALID_FIELD | DNR
+    return None
+
+
 def execute(ctrl: Controller, req: Request) -> int | None:
     sqe = req.sqe
-    if sqe.fuse:
+    if sqe.opc == IO.FLUSH:
+        # QEMU dispatches Flush before every other check (FUSE is never looked at), and
+        # only Flush accepts the broadcast NSID.
+        bad = None if sqe.nsid == BROADCAST_NSID else _nsid_status(ctrl, sqe.nsid)
+        return bad if bad is not None else _in_flight(ctrl, req)
+    bad = _nsid_status(ctrl, sqe.nsid)
+    if bad is not None:
+        return bad
+    if sqe.fuse:                                      # QEMU: after the NSID, before the opcode
         return int(S.INVALID_FIELD)
-    if not (sqe.opc == IO.FLUSH and sqe.nsid == BROADCAST_NSID):
-        if sqe.nsid == 0 or sqe.nsid > ctrl.config.nn:
-            return S.INVALID_NSID | DNR
-        if sqe.nsid not in ACTIVE_NSIDS:
-            return S.INVALID_FIELD | DNR
     if sqe.opc not in IO_EFFECTS:
         return S.INVALID_OPCODE | DNR
     if sqe.psdt:
@@ -50,7 +62,20 @@ def execute(ctrl: Controller, req: Request) -> int | None:
         if sqe.opc in DATA_OPS:
             segs = map_prp(ctrl.mem, sqe.prp1, sqe.prp2, length, ctrl.page_size)
             if isinstance(segs, int):
-                return segs
+                # QEMU's Read/Write fail through ``status | NVME_DNR``; Compare returns the
+                # mapping status as it is.
+                return segs if sqe.opc == IO.COMPARE else segs | DNR
+    elif sqe.opc == IO.DATASET_MANAGEMENT:
+        if not sqe.cdw11 & 4:
+            return int(S.SUCCESS)                     # QEMU: no AD, nothing to do, done now
+        segs = map_prp(ctrl.mem, sqe.prp1, sqe.prp2, ((sqe.cdw10 & 0xFF) + 1) * 16,
+                       ctrl.page_size)                # QEMU maps the ranges at submission
+        if isinstance(segs, int):
+            return segs
+    return _in_flight(ctrl, req)
+
+
+def _in_flight(ctrl: Controller, req: Request) -> None:
     req.due = ctrl.now + ctrl.config.io_latency_ns
     ctrl.inflight.append(req)
     return None
@@ -77,8 +102,7 @@ def finish(ctrl: Controller, req: Request) -> int:
         return S.SUCCESS
     slba, nlb = _range(sqe)
     if sqe.opc == IO.WRITE_ZEROES:
-        store.deallocate(slba, nlb)
-        ctrl.host_writes += 1
+        store.deallocate(slba, nlb)           # QEMU does no block accounting for it
         return S.SUCCESS
     length = nlb * store.lba_size
     segs = map_prp(ctrl.mem, sqe.prp1, sqe.prp2, length, ctrl.page_size)
@@ -89,15 +113,19 @@ def finish(ctrl: Controller, req: Request) -> int:
         if data is None:
             return S.DATA_TRANSFER_ERROR
         store.write(slba, data)
-        ctrl.host_writes += 1
-        ctrl.data_units_written += nlb
+        ctrl.host_writes = (ctrl.host_writes + 1) & U64
+        ctrl.data_units_written = (ctrl.data_units_written + nlb) & U64
         return S.SUCCESS
-    ctrl.host_reads += 1
-    ctrl.data_units_read += nlb
     if sqe.opc == IO.READ:
+        ctrl.host_reads = (ctrl.host_reads + 1) & U64
+        ctrl.data_units_read = (ctrl.data_units_read + nlb) & U64
         ok = scatter(ctrl.mem, segs, store.read(slba, nlb))
         return S.SUCCESS if ok else S.DATA_TRANSFER_ERROR
     host = gather(ctrl.mem, segs)                # COMPARE
     if host is None:
         return S.DATA_TRANSFER_ERROR
-    return S.SUCCESS if host == store.read(slba, nlb) else S.COMPARE_FAILURE | DNR
+    if host != store.read(slba, nlb):
+        return S.COMPARE_FAILURE | DNR           # QEMU accounts a Compare only when it matches
+    ctrl.host_reads = (ctrl.host_reads + 1) & U64
+    ctrl.data_units_read = (ctrl.data_units_read + nlb) & U64
+    return S.SUCCESS

@@ -179,6 +179,8 @@ def _top(ctrl: Controller, path: str, value: Any) -> None:
         value = [AsyncEvent(*(_check(f"{path}[{i}]", U8, x) for x in e))
                  if isinstance(e, list) and len(e) == 3
                  else _fail(f"{path}[{i}]: not an event") for i, e in enumerate(value)]
+        if any(e.type > 7 for e in value):            # AET is 3 bits; aer_mask is a u8
+            raise SnapshotError(f"{path}: an event type above 7")
     elif kind == NSIDS:
         if (not isinstance(value, list) or value != sorted(set(value))
                 or not all(type(n) is int and 1 <= n <= ctrl.config.nn for n in value)):
@@ -222,7 +224,9 @@ def _queues(ctrl: Controller, kind: str, records: Any) -> None:
             table[qid] = SubmissionQueue(qid, vals["cqid"], vals["base"], vals["size"],
                                          vals["head"], vals["tail"])
         else:
-            if vals["vector"] >= ctrl.config.msix_qsize:
+            # as Create I/O CQ: INTx has one vector (irq_status is a u32 bitmap of vectors)
+            if vals["vector"] >= ctrl.config.msix_qsize or (
+                    vals["vector"] and not ctrl.config.msix):
                 raise SnapshotError(f"{where}.vector: {vals['vector']} out of range")
             table[qid] = CompletionQueue(qid, vals["base"], vals["size"], vals["ien"],
                                          vals["vector"], vals["head"], vals["tail"],
@@ -244,8 +248,8 @@ def _consistency(ctrl: Controller) -> None:
                 raise SnapshotError(f"{where}: request on missing sq {r.sqid}")
             if where.startswith("cq[") and sq.cqid != int(where[3:where.index("]")]):
                 raise SnapshotError(f"{where}: request of sq {r.sqid} on the wrong CQ")
-            if (where == "inflight") != (r.due is not None) or (where == "inflight") == (
-                    r.sqid == 0):
+            inflight = where == "inflight"
+            if inflight != (r.due is not None) or (inflight and r.sqid == 0):
                 raise SnapshotError(f"{where}: request in an impossible state")
             if where == "aer_reqs" and r.sqe.opc != AdminOpcode.ASYNC_EVENT_REQUEST:
                 raise SnapshotError("aer_reqs: holds a command that is not an AER")
@@ -254,6 +258,8 @@ def _consistency(ctrl: Controller) -> None:
                 raise SnapshotError(f"sq[{sq.sqid}]: more requests than queue entries")
     if len(ctrl.aer_reqs) > ctrl.config.aerl + 1:
         raise SnapshotError("aer_reqs: more outstanding AERs than AERL allows")
+    if ctrl.starttime_ms > ctrl.now // 1_000_000:     # SMART power-on hours would go negative
+        raise SnapshotError("starttime_ms: the controller was powered on in the future")
     page = ctrl.page_size
     if page & (page - 1) or not 4096 <= page <= 65536:
         raise SnapshotError(f"page_size: {page} is not a supported page size")

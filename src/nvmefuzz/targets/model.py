@@ -78,7 +78,7 @@ class ModelTarget:
         try:
             dst = snap.restore(blob, self.config, self.profile, src.mem, src.store, src.now)
         except SnapshotError as exc:
-            return MigrationOutcome(CRASHED, f"destination refused the stream: {exc}", len(blob))
+            return MigrationOutcome(CRASHED, f"load failed: {exc}", len(blob))
         carry = self.irq_events()                 # what the source raised while saving
         self.ctrl, self._irq_seen, self._irq_carry = dst, 0, carry
         return MigrationOutcome(COMPLETED, "", len(blob))

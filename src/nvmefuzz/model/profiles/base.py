@@ -20,7 +20,7 @@ from nvmefuzz.model.controller import Controller
 
 
 def _nothing(ctrl: Controller) -> None:
-    return None
+    """A hook that does nothing."""
 
 
 def _kick(ctrl: Controller) -> None:

@@ -1,0 +1,280 @@
+"""The ``nvmefuzz`` command: fuzz, replay, repro, corpus, targets, campaigns.
+
+Exit codes everywhere: 0 nothing found / everything as expected, 1 findings / regressions,
+2 the harness itself failed (bad input, missing target, internal error).  This is the only
+module that prints.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from nvmefuzz import __version__
+from nvmefuzz.errors import NvmeFuzzError
+from nvmefuzz.fuzz import campaign as campaigns
+from nvmefuzz.fuzz.runner import run_campaign
+from nvmefuzz.fuzz.session import replay as replay_trace
+from nvmefuzz.report.summary import findings_table, summary, table
+from nvmefuzz.trace import corpus as corpus_mod
+from nvmefuzz.trace.render import listing, pytest_file
+
+console = Console(stderr=True)
+out = Console()
+
+EXIT_OK, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
+
+
+def parse_duration(text: str) -> float:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not m:
+        raise click.BadParameter(f"{text!r} is not a duration like 90s, 10m or 1h")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+class Main(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except NvmeFuzzError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            sys.exit(EXIT_ERROR)
+
+
+@click.group(cls=Main)
+@click.version_option(__version__)
+def main() -> None:
+    """Stateful property-based fuzzer for NVMe save/restore (live migration) correctness."""
+
+
+@main.command()
+@click.option("--campaign", "-c", default="default", show_default=True,
+              help="campaign name in strategies/ or a path to a .toml file")
+@click.option("--target", "-t", default=None, help="model or qemu (default: the campaign's)")
+@click.option("--profile", "-p", default=None, help="migration profile (default: campaign's)")
+@click.option("--time", "budget", default=None, help="time budget, e.g. 90s, 10m, 1h")
+@click.option("--examples", type=int, default=None, help="example budget")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--refusals", type=click.Choice(["finding", "continue"]), default=None)
+@click.option("--corpus", "corpus_dir", type=click.Path(path_type=Path), default=Path("corpus"),
+              show_default=True, help="where shrunk findings are stored")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("reports"),
+              show_default=True, help="run folder root (raw findings land here first)")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="write the summary as JSON here")
+@click.option("--database", type=click.Path(path_type=Path), default=None,
+              help="a Hypothesis example database directory (a cache, never the corpus)")
+@click.option("--quiet", "-q", is_flag=True, help="no progress display")
+def fuzz(campaign: str, target: str | None, profile: str | None, budget: str | None,
+         examples: int | None, seed: int, refusals: str | None, corpus_dir: Path,
+         out_dir: Path, json_path: Path | None, database: Path | None, quiet: bool) -> None:
+    """Fuzz a target with a campaign; shrunk findings go to the corpus."""
+    import attrs
+    from hypothesis.database import DirectoryBasedExampleDatabase
+
+    camp = campaigns.load(campaign).with_profile(profile)
+    if target:
+        camp = attrs.evolve(camp, target=target)
+    if refusals:
+        camp = attrs.evolve(camp, refusals=refusals)
+    campaigns.validate(camp)
+    seconds = parse_duration(budget) if budget else None
+    if seconds is None and examples is None:
+        seconds = 60.0
+    run_dir = out_dir / "runs" / f"{camp.name}-{camp.profile}-seed{seed}"
+    db = DirectoryBasedExampleDatabase(str(database)) if database else None
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+                  disable=quiet) as bar:
+        total = seconds if seconds is not None else examples
+        task = bar.add_task(f"{camp.name}/{camp.profile}", total=total, info="")
+
+        def progress(r):
+            done = r.elapsed if seconds is not None else r.stats["examples"]
+            bar.update(task, completed=done, info=(
+                f"{r.stats['examples']} examples, {r.stats['steps']} steps, "
+                f"{r.stats['migrations']} migrations, {len(r.findings)} findings"))
+
+        result = run_campaign(camp, seed=seed, seconds=seconds, examples=examples,
+                              corpus_dir=corpus_dir, out_dir=run_dir, database=db,
+                              progress=progress)
+    data = summary(result)
+    out.print(table(data))
+    if data["findings"]:
+        out.print(findings_table(data))
+    hard = {k: v for k, v in result.stats.items() if not k.startswith(("action:", "waived:"))}
+    if not quiet:
+        out.print("event statistics: " + ", ".join(f"{k}={v}" for k, v in sorted(hard.items())))
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(data, indent=2, sort_keys=True))
+    sys.exit(EXIT_FOUND if data["findings"] else EXIT_OK)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--verbose", "-v", is_flag=True)
+def replay(paths: tuple[Path, ...], verbose: bool) -> None:
+    """Replay traces (default: the whole corpus) and check each reaches its recorded verdict."""
+    entries = [e for p in (paths or (Path("corpus"),)) for e in corpus_mod.load_all(p)]
+    if not entries:
+        console.print("[red]error:[/red] no traces found")
+        sys.exit(EXIT_ERROR)
+    t = Table(title="replay")
+    for col in ("status", "trace", "expected", "now"):
+        t.add_column(col)
+    regressions = errors = 0
+    for e in entries:
+        if e.trace is None:
+            errors += 1
+            t.add_row("[red]ERROR", str(e.path), "-", e.error)
+            continue
+        try:
+            verdict, _ = replay_trace(e.trace)
+        except NvmeFuzzError as exc:
+            errors += 1
+            t.add_row("[red]ERROR", str(e.path), e.trace.verdict.signature or "pass", str(exc))
+            continue
+        same = verdict.kind == e.trace.verdict.kind and verdict.signature == e.trace.verdict.signature
+        if not same:
+            regressions += 1
+        status = "as expected" if same else ("[yellow]FIXED" if verdict.ok else "[red]CHANGED")
+        if verbose or not same:
+            t.add_row(status, str(e.path), e.trace.verdict.signature or "pass",
+                      verdict.signature or "pass")
+    out.print(t)
+    out.print(f"{len(entries)} traces: {len(entries) - regressions - errors} as expected, "
+              f"{regressions} regressions, {errors} errors")
+    sys.exit(EXIT_ERROR if errors else EXIT_FOUND if regressions else EXIT_OK)
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--emit-pytest", type=click.Path(path_type=Path), default=None,
+              help="also write a standalone pytest file reproducing the trace")
+@click.option("--emit", type=click.Choice(["pytest"]), default=None,
+              help="print the reproducer in this form to stdout")
+def repro(path: Path, emit_pytest: Path | None, emit: str | None) -> None:
+    """Replay one trace step by step, showing what the twin and the migrated side saw."""
+    trace = corpus_mod.load(path)
+    out.print(listing(trace))
+
+    def show(i, step, twin, mig):
+        out.print(f"[bold]{i:4d} {step.render()}")
+        for a, b in _pairs(twin, mig):
+            mark = "  " if a == b else "[red]!="
+            out.print(f"     {mark} twin {_fmt(a)}")
+            if a != b:
+                out.print(f"        mig  {_fmt(b)}")
+
+    verdict, _ = replay_trace(trace, on_step=show)
+    out.print(f"verdict now: {verdict.kind} {verdict.signature}")
+    out.print(verdict.detail)
+    if emit_pytest:
+        emit_pytest.write_text(pytest_file(trace))
+        out.print(f"wrote {emit_pytest}")
+    if emit == "pytest":
+        print(pytest_file(trace))
+    same = verdict.kind == trace.verdict.kind and verdict.signature == trace.verdict.signature
+    sys.exit(EXIT_OK if same else EXIT_FOUND)
+
+
+def _pairs(a: list, b: list):
+    for i in range(max(len(a), len(b))):
+        yield (a[i] if i < len(a) else None), (b[i] if i < len(b) else None)
+
+
+def _fmt(o) -> str:
+    if o is None:
+        return "-"
+    label, fields = o
+    short = {k: (v.hex()[:32] + "..." if isinstance(v, bytes) and len(v) > 16 else v)
+             for k, v in fields.items()}
+    return f"{label} {short}"
+
+
+@main.group()
+def corpus() -> None:
+    """Inspect and tidy the regression corpus."""
+
+
+@corpus.command("list")
+@click.argument("root", type=click.Path(path_type=Path), default=Path("corpus"))
+def corpus_list(root: Path) -> None:
+    """One line per stored trace: profile, verdict, steps, migrations, path."""
+    t = Table(title=str(root))
+    for col in ("profile", "verdict", "signature", "steps", "migrations", "path"):
+        t.add_column(col)
+    bad = 0
+    for e in corpus_mod.load_all(root):
+        if e.trace is None:
+            bad += 1
+            t.add_row("?", "[red]unreadable", e.error, "-", "-", str(e.path))
+            continue
+        tr = e.trace
+        t.add_row(tr.profile, tr.verdict.kind, tr.verdict.signature, str(len(tr.steps)),
+                  str(tr.migrations), str(e.path))
+    out.print(t)
+    sys.exit(EXIT_ERROR if bad else EXIT_OK)
+
+
+@corpus.command("dedup")
+@click.argument("root", type=click.Path(path_type=Path), default=Path("corpus"))
+def corpus_dedup(root: Path) -> None:
+    """Keep the shortest trace per (profile, signature); move files to their canonical names."""
+    best: dict[tuple[str, str], corpus_mod.Entry] = {}
+    removed = 0
+    for e in corpus_mod.load_all(root):
+        if e.trace is None:
+            continue
+        key = (e.trace.profile, e.trace.verdict.signature)
+        if key in best and len(best[key].trace.steps) <= len(e.trace.steps):
+            e.path.unlink()
+            removed += 1
+            continue
+        if key in best:
+            best[key].path.unlink()
+            removed += 1
+        best[key] = e
+    for e in best.values():
+        canonical = corpus_mod.path_for(root, e.trace)
+        if canonical != e.path:
+            corpus_mod.atomic_write(canonical, e.trace.encode())
+            e.path.unlink()
+    out.print(f"{len(best)} traces kept, {removed} duplicates removed")
+
+
+@main.command()
+def targets() -> None:
+    """What targets are available here, and why not when they are not."""
+    from nvmefuzz.targets.discovery import describe
+
+    t = Table(title="targets")
+    for col in ("target", "available", "detail"):
+        t.add_column(col)
+    for name, ok, detail in describe():
+        t.add_row(name, "yes" if ok else "[red]no", detail)
+    out.print(t)
+
+
+@main.command("campaigns")
+def list_campaigns() -> None:
+    """The campaigns in strategies/."""
+    t = Table(title="campaigns")
+    for col in ("name", "target", "profile", "steps", "description"):
+        t.add_column(col)
+    for name in campaigns.available():
+        c = campaigns.load(name)
+        t.add_row(c.name, c.target, c.profile, str(c.steps), c.description)
+    out.print(t)
+
+
+if __name__ == "__main__":
+    main()

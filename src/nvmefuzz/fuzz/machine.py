@@ -1,0 +1,343 @@
+"""The Hypothesis state machine: a hostile-but-legal host choosing steps.
+
+How it works
+------------
+``build_machine(campaign)`` returns a ``RuleBasedStateMachine`` subclass whose rules each
+draw the arguments of one host action and hand a ``Step`` to the ``Session``; the session
+does all the work, so everything decided here ends up in the trace and replays without
+Hypothesis.  Rule weights come from the campaign: a rule of weight ``w`` is registered ``w``
+times (Hypothesis picks uniformly among applicable rules), weight 0 leaves it out.
+
+Preconditions read the twin's host view (which queues exist, which SQ has room) so most
+steps are legal; a share of every rule's draws is deliberately invalid (bad queue ids,
+sizes, vectors, doorbell values, opcodes, fields).  Queue ids flow through the bundles
+``cqs`` and ``sqs``.  ``target()`` steers towards hard states (waiting completions on a full
+CQ, every AER slot used, queued events, I/O in flight) and ``event()`` counts the hard
+states migrations happened in.
+
+A divergence whose signature is in ``known`` (findings already in the corpus) ends the
+example quietly, so a run keeps looking for new ways to lose state.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Callable
+
+from hypothesis import event, target
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle, RuleBasedStateMachine, consumes, initialize, multiple, precondition, rule,
+)
+
+from nvmefuzz.errors import Divergence
+from nvmefuzz.fuzz.campaign import Campaign
+from nvmefuzz.fuzz.session import Session
+from nvmefuzz.protocol.spec import AdminOpcode as A, IoOpcode as IO
+from nvmefuzz.targets import TargetConfig
+from nvmefuzz.trace.schema import Step, Trace, Verdict
+
+QIDS = st.sampled_from([1, 2, 3, 4, 1, 2, 0, 65])
+SIZES = st.sampled_from([2, 3, 4, 8, 16, 32, 1, 4097])
+IO_OPS = st.sampled_from([IO.WRITE, IO.READ, IO.WRITE, IO.READ, IO.FLUSH, IO.WRITE_ZEROES,
+                         IO.COMPARE, IO.DATASET_MANAGEMENT, IO.WRITE_UNCORRECTABLE])
+NSIDS = st.sampled_from([1, 1, 1, 1, 1, 1, 0, 2, 0xFFFFFFFF, 257])
+FIDS = st.sampled_from([0x01, 0x02, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B, 0x0E,
+                        0x16, 0x19, 0x03, 0x7F])
+HARD = ("waiting completions on a full CQ", "AER slots used", "queued events",
+        "I/O in flight")
+
+
+class Observer:
+    """What a run wants to hear about: findings as they happen, and statistics."""
+
+    def __init__(self) -> None:
+        self.stats: Counter = Counter()
+        self.last_failure: Trace | None = None
+
+    def finding(self, trace: Trace) -> None:
+        self.last_failure = trace
+
+    def example_done(self, stats: Counter) -> None:
+        self.stats.update(stats)
+        self.stats["examples"] += 1
+
+
+def _has_admin(m: Any) -> bool:
+    return 0 in m.host.sqs and m.host.sqs[0].free() > 0
+
+
+def _io_sqs(m: Any) -> list[int]:
+    return sorted(q for q, s in m.host.sqs.items() if q and s.free() > 0)
+
+
+def build_machine(camp: Campaign, observer: Observer | None = None,
+                  known: frozenset[str] = frozenset()) -> type[RuleBasedStateMachine]:
+    """The state machine class for ``camp`` (its TestCase runs it under pytest)."""
+    cfg = TargetConfig(kind=camp.target, profile=camp.profile, msix=camp.msix)
+    obs = observer or Observer()
+
+    class Machine(RuleBasedStateMachine):
+        cqs = Bundle("cqs")
+        sqs = Bundle("sqs")
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.session = Session(cfg, camp.waivers, camp.refusals)
+            self.host = self.session.twin_host
+            self.steps: list[Step] = []
+            self.dead = False
+            self.peak = dict.fromkeys(HARD, 0)
+
+        # -------------------------------------------------------------- plumbing
+        def do(self, action: str, **args: Any) -> None:
+            if self.dead:
+                return
+            step = Step(action, {k: v for k, v in args.items() if v is not None})
+            self.steps.append(step)
+            try:
+                self.session.apply(step)
+            except Divergence as exc:
+                verdict = Verdict(exc.kind, exc.signature, exc.detail, len(self.steps) - 1,
+                                  self._since())
+                if exc.signature in known:
+                    self.dead = True
+                    event(f"known finding: {exc.signature}")
+                    return
+                obs.finding(self._trace(verdict))
+                raise
+            self._steer()
+
+        def _since(self) -> int:
+            idx = [i for i, s in enumerate(self.steps) if s.action == "migrate"]
+            return len(self.steps) - 1 - idx[-1] if idx else -1
+
+        def _trace(self, verdict: Verdict) -> Trace:
+            return Trace(target=cfg.to_plain(), campaign=camp.name, seed=0,
+                         steps=tuple(self.steps), verdict=verdict, waivers=camp.waivers,
+                         refusals=camp.refusals)
+
+        def _steer(self) -> None:
+            ctrl = getattr(self.session.twin, "ctrl", None)
+            if ctrl is None:
+                return
+            now = {
+                HARD[0]: sum(len(q.waiting) for q in ctrl.cqs.values() if q.full()),
+                HARD[1]: len(ctrl.aer_reqs),
+                HARD[2]: len(ctrl.aer_queue),
+                HARD[3]: len(ctrl.inflight),
+            }
+            for k, v in now.items():
+                if v > self.peak[k]:
+                    self.peak[k] = v
+
+        def teardown(self) -> None:
+            for k, v in self.peak.items():
+                target(float(v), label=k)
+            stats = self.session.stats
+            stats.update({f"waived:{k}": v for k, v in self.session.comparator.suppressed.items()})
+            obs.example_done(stats)
+            self.session.close()
+
+        @initialize()
+        def power_on(self) -> None:
+            self.do("enable", asqs=7, acqs=7)
+
+        # -------------------------------------------------------------- controller state
+        def r_enable(self, asqs: int, acqs: int) -> None:
+            self.do("enable", asqs=asqs, acqs=acqs)
+
+        def r_reset(self) -> None:
+            self.do("disable")
+
+        def r_shutdown(self, shn: int) -> None:
+            self.do("shutdown", shn=shn)
+
+        def r_register_write(self, offset: int, value: int) -> None:
+            self.do("reg_write", offset=offset, size=4, value=value)
+
+        def r_register_read(self, offset: int) -> None:
+            self.do("reg_read", offset=offset, size=8 if offset in (0, 0x28, 0x30) else 4)
+
+        def r_migrate(self) -> None:
+            for name in self.session.hard_states():
+                event(f"migrated with {name}")
+            self.do("migrate")
+
+        # -------------------------------------------------------------- queues
+        def r_create_cq(self, qid: int, size: int, ien: bool, iv: int, pc: int,
+                        misalign: int) -> Any:
+            self.do("create_cq", qid=qid, size=size, ien=int(ien), iv=iv, pc=pc,
+                    misalign=misalign or None)
+            return qid if qid in self.host.cqs else multiple()
+
+        def r_create_sq(self, qid: int, cqid: int, size: int, pc: int) -> Any:
+            self.do("create_sq", qid=qid, cqid=cqid, size=size, pc=pc)
+            return qid if qid in self.host.sqs else multiple()
+
+        def r_delete_sq(self, qid: int) -> None:
+            self.do("delete_sq", qid=qid)
+
+        def r_delete_cq(self, qid: int) -> None:
+            self.do("delete_cq", qid=qid)
+
+        # -------------------------------------------------------------- I/O and doorbells
+        def r_io(self, data: st.DataObject, opc: int, slba: int, nlb: int, pattern: int,
+                 offset: int, ring: bool, nsid: int) -> None:
+            qid = data.draw(st.sampled_from(_io_sqs(self)), label="qid")
+            extra: dict[str, Any] = {}
+            if opc == IO.DATASET_MANAGEMENT:
+                extra["ranges"] = [[slba, nlb]]
+            self.do("io", qid=qid, opc=int(opc), slba=slba, nlb=nlb, pattern=pattern,
+                    offset=offset or None, ring=None if ring else False,
+                    nsid=None if nsid == 1 else nsid, **extra)
+
+        def r_ring_sq(self, data: st.DataObject) -> None:
+            qid = data.draw(st.sampled_from(sorted(self.host.sqs)), label="qid")
+            self.do("ring_sq", qid=qid)
+
+        def r_ring_cq(self, data: st.DataObject) -> None:
+            qid = data.draw(st.sampled_from(sorted(self.host.cqs)), label="qid")
+            self.do("ring_cq", qid=qid)
+
+        def r_bad_doorbell(self, data: st.DataObject, cq: bool, qid: int) -> None:
+            queues = self.host.cqs if cq else self.host.sqs
+            if qid in queues:
+                value = data.draw(st.integers(queues[qid].size, 0xFFFF), label="value")
+            else:
+                value = data.draw(st.integers(0, 0xFFFF), label="value")
+            self.do("ring_cq" if cq else "ring_sq", qid=qid, value=value)
+
+        def r_consume(self, data: st.DataObject, limit: int, ring: bool) -> None:
+            qid = data.draw(st.sampled_from(sorted(self.host.cqs)), label="qid")
+            self.do("consume", qid=qid, limit=limit, ring=None if ring else False)
+
+        def r_advance(self, ns: int) -> None:
+            self.do("advance", ns=ns)
+
+        # -------------------------------------------------------------- admin commands
+        def r_aer(self, reap: bool) -> None:
+            self.do("aer", reap=None if reap else False)
+
+        def r_identify(self, cns: int, nsid: int) -> None:
+            self.do("admin", opc=int(A.IDENTIFY), cdw10=cns, nsid=nsid, length=4096)
+
+        def r_get_log_page(self, lid: int, rae: bool, numd: int, offset: int,
+                           nsid: int) -> None:
+            self.do("admin", opc=int(A.GET_LOG_PAGE), nsid=nsid,
+                    cdw10=lid | int(rae) << 15 | numd << 16, cdw12=offset,
+                    length=min((numd + 1) * 4, 4096))
+
+        def r_get_features(self, fid: int, sel: int, cdw11: int) -> None:
+            length = {0x0E: 8, 0x16: 512}.get(fid, 0)
+            self.do("admin", opc=int(A.GET_FEATURES), cdw10=fid | sel << 8, cdw11=cdw11,
+                    length=length or None)
+
+        def r_set_features(self, fid: int, cdw11: int, save: bool, pattern: int,
+                           nsid: int) -> None:
+            length = {0x0E: 8, 0x16: 512}.get(fid, 0)
+            self.do("admin", opc=int(A.SET_FEATURES), cdw10=fid | int(save) << 31,
+                    cdw11=cdw11, nsid=None if nsid == 1 else (nsid if fid == 5 else 0),
+                    length=length or None, pattern=pattern if length else None)
+
+        def r_temperature_event(self, hi: int) -> None:
+            self.do("admin", opc=int(A.SET_FEATURES), cdw10=0x0B, cdw11=0x2)
+            self.do("admin", opc=int(A.SET_FEATURES), cdw10=0x04, cdw11=hi)
+
+        def r_abort(self, data: st.DataObject) -> None:
+            pending = sorted((q, c) for q, s in self.host.sqs.items() for c in s.outstanding)
+            pick = data.draw(st.sampled_from(pending + [(0, 0xBEEF), (9, 0)]), label="cmd")
+            self.do("admin", opc=int(A.ABORT), cdw10=pick[0] | pick[1] << 16)
+
+        def r_bad_admin(self, opc: int, fuse: int, psdt: int) -> None:
+            self.do("admin", opc=opc, fuse=fuse or None, psdt=psdt or None)
+
+        def r_dbbuf(self, misalign: int) -> None:
+            self.do("dbbuf", misalign=misalign or None)
+
+        def r_ns_changed(self) -> None:
+            self.do("environment", event="ns_changed", arg=1)
+
+    always = lambda m: True  # noqa: E731
+    admin_ok = _has_admin
+    table: dict[str, tuple[Callable, dict, Callable, Any]] = {
+        "enable": (Machine.r_enable, {"asqs": st.sampled_from([1, 3, 7, 31]),
+                                      "acqs": st.sampled_from([1, 3, 7, 31])},
+                   lambda m: 0 not in m.host.sqs, None),
+        "reset": (Machine.r_reset, {}, always, None),
+        "shutdown": (Machine.r_shutdown, {"shn": st.sampled_from([1, 2])}, always, None),
+        "register_write": (Machine.r_register_write, {
+            "offset": st.sampled_from([0x00, 0x08, 0x0C, 0x10, 0x18, 0x1C, 0x20, 0x38, 0x1002]),
+            "value": st.sampled_from([0, 1, 0xFFFFFFFF, 0x4E564D65, 2, 0x10])}, always, None),
+        "register_read": (Machine.r_register_read, {"offset": st.sampled_from(
+            [0x00, 0x08, 0x0C, 0x10, 0x14, 0x1C, 0x20, 0x24, 0x28, 0x30, 0x1000])},
+            always, None),
+        "migrate": (Machine.r_migrate, {}, always, None),
+        "create_cq": (Machine.r_create_cq, {
+            "qid": QIDS, "size": SIZES, "ien": st.booleans(),
+            "iv": st.sampled_from([0, 1, 2, 3, 0, 70]), "pc": st.sampled_from([1, 1, 1, 0]),
+            "misalign": st.sampled_from([0, 0, 0, 0, 0, 0, 0, 8])}, admin_ok, "cqs"),
+        "create_sq": (Machine.r_create_sq, {
+            "qid": QIDS, "cqid": st.one_of(Machine.cqs, st.sampled_from([0, 5, 9])),
+            "size": SIZES, "pc": st.sampled_from([1, 1, 1, 1, 0])}, admin_ok, "sqs"),
+        "delete_sq": (Machine.r_delete_sq, {
+            "qid": st.one_of(consumes(Machine.sqs), st.sampled_from([0, 7]))}, admin_ok, None),
+        "delete_cq": (Machine.r_delete_cq, {
+            "qid": st.one_of(consumes(Machine.cqs), st.sampled_from([0, 7]))}, admin_ok, None),
+        "io": (Machine.r_io, {
+            "data": st.data(), "opc": IO_OPS,
+            "slba": st.one_of(st.integers(0, 63), st.integers((1 << 14) - 9, (1 << 14) + 1)),
+            "nlb": st.integers(1, 8), "pattern": st.integers(0, 255),
+            "offset": st.sampled_from([0, 0, 0, 0, 512, 3584]),
+            "ring": st.sampled_from([True, True, True, False]), "nsid": NSIDS},
+            lambda m: bool(_io_sqs(m)), None),
+        "ring_sq": (Machine.r_ring_sq, {"data": st.data()}, lambda m: bool(m.host.sqs), None),
+        "ring_cq": (Machine.r_ring_cq, {"data": st.data()}, lambda m: bool(m.host.cqs), None),
+        "bad_doorbell": (Machine.r_bad_doorbell, {
+            "data": st.data(), "cq": st.booleans(), "qid": st.sampled_from([0, 1, 2, 9, 64])},
+            always, None),
+        "consume": (Machine.r_consume, {"data": st.data(), "limit": st.sampled_from(
+            [1, 2, 64, 64]), "ring": st.sampled_from([True, True, True, False])},
+            lambda m: bool(m.host.cqs), None),
+        "advance": (Machine.r_advance, {"ns": st.sampled_from(
+            [0, 5_000, 20_000, 100_000, 3_600_000_000_000])}, always, None),
+        "aer": (Machine.r_aer, {"reap": st.booleans()}, admin_ok, None),
+        "identify": (Machine.r_identify, {
+            "cns": st.sampled_from([0, 1, 2, 3, 5, 6, 7, 8, 0x20]),
+            "nsid": st.sampled_from([0, 1, 2, 0xFFFFFFFF])}, admin_ok, None),
+        "get_log_page": (Machine.r_get_log_page, {
+            "lid": st.sampled_from([1, 2, 3, 4, 5, 0x7F]), "rae": st.booleans(),
+            "numd": st.sampled_from([127, 15, 1023]), "offset": st.sampled_from([0, 0, 4, 3]),
+            "nsid": st.sampled_from([0xFFFFFFFF, 1, 0])}, admin_ok, None),
+        "get_features": (Machine.r_get_features, {
+            "fid": FIDS, "sel": st.sampled_from([0, 0, 1, 2, 3, 4]),
+            "cdw11": st.sampled_from([0, 1 << 20, 3 << 20, 1])}, admin_ok, None),
+        "set_features": (Machine.r_set_features, {
+            "fid": FIDS, "cdw11": st.sampled_from([0, 1, 0x100, 0x150, 1 << 20 | 0x100, 0x2,
+                                                  0xFFFF, 3 << 20]),
+            "save": st.sampled_from([False, False, False, True]),
+            "pattern": st.integers(0, 255), "nsid": st.sampled_from([1, 0, 2])},
+            admin_ok, None),
+        "temperature_event": (Machine.r_temperature_event, {
+            "hi": st.sampled_from([0x100, 0x140, 0x143])},
+            lambda m: 0 in m.host.sqs and m.host.sqs[0].free() > 1, None),
+        "abort": (Machine.r_abort, {"data": st.data()}, admin_ok, None),
+        "bad_admin": (Machine.r_bad_admin, {
+            "opc": st.sampled_from([0x18, 0x10, 0x0D, 0x7F, 0xC0, 0x06]),
+            "fuse": st.sampled_from([0, 0, 1]), "psdt": st.sampled_from([0, 0, 1])},
+            admin_ok, None),
+        "dbbuf": (Machine.r_dbbuf, {"misalign": st.sampled_from([0, 0, 0, 8])},
+                  admin_ok, None),
+        "ns_changed": (Machine.r_ns_changed, {}, always, None),
+    }
+    for name, weight in camp.weights.items():
+        fn, strategies, pre, bundle = table[name]
+        for copy in range(weight):
+            def body(self, _fn=fn, **kw):
+                return _fn(self, **kw)
+            body.__name__ = f"{name}_{copy}" if copy else name
+            target_kw = {"target": getattr(Machine, bundle)} if bundle else {}
+            decorated = rule(**target_kw, **strategies)(precondition(pre)(body))
+            setattr(Machine, body.__name__, decorated)
+    Machine.__name__ = Machine.__qualname__ = f"Machine_{camp.name.replace('-', '_')}"
+    return Machine

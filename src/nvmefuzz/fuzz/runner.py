@@ -1,0 +1,132 @@
+"""Running a campaign: batches of Hypothesis examples until the budget is spent.
+
+How it works
+------------
+A run is a series of batches.  Batch ``b`` runs the campaign's state machine with
+``max_examples`` examples under the Hypothesis seed ``seed * 1000003 + b``, so the same seed
+gives the same examples whatever the machine's speed; only how many batches fit in a time
+budget depends on the clock.  When a batch fails, Hypothesis has already shrunk the failure;
+the machine's observer holds the shrunk trace.  The raw (first seen) trace of a finding is
+written to the run's folder the moment it is seen, before shrinking starts, and the shrunk
+trace goes to the corpus under its signature.  Signatures already in the corpus are
+``known``: examples that reach them end quietly, so later batches look for new findings.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import attrs
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import seed as hyp_seed
+from hypothesis.database import ExampleDatabase
+
+from nvmefuzz.errors import Divergence
+from nvmefuzz.fuzz.campaign import Campaign
+from nvmefuzz.fuzz.machine import Observer, build_machine
+from nvmefuzz.trace import corpus
+from nvmefuzz.trace.schema import Trace
+
+
+@attrs.define
+class Finding:
+    signature: str
+    kind: str
+    trace: Trace
+    path: Path | None
+    raw_path: Path | None
+    new: bool
+
+
+@attrs.define
+class RunResult:
+    campaign: Campaign
+    seed: int
+    elapsed: float = 0.0
+    stats: Counter = attrs.Factory(Counter)
+    findings: list[Finding] = attrs.Factory(list)
+    batches: int = 0
+
+
+class RawWriter(Observer):
+    """An observer that writes every first-seen failing trace to disk immediately."""
+
+    def __init__(self, raw_dir: Path | None) -> None:
+        super().__init__()
+        self.raw_dir = raw_dir
+        self.raw: dict[str, Path] = {}
+
+    def finding(self, trace: Trace) -> None:
+        super().finding(trace)
+        sig = trace.verdict.signature
+        if self.raw_dir is not None and sig not in self.raw:
+            path = self.raw_dir / "raw" / corpus.path_for(Path("."), trace).name
+            corpus.atomic_write(path, trace.encode())
+            self.raw[sig] = path
+
+
+def known_signatures(corpus_dir: Path | None, profile: str) -> set[str]:
+    if corpus_dir is None or not Path(corpus_dir).exists():
+        return set()
+    return {e.trace.verdict.signature for e in corpus.load_all(corpus_dir)
+            if e.trace is not None and e.trace.profile == profile and not e.trace.verdict.ok}
+
+
+def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
+                 examples: int | None = None, batch: int = 100,
+                 corpus_dir: Path | None = None, out_dir: Path | None = None,
+                 database: ExampleDatabase | None = None,
+                 progress: Callable[[RunResult], None] | None = None) -> RunResult:
+    """Fuzz ``camp`` until ``seconds`` or ``examples`` run out (one of them must be given)."""
+    if seconds is None and examples is None:
+        raise ValueError("give a time budget or an example budget")
+    result = RunResult(camp, seed)
+    known = known_signatures(corpus_dir, camp.profile)
+    start = time.monotonic()
+    done = 0
+    while True:
+        left = None if examples is None else examples - done
+        if (left is not None and left <= 0) or (
+                seconds is not None and time.monotonic() - start >= seconds):
+            break
+        n = batch if left is None else min(batch, left)
+        observer = RawWriter(out_dir)
+        machine = build_machine(camp, observer, frozenset(known))
+        test = machine.TestCase
+        test.settings = settings(
+            max_examples=n, stateful_step_count=camp.steps, deadline=None,
+            database=database, derandomize=False, print_blob=False,
+            report_multiple_bugs=False, suppress_health_check=list(HealthCheck),
+            phases=[Phase.generate, Phase.target, Phase.shrink]
+            + ([Phase.reuse] if database is not None else []),
+        )
+        runner = hyp_seed(seed * 1_000_003 + result.batches)(test("runTest"))
+        failure = None
+        try:
+            runner.runTest()
+        except Divergence as exc:
+            failure = exc
+        except Exception as exc:       # Hypothesis wraps some failures (e.g. Flaky)
+            if not isinstance(getattr(exc, "__cause__", None), Divergence) and not any(
+                    isinstance(e, Divergence) for e in getattr(exc, "exceptions", ())):
+                raise
+            failure = exc
+        result.batches += 1
+        done += observer.stats["examples"] if failure is None else n
+        result.stats.update(observer.stats)
+        if failure is not None and observer.last_failure is not None:
+            trace = attrs.evolve(observer.last_failure, seed=seed)
+            sig = trace.verdict.signature
+            path, new = (corpus.save(corpus_dir, trace) if corpus_dir is not None
+                         else (None, True))
+            result.findings.append(Finding(sig, trace.verdict.kind, trace, path,
+                                           observer.raw.get(sig), new))
+            known.add(sig)
+        if progress is not None:
+            result.elapsed = time.monotonic() - start
+            progress(result)
+    result.elapsed = time.monotonic() - start
+    return result

@@ -1,0 +1,1 @@
+"""Reports: run summaries for people (tables) and machines (JSON)."""

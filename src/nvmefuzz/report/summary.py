@@ -1,0 +1,76 @@
+"""Run summaries as plain data (for ``--json``) and as rich tables (for the terminal).
+
+``summary(result)`` is the single description of a fuzz run: budget used, examples, steps,
+migrations and refusals, findings with class, signature and trace path, waived differences,
+hard states reached at migration, and the other ``event()`` statistics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from nvmefuzz.fuzz.runner import RunResult
+
+HARD_PREFIX = "migrated with "
+
+
+def summary(result: RunResult) -> dict[str, Any]:
+    s = result.stats
+    steps = s["steps"]
+    return {
+        "campaign": result.campaign.name,
+        "target": result.campaign.target,
+        "profile": result.campaign.profile,
+        "seed": result.seed,
+        "elapsed_s": round(result.elapsed, 3),
+        "batches": result.batches,
+        "examples": s["examples"],
+        "steps": steps,
+        "steps_per_s": round(steps / result.elapsed, 1) if result.elapsed else 0.0,
+        "migrations": s["migrations"],
+        "migrations_per_s": round(s["migrations"] / result.elapsed, 1) if result.elapsed else 0,
+        "refusals": s["refusals"],
+        "crashed": s["crashed"],
+        "hung": s["hung"],
+        "state_bytes_per_migration": (s["state bytes"] // s["migrations"]
+                                      if s["migrations"] else 0),
+        "hard_states_at_migration": {k[len(HARD_PREFIX):]: v for k, v in sorted(s.items())
+                                     if k.startswith(HARD_PREFIX)},
+        "actions": {k[7:]: v for k, v in sorted(s.items()) if k.startswith("action:")},
+        "waived": {k[7:]: v for k, v in sorted(s.items()) if k.startswith("waived:")},
+        "findings": [
+            {"class": f.kind, "signature": f.signature, "steps": len(f.trace.steps),
+             "trace": str(f.path) if f.path else None,
+             "raw_trace": str(f.raw_path) if f.raw_path else None, "new": f.new,
+             "detail": f.trace.verdict.detail}
+            for f in result.findings
+        ],
+    }
+
+
+def table(data: dict[str, Any]) -> Table:
+    t = Table(title=f"nvmefuzz {data['campaign']} on {data['target']} / {data['profile']}",
+              show_header=False)
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    for key in ("elapsed_s", "examples", "steps", "steps_per_s", "migrations",
+                "migrations_per_s", "refusals", "crashed", "hung",
+                "state_bytes_per_migration"):
+        t.add_row(key.replace("_", " "), str(data[key]))
+    for name, n in data["hard_states_at_migration"].items():
+        t.add_row(f"migrated with {name}", str(n))
+    for name, n in data["waived"].items():
+        t.add_row(f"waived: {name}", str(n))
+    t.add_row("findings", str(len(data["findings"])))
+    return t
+
+
+def findings_table(data: dict[str, Any]) -> Table:
+    t = Table(title="findings")
+    for col in ("class", "signature", "steps", "trace"):
+        t.add_column(col)
+    for f in data["findings"]:
+        t.add_row(f["class"], f["signature"], str(f["steps"]), f["trace"] or "-")
+    return t
