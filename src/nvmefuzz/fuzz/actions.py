@@ -30,13 +30,21 @@ IO_NAMES = {int(op): op.name for op in IO}
 RETURNS_DATA_ADMIN = {A.IDENTIFY, A.GET_LOG_PAGE, A.GET_FEATURES}
 
 
-def completion_obs(c: Completion, opc: int | None) -> Observation:
+#: admin commands whose CDW10 low byte selects what they are about (FID, LID, CNS)
+SELECTOR = {A.GET_FEATURES: "fid", A.SET_FEATURES: "fid", A.GET_LOG_PAGE: "lid",
+            A.IDENTIFY: "cns"}
+
+
+def completion_obs(c: Completion, opc: int | None, cdw10: int = 0) -> Observation:
+    """A completion as the guest saw it; the label names the command (and its selector)."""
     cqe = c.cqe
-    if not c.known:
+    if not c.known or opc is None:
         label = f"cqe/unknown/q{c.cqid}"
     else:
         kind, names = ("admin", ADMIN_NAMES) if c.cqid == 0 else ("io", IO_NAMES)
         label = f"cqe/{kind}/{names.get(opc, f'0x{opc:02x}')}"
+        if c.cqid == 0 and opc in SELECTOR:
+            label += f"/{SELECTOR[opc]}={cdw10 & 0xFF:#04x}"
     fields = {"sqid": cqe.sqid, "cid": cqe.cid, "status": cqe.status, "dw0": cqe.dw0,
               "dw1": cqe.dw1, "sqhd": cqe.sqhd, "phase": cqe.phase}
     if c.data is not None:
@@ -52,7 +60,7 @@ def _reap(host: Host, qid: int, limit: int = 1 << 16, ring: bool = True) -> list
     out = []
     for c in done:
         cmd = sq_cmds.get(c.cqe.sqid, {}).get(c.cqe.cid)
-        out.append(completion_obs(c, cmd.opc if cmd else None))
+        out.append(completion_obs(c, cmd.opc if cmd else None, cmd.cdw10 if cmd else 0))
     return out
 
 

@@ -59,7 +59,7 @@ WAIVERS: dict[str, Waiver] = {w.name: w for w in (
            ("irq",), _extra_interrupts_only),
     Waiver("smart-io-counters", "QEMU does not migrate the SMART I/O counters (they come "
            "from BlockAcctStats)", "QEMU commit 9d378cab message: 'SMART counters are not "
-           "preserved'", ("cqe/admin/GET_LOG_PAGE/data",), _smart_counters_only),
+           "preserved'", ("cqe/admin/GET_LOG_PAGE/lid=0x02/data",), _smart_counters_only),
 )}
 
 

@@ -72,8 +72,14 @@ def _io_sqs(m: Any) -> list[int]:
 
 
 def build_machine(camp: Campaign, observer: Observer | None = None,
-                  known: frozenset[str] = frozenset()) -> type[RuleBasedStateMachine]:
-    """The state machine class for ``camp`` (its TestCase runs it under pytest)."""
+                  known: frozenset[str] = frozenset(),
+                  bare: bool = False) -> type[RuleBasedStateMachine]:
+    """The state machine class for ``camp`` (its TestCase runs it under pytest).
+
+    ``bare`` keeps the machine's shape (rules, weights, strategies, preconditions) but makes
+    every step a no-op that is only counted: the baseline for measuring the fuzz loop's own
+    cost on top of Hypothesis.
+    """
     cfg = TargetConfig(kind=camp.target, profile=camp.profile, msix=camp.msix)
     obs = observer or Observer()
 
@@ -91,6 +97,9 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
 
         # -------------------------------------------------------------- plumbing
         def do(self, action: str, **args: Any) -> None:
+            if bare:
+                self.session.stats["steps"] += 1
+                return
             if self.dead:
                 return
             step = Step(action, {k: v for k, v in args.items() if v is not None})

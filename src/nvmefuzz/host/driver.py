@@ -45,6 +45,7 @@ class Outstanding:
     returns_data: bool
     #: host bookkeeping to apply if the command succeeds, e.g. ("create_cq", qid, size)
     effect: tuple = ()
+    cdw10: int = 0
 
 
 @attrs.define(slots=True)
@@ -159,7 +160,8 @@ class Host:
         sqe = attrs.evolve(sqe, cid=cid, prp1=sqe.prp1 or prp1, prp2=sqe.prp2 or prp2)
         self.bus.mem_write(L.sq_base(qid) + slot * SQE_SIZE, sqe.encode())
         sq.tail = (sq.tail + 1) % sq.size
-        sq.outstanding[cid] = Outstanding(sqe.opc, buffer, length, returns_data, effect)
+        sq.outstanding[cid] = Outstanding(sqe.opc, buffer, length, returns_data, effect,
+                                          sqe.cdw10)
         return cid
 
     def _prp2(self, qid: int, slot: int, buffer: int, length: int) -> int:

@@ -23,6 +23,7 @@ DATA_QUEUES = 16                    # queues with their own data windows (qid mo
 MAX_TRANSFER = 4 * PAGE
 SHADOW_DB = 0x03F0_0000
 EVENTIDX = 0x03F0_1000
+MSIX_MESSAGES = 0x03F0_2000          # one dword per MSI-X vector (targets that poll them)
 UNMAPPED = RAM_SIZE + 0x1000_0000    # an address outside guest RAM (DMA there fails)
 
 

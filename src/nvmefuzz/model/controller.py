@@ -306,11 +306,13 @@ class Controller:
         self._schedule("cq", cq.cqid)
 
     def _post_cqes(self, cq: CompletionQueue) -> None:
-        if self.dbbuf_enabled:
-            self.mem.write_u32(self.dbbuf_eis + 8 * cq.cqid + 4, cq.head)
-            cq.head = self.mem.read_u32(self.dbbuf_dbs + 8 * cq.cqid + 4) & 0xFFFF
         pending = cq.head != cq.tail
-        while cq.waiting and not cq.full():
+        while cq.waiting:
+            if self.dbbuf_enabled:       # per completion, as nvme_post_cqes does
+                self.mem.write_u32(self.dbbuf_eis + 8 * cq.cqid + 4, cq.head)
+                cq.head = self.mem.read_u32(self.dbbuf_dbs + 8 * cq.cqid + 4) & 0xFFFF
+            if cq.full():
+                break
             req = cq.waiting[0]
             sq = self.sqs[req.sqid]
             cqe = CQE(cid=req.sqe.cid, status=req.status, sqid=req.sqid, sqhd=sq.head,
