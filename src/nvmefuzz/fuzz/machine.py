@@ -73,12 +73,12 @@ def _io_sqs(m: Any) -> list[int]:
 
 def build_machine(camp: Campaign, observer: Observer | None = None,
                   known: frozenset[str] = frozenset(),
-                  bare: bool = False) -> type[RuleBasedStateMachine]:
+                  bare: bool = False, steer: bool = True) -> type[RuleBasedStateMachine]:
     """The state machine class for ``camp`` (its TestCase runs it under pytest).
 
     ``bare`` keeps the machine's shape (rules, weights, strategies, preconditions) but makes
     every step a no-op that is only counted: the baseline for measuring the fuzz loop's own
-    cost on top of Hypothesis.
+    cost on top of Hypothesis.  ``steer=False`` drops the ``target()`` guidance (a baseline).
     """
     cfg = TargetConfig(kind=camp.target, profile=camp.profile, msix=camp.msix)
     obs = observer or Observer()
@@ -141,8 +141,9 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
                     self.peak[k] = v
 
         def teardown(self) -> None:
-            for k, v in self.peak.items():
-                target(float(v), label=k)
+            if steer:
+                for k, v in self.peak.items():
+                    target(float(v), label=k)
             stats = self.session.stats
             stats.update({f"waived:{k}": v for k, v in self.session.comparator.suppressed.items()})
             obs.example_done(stats)

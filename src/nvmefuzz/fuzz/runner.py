@@ -78,7 +78,7 @@ def known_signatures(corpus_dir: Path | None, profile: str) -> set[str]:
 def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
                  examples: int | None = None, batch: int = 100,
                  corpus_dir: Path | None = None, out_dir: Path | None = None,
-                 database: ExampleDatabase | None = None,
+                 database: ExampleDatabase | None = None, steer: bool = True,
                  progress: Callable[[RunResult], None] | None = None) -> RunResult:
     """Fuzz ``camp`` until ``seconds`` or ``examples`` run out (one of them must be given)."""
     if seconds is None and examples is None:
@@ -94,7 +94,7 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
             break
         n = batch if left is None else min(batch, left)
         observer = RawWriter(out_dir)
-        machine = build_machine(camp, observer, frozenset(known))
+        machine = build_machine(camp, observer, frozenset(known), steer=steer)
         test = machine.TestCase
         test.settings = settings(
             max_examples=n, stateful_step_count=camp.steps, deadline=None,

@@ -72,8 +72,9 @@ def smart_temperature(ctrl: Controller) -> None:
 
 def namespace_changed(ctrl: Controller, nsid: int) -> None:
     """The namespace's attributes changed (an environment event, e.g. a resize)."""
-    if nsid not in ctrl.changed_nsids:
-        ctrl.changed_nsids.append(nsid)
-        ctrl.changed_nsids.sort()
+    if nsid in ctrl.changed_nsids:        # QEMU: an event only when newly marked
+        return
+    ctrl.changed_nsids.append(nsid)
+    ctrl.changed_nsids.sort()
     enqueue(ctrl, AsyncEventType.NOTICE, NoticeEventInfo.NS_ATTRIBUTE_CHANGED,
             LogId.CHANGED_NS_LIST)
