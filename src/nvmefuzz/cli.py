@@ -46,6 +46,11 @@ class Main(click.Group):
         except NvmeFuzzError as exc:
             console.print(f"[red]error:[/red] {exc}")
             sys.exit(EXIT_ERROR)
+        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception:                 # a harness bug is exit 2, never "findings" (1)
+            console.print_exception()
+            sys.exit(EXIT_ERROR)
 
 
 @click.group(cls=Main)
@@ -69,15 +74,22 @@ def main() -> None:
               show_default=True, help="run folder root (raw findings land here first)")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="write the summary as JSON here")
-@click.option("--database", type=click.Path(path_type=Path), default=None,
-              help="a Hypothesis example database directory (a cache, never the corpus)")
+@click.option("--database", default=None,
+              help="Hypothesis example database: a directory or redis://host:port "
+                   "(a cache shared between runs and machines, never the corpus)")
+@click.option("--timeline", type=click.Path(path_type=Path), default=None,
+              help="append a JSON line of progress here after every batch")
 @click.option("--quiet", "-q", is_flag=True, help="no progress display")
 def fuzz(campaign: str, target: str | None, profile: str | None, budget: str | None,
          examples: int | None, seed: int, refusals: str | None, corpus_dir: Path,
-         out_dir: Path, json_path: Path | None, database: Path | None, quiet: bool) -> None:
+         out_dir: Path, json_path: Path | None, database: str | None, timeline: Path | None,
+         quiet: bool) -> None:
     """Fuzz a target with a campaign; shrunk findings go to the corpus."""
+    import time
+
     import attrs
-    from hypothesis.database import DirectoryBasedExampleDatabase
+
+    from nvmefuzz.fuzz.database import open_database
 
     camp = campaigns.load(campaign).with_profile(profile)
     if target:
@@ -89,7 +101,10 @@ def fuzz(campaign: str, target: str | None, profile: str | None, budget: str | N
     if seconds is None and examples is None:
         seconds = 60.0
     run_dir = out_dir / "runs" / f"{camp.name}-{camp.profile}-seed{seed}"
-    db = DirectoryBasedExampleDatabase(str(database)) if database else None
+    db = open_database(database)
+    started = time.time()
+    if timeline is not None:
+        timeline.parent.mkdir(parents=True, exist_ok=True)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
                   disable=quiet) as bar:
@@ -97,6 +112,14 @@ def fuzz(campaign: str, target: str | None, profile: str | None, budget: str | N
         task = bar.add_task(f"{camp.name}/{camp.profile}", total=total, info="")
 
         def progress(r):
+            if timeline is not None:
+                with timeline.open("a") as fh:
+                    fh.write(json.dumps({
+                        "t": round(time.time() - started, 2), "at": round(time.time(), 2),
+                        "campaign": camp.name,
+                        "examples": r.stats["examples"], "steps": r.stats["steps"],
+                        "migrations": r.stats["migrations"], "findings": len(r.findings),
+                    }) + "\n")
             done = r.elapsed if seconds is not None else r.stats["examples"]
             bar.update(task, completed=done, info=(
                 f"{r.stats['examples']} examples, {r.stats['steps']} steps, "
@@ -274,6 +297,89 @@ def list_campaigns() -> None:
         c = campaigns.load(name)
         t.add_row(c.name, c.target, c.profile, str(c.steps), c.description)
     out.print(t)
+
+
+
+@main.command()
+@click.option("--time", "budget", default="1h", show_default=True,
+              help="wall time for the campaigns, e.g. 10m, 1h")
+@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--target", default=None, help="model or qemu (default: each campaign's)")
+@click.option("--database", default=None,
+              help="shared Hypothesis database: a directory or redis://host:port "
+                   "(default: a directory in the night's folder)")
+@click.option("--shard", default="0/1", show_default=True,
+              help="run only campaigns i, i+N, ... of the sorted list (i/N)")
+@click.option("--seed", type=int, default=None, help="default: the date (YYYYMMDD)")
+@click.option("--corpus", "corpus_dir", type=click.Path(path_type=Path), default=Path("corpus"),
+              show_default=True)
+@click.option("--reports", type=click.Path(path_type=Path), default=Path("reports"),
+              show_default=True)
+@click.option("--resume", "resume", is_flag=False, flag_value="latest", default=None,
+              help="continue an interrupted night (the latest, or the folder given)")
+@click.option("--no-coverage", is_flag=True, help="do not measure coverage of the model")
+def nightly(budget: str, workers: int, target: str | None, database: str | None, shard: str,
+            seed: int | None, corpus_dir: Path, reports: Path, resume: str | None,
+            no_coverage: bool) -> None:
+    """Replay the corpus, fuzz every campaign on N workers, write the night's report."""
+    import datetime as dt
+
+    from nvmefuzz import nightly as night_mod
+    from nvmefuzz.report import night as report
+
+    m = re.fullmatch(r"(\d+)/(\d+)", shard)
+    if not m or not int(m.group(1)) < int(m.group(2)):
+        raise click.BadParameter("--shard must look like i/N with i < N")
+    if workers < 1:
+        raise click.BadParameter("--workers must be at least 1")
+    if resume:
+        folder = (night_mod.latest_folder(reports) if resume == "latest" else Path(resume))
+        night = night_mod.Night.load(folder)
+        console.print(f"resuming {folder}")
+    else:
+        if database:
+            from nvmefuzz.fuzz.database import open_database
+
+            open_database(database)            # fail now, not in every worker
+        night = night_mod.start(
+            reports, corpus_dir, workers, parse_duration(budget),
+            seed if seed is not None else int(dt.date.today().strftime("%Y%m%d")),
+            (int(m.group(1)), int(m.group(2))), database, target, not no_coverage)
+        console.print(f"night folder {night.folder}")
+    corpus_json = night.folder / "corpus.json"
+    if not corpus_json.exists():
+        rows = night_mod.replay_corpus(Path(night.meta["corpus"]))
+        corpus_mod.atomic_write(corpus_json, json.dumps(rows, indent=1).encode())
+    rows = json.loads(corpus_json.read_text())
+    night.run(night.meta["workers"], progress=lambda s: console.print(
+        f"slice {s.index} {s.campaign}: {s.status} (exit {s.exit})"))
+    state = json.loads((night.folder / "state.json").read_text())
+    summary_data = report.collect(night.folder, state, rows)
+    history_file = reports / "nightly" / "history.jsonl"
+    history = []
+    if history_file.exists():
+        history = [json.loads(x) for x in history_file.read_text().splitlines() if x.strip()]
+    history.append({"night": night.meta["started"], "findings": len(summary_data["findings"]),
+                    "coverage": summary_data["coverage"]["percent"],
+                    "migrations": summary_data["totals"].get("migrations", 0)})
+    history_file.write_text("".join(json.dumps(x) + "\n" for x in history))
+    corpus_mod.atomic_write(night.folder / "summary.json",
+                            json.dumps(summary_data, indent=1, default=str).encode())
+    corpus_mod.atomic_write(night.folder / "junit.xml", report.junit(summary_data).encode())
+    page = report.html(summary_data, report.plots(summary_data, history))
+    corpus_mod.atomic_write(night.folder / "index.html", page.encode())
+    t = Table(title=f"nightly {night.meta['started']}")
+    for col in ("what", "value"):
+        t.add_column(col)
+    for k, v in summary_data["totals"].items():
+        t.add_row(k, str(v))
+    t.add_row("findings", str(len(summary_data["findings"])))
+    t.add_row("new findings", str(sum(f["new"] for f in summary_data["findings"])))
+    t.add_row("corpus regressions", str(summary_data["corpus"]["regressions"]))
+    t.add_row("model coverage %", str(summary_data["coverage"]["percent"]))
+    out.print(t)
+    out.print(f"report: {night.folder / 'index.html'}")
+    sys.exit(summary_data["exit"])
 
 
 if __name__ == "__main__":

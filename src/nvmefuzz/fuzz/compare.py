@@ -19,6 +19,7 @@ from typing import Any, Callable
 import attrs
 
 from nvmefuzz.fuzz.actions import Observation
+from nvmefuzz.protocol.structures import ID_CTRL, ID_NS, SMART_LOG
 
 
 @attrs.frozen
@@ -63,9 +64,24 @@ WAIVERS: dict[str, Waiver] = {w.name: w for w in (
 )}
 
 
-def _diff_fields(a: dict, b: dict) -> str:
+#: structures returned as data, by label, so a data difference names its first field
+DATA_LAYOUTS = {"lid=0x02": SMART_LOG, "cns=0x01": ID_CTRL, "cns=0x00": ID_NS}
+
+
+def _data_field(label: str, a: bytes, b: bytes) -> str:
+    at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    layout = next((lay for key, lay in DATA_LAYOUTS.items() if f"/{key}" in label), ())
+    for name, off, size in layout:
+        if off <= at < off + size:
+            return f"data.{name}"
+    return f"data@{at:#x}"
+
+
+def _diff_fields(label: str, a: dict, b: dict) -> str:
     for key in sorted(set(a) | set(b)):
         if a.get(key) != b.get(key):
+            if key == "data" and isinstance(a.get(key), bytes) and isinstance(b.get(key), bytes):
+                return _data_field(label, a[key], b[key])
             return key
     return ""
 
@@ -88,7 +104,7 @@ def first_difference(twin: list[Observation], mig: list[Observation]) -> Differe
         if t == m:
             continue
         if t is not None and m is not None and t[0] == m[0]:
-            return Difference(f"{t[0]}/{_diff_fields(t[1], m[1])}", t[1], m[1], True, True)
+            return Difference(f"{t[0]}/{_diff_fields(t[0], t[1], m[1])}", t[1], m[1], True, True)
         if m is not None and all(o[0] != m[0] for o in twin[i:]):
             return Difference(f"{m[0]}/extra", None, m[1], False, True)
         if t is not None and all(o[0] != t[0] for o in mig[i:]):
