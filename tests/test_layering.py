@@ -15,7 +15,7 @@ ALLOWED = {
     "targets": {"protocol", "model", "host", "targets"},
     "trace": {"trace"},
     "fuzz": {"protocol", "model", "host", "targets", "trace", "fuzz"},
-    "report": {"fuzz", "trace", "report"},
+    "report": {"protocol", "fuzz", "trace", "report"},
 }
 #: the pure core may not touch the outside world
 FORBIDDEN_IN_CORE = {"os", "socket", "subprocess", "time", "random", "threading", "asyncio"}

@@ -358,11 +358,17 @@ def nightly(budget: str, workers: int, target: str | None, database: str | None,
     history_file = reports / "nightly" / "history.jsonl"
     history = []
     if history_file.exists():
-        history = [json.loads(x) for x in history_file.read_text().splitlines() if x.strip()]
+        for line in history_file.read_text().splitlines():
+            try:
+                history.append(json.loads(line))
+            except ValueError:
+                continue                       # a blank or damaged line never stops a night
+    history = [x for x in history if x.get("night") != night.meta["started"]]   # resumed
     history.append({"night": night.meta["started"], "findings": len(summary_data["findings"]),
                     "coverage": summary_data["coverage"]["percent"],
                     "migrations": summary_data["totals"].get("migrations", 0)})
-    history_file.write_text("".join(json.dumps(x) + "\n" for x in history))
+    corpus_mod.atomic_write(history_file,
+                            "".join(json.dumps(x) + "\n" for x in history).encode())
     corpus_mod.atomic_write(night.folder / "summary.json",
                             json.dumps(summary_data, indent=1, default=str).encode())
     corpus_mod.atomic_write(night.folder / "junit.xml", report.junit(summary_data).encode())

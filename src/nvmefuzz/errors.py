@@ -70,6 +70,19 @@ class TargetTimeout(TargetError, TimeoutError):
     """A target did not answer within its bound (a hang)."""
 
 
+class QtestProtocolError(DeviceProtocolError):
+    """QEMU's qtest stream held a line the protocol does not allow, or a request could not
+    be encoded (the codec refuses what QEMU would abort on)."""
+
+
+class QtestCommandFailed(TargetError):
+    """A well-formed qtest ``FAIL``/``ERR`` reply: QEMU refused a harness request."""
+
+
+class TargetCrashed(TargetError):
+    """The target process died; the message keeps its exit status or signal and stderr."""
+
+
 class Divergence(NvmeFuzzError, AssertionError):
     """A finding: the migrated controller and its never-migrated twin were told apart.
 

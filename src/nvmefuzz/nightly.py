@@ -184,6 +184,10 @@ def latest_folder(root: Path) -> Path:
 def start(reports: Path, corpus_dir: Path, workers: int, seconds: float, seed: int,
           shard: tuple[int, int], database: str | None, target: str | None,
           coverage: bool = True) -> Night:
+    # absolute paths in state.json: --resume (or a report link) may run from another cwd
+    reports, corpus_dir = Path(reports).resolve(), Path(corpus_dir).resolve()
+    if database and "://" not in database:
+        database = str(Path(database).resolve())
     folder = new_folder(reports)
     night = Night(folder, corpus_dir, database or str(folder / "hypothesis-db"), target,
                   coverage)

@@ -95,6 +95,9 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
         n = batch if left is None else min(batch, left)
         observer = RawWriter(out_dir)
         machine = build_machine(camp, observer, frozenset(known), steer=steer)
+        # the seed must sit on the machine class: Hypothesis's stateful runner reads it
+        # from there and ignores one put on the TestCase instance
+        hyp_seed(seed * 1_000_003 + result.batches)(machine)
         test = machine.TestCase
         test.settings = settings(
             max_examples=n, stateful_step_count=camp.steps, deadline=None,
@@ -103,7 +106,7 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
             phases=[Phase.generate, Phase.target, Phase.shrink]
             + ([Phase.reuse] if database is not None else []),
         )
-        runner = hyp_seed(seed * 1_000_003 + result.batches)(test("runTest"))
+        runner = test("runTest")
         failure = None
         try:
             runner.runTest()

@@ -16,7 +16,7 @@ from nvmefuzz.model.memory import gather, map_prp, scatter
 from nvmefuzz.model.state import CompletionQueue, SubmissionQueue
 from nvmefuzz.protocol import regs
 from nvmefuzz.protocol.spec import (
-    BROADCAST_NSID, DNR, LOG_CLEARS_EVENT_TYPE, AdminOpcode as A, FeatureId as F, LogId,
+    DNR, LOG_CLEARS_EVENT_TYPE, AdminOpcode as A, LogId,
     Status as S,
 )
 

@@ -37,8 +37,9 @@ def _coverage(folder: Path) -> dict:
     except coverage.exceptions.NoDataError:
         return {"percent": None, "files": {}}
     data = json.loads(out.read_text())
+    # keyed by the path under the package (model/__init__.py vs protocol/__init__.py)
     return {"percent": round(data["totals"]["percent_covered"], 1),
-            "files": {Path(k).name if "profiles" not in k else "profiles/" + Path(k).name:
+            "files": {Path(k).as_posix().rsplit("/nvmefuzz/", 1)[-1]:
                       round(v["summary"]["percent_covered"], 1)
                       for k, v in sorted(data["files"].items())}}
 
@@ -62,23 +63,33 @@ def collect(folder: Path, state: dict, corpus_rows: list[dict]) -> dict:
             for f in summary.get("findings", []):
                 old = findings.get(f["signature"])
                 if old is None or f["steps"] < old["steps"]:
-                    findings[f["signature"]] = {**f, "campaign": s["campaign"]}
+                    findings[f["signature"]] = {**f, "campaign": s["campaign"],
+                                                "slice": s["index"]}
         if (d / "timeline.jsonl").exists():
             for line in (d / "timeline.jsonl").read_text().splitlines():
                 try:
                     timeline.append({**json.loads(line), "slice": s["index"]})
                 except ValueError:
                     continue                      # a line cut short by a kill
-        for raw in sorted((d / "raw").glob("*.cbor")) if (d / "raw").exists() else ():
+        # ``nvmefuzz fuzz --out d`` writes raw traces to d/runs/<campaign>-<profile>-seed<N>/raw
+        for raw in sorted(d.glob("runs/*/raw/*.cbor")):
+            if raw.name.startswith(".tmp-"):      # a write cut short by a kill
+                continue
             try:
                 tr = corpus_mod.load(raw)
             except Exception:                     # noqa: BLE001 - a report never dies on one file
                 continue
             sig = tr.verdict.signature
-            if sig not in findings:               # seen but not shrunk (the slice was killed)
-                findings[sig] = {"class": tr.verdict.kind, "signature": sig,
-                                 "steps": len(tr.steps), "trace": None, "raw_trace": str(raw),
-                                 "detail": tr.verdict.detail, "campaign": s["campaign"]}
+            if sig not in findings:               # seen but not reported (the slice was killed)
+                shrunk = corpus_mod.path_for(Path(state["meta"]["corpus"]), tr)
+                try:                              # shrunk and stored before the kill?
+                    steps, trace = len(corpus_mod.load(shrunk).steps), str(shrunk)
+                except Exception:                 # noqa: BLE001
+                    steps, trace = len(tr.steps), None
+                findings[sig] = {"class": tr.verdict.kind, "signature": sig, "steps": steps,
+                                 "trace": trace, "raw_trace": str(raw),
+                                 "detail": tr.verdict.detail, "campaign": s["campaign"],
+                                 "slice": s["index"]}
         slices.append({**s, "summary": summary})
     for f in findings.values():
         f["new"] = f["signature"] not in known
@@ -121,17 +132,17 @@ def junit(summary: dict) -> str:
             ET.SubElement(case, "failure", message=f"expected {r['expected']}, now {r['now']}")
     camp_suite = ET.SubElement(root, "testsuite", name="campaigns",
                                tests=str(len(summary["slices"])))
-    by_campaign: dict[str, list] = {}
+    by_slice: dict[int, list] = {}
     for f in summary["findings"]:
         if f["new"]:
-            by_campaign.setdefault(f["campaign"], []).append(f)
+            by_slice.setdefault(f["slice"], []).append(f)
     for s in summary["slices"]:
         case = ET.SubElement(camp_suite, "testcase", classname="campaign",
                              name=f"{s['campaign']}[{s['index']}]",
                              time=str(s["summary"].get("elapsed_s", 0)))
         if s["status"] != "done":
             ET.SubElement(case, "error", message=s["detail"][:500] or s["status"])
-        for f in by_campaign.pop(s["campaign"], []):
+        for f in by_slice.pop(s["index"], []):
             fail = ET.SubElement(case, "failure", message=f["signature"], type=f["class"])
             fail.text = f"{f['detail']}\n" + "\n".join(f["repro"])
     return ET.tostring(root, encoding="unicode", xml_declaration=True)

@@ -12,7 +12,10 @@ def open_target(cfg: TargetConfig) -> Target:
 
         return ModelTarget(cfg)
     if cfg.kind == "qemu":
-        raise TargetUnavailable("the qemu target is not part of this build yet")
+        from nvmefuzz.targets.discovery import find_qemu
+        from nvmefuzz.targets.qemu import QemuTarget
+
+        return QemuTarget(cfg, find_qemu())     # TargetUnavailable says why when missing
     raise TargetUnavailable(f"unknown target {cfg.kind!r}; known: model, qemu")
 
 

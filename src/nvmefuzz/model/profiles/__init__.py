@@ -1,7 +1,8 @@
 """Migration profiles by name: ``get(name)``; ``NAMES`` lists the built-in ones.
 
 A name of the form ``BASE-without-PATH`` is the profile BASE with one schema path no longer
-saved (the generated field mutants).
+saved (the generated field mutants); the hand-written mutants of ``mutants.MUTANTS``
+(``full+SLUG``) resolve by name too.
 """
 
 from __future__ import annotations
@@ -23,8 +24,12 @@ def get(name: str) -> Profile:
     base, sep, path = name.partition("-without-")
     if sep and base in PROFILES and path in PROFILES[base].saves:
         return PROFILES[base].without(path)
+    from nvmefuzz.model.profiles import mutants    # lazily: mutants imports this package
+
+    if name in mutants.MUTANTS:
+        return mutants.MUTANTS[name]
     raise CampaignError(f"unknown profile {name!r}; known: {', '.join(NAMES)} "
-                        f"(and BASE-without-FIELD)")
+                        f"(and BASE-without-FIELD, full+MUTANT)")
 
 
 __all__ = ["ALL_FIELDS", "NAMES", "PROFILES", "Profile", "get"]

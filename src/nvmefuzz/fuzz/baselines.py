@@ -1,0 +1,194 @@
+"""Hunting one mutant: the nvmefuzz state machine and the baselines it is measured against.
+
+Every strategy gets the same campaigns (their profile set to the mutant), the same seed and
+the same wall-clock budget, drives the same ``Session`` with steps of the same vocabulary
+(``fuzz.actions``), and returns a ``Kill``: whether and when the first failing example was
+seen, how many examples that took, and how long the reproducer it hands the user is.
+
+* ``state_machine``: the Hypothesis machine in batches exactly as ``run_campaign`` runs them
+  (seed ``seed * 1000003 + batch``), stopping at the first finding; ``steer=False`` is the
+  baseline without ``target()`` guidance.  The reproducer is Hypothesis's shrunk trace.
+* ``random_walk``: Python's ``random.Random(seed)`` picks uniformly among the actions (and
+  ``migrate``) and uniformly among each argument's values; no preconditions, no bundles, no
+  shrinking: the reproducer is the walk up to the failing step.
+* ``functional``: the method of QEMU's migration functional test: a guest read/write workload
+  with one migration at a random point, then the test checks only that the workload finished
+  with success and that reading back gives the data written.  Nothing is compared per step.
+
+With several campaigns, batches (walks, workloads) take them in turn.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Callable, Sequence
+
+import attrs
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import seed as hyp_seed
+
+from nvmefuzz.errors import Divergence
+from nvmefuzz.fuzz import walk
+from nvmefuzz.fuzz.campaign import Campaign
+from nvmefuzz.fuzz.machine import Observer, build_machine
+from nvmefuzz.fuzz.session import Session
+from nvmefuzz.targets import TargetConfig
+from nvmefuzz.trace.schema import Step, Trace, Verdict
+
+BATCH = 50
+
+
+@attrs.frozen
+class Kill:
+    """How one strategy fared against one mutant."""
+
+    strategy: str
+    killed: bool
+    seconds: float | None = None        # wall time to the first failing example
+    examples: int = 0                   # examples run, the failing one included
+    length: int | None = None           # steps of the reproducer the user gets
+    raw_length: int | None = None       # steps of the first failing example
+    signature: str = ""
+    shrink_seconds: float = 0.0
+    trace: bytes = b""                  # the reproducer, encoded
+
+    def to_plain(self) -> dict:
+        return {k: v for k, v in attrs.asdict(self).items() if k != "trace"}
+
+
+def _session(camp: Campaign) -> Session:
+    cfg = TargetConfig(kind=camp.target, profile=camp.profile, msix=camp.msix)
+    return Session(cfg, camp.waivers, camp.refusals)
+
+
+def _trace(camp: Campaign, seed: int, steps: list[Step], exc: Divergence) -> Trace:
+    cfg = TargetConfig(kind=camp.target, profile=camp.profile, msix=camp.msix)
+    verdict = Verdict(exc.kind, exc.signature, exc.detail, len(steps) - 1)
+    return Trace(target=cfg.to_plain(), campaign=camp.name, seed=seed, steps=tuple(steps),
+                 verdict=verdict, waivers=camp.waivers, refusals=camp.refusals)
+
+
+# ---------------------------------------------------------------------- the state machine
+class _FirstSeen(Observer):
+    """An observer that notes when, and after how many examples, a failure was first seen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first: tuple[float, int, int] | None = None   # (time, examples, raw length)
+
+    def finding(self, trace: Trace) -> None:
+        super().finding(trace)
+        if self.first is None:
+            self.first = (time.monotonic(), self.stats["examples"] + 1, len(trace.steps))
+
+
+def state_machine(camps: Sequence[Campaign], seed: int, seconds: float, *, steer: bool = True,
+                  batch: int = BATCH) -> Kill:
+    """Batches of the Hypothesis machine until the first finding or the budget is spent."""
+    name = "nvmefuzz" if steer else "unguided"
+    obs = _FirstSeen()
+    start = time.monotonic()
+    b = 0
+    while time.monotonic() - start < seconds:
+        camp = camps[b % len(camps)]
+        test = build_machine(camp, obs, steer=steer).TestCase
+        test.settings = settings(
+            max_examples=batch, stateful_step_count=camp.steps, deadline=None, database=None,
+            derandomize=False, print_blob=False, report_multiple_bugs=False,
+            suppress_health_check=list(HealthCheck),
+            phases=[Phase.generate, Phase.target, Phase.shrink])
+        failed = False
+        try:
+            hyp_seed(seed * 1_000_003 + b)(test("runTest")).runTest()
+        except Exception as exc:            # Hypothesis may wrap the Divergence
+            if not (isinstance(exc, Divergence) or isinstance(exc.__cause__, Divergence)
+                    or any(isinstance(e, Divergence) for e in getattr(exc, "exceptions", ()))):
+                raise
+            failed = True
+        b += 1
+        if failed and obs.first is not None and obs.last_failure is not None:
+            seen, examples, raw = obs.first
+            trace = attrs.evolve(obs.last_failure, seed=seed)
+            return Kill(name, seen - start <= seconds, seen - start, examples,
+                        len(trace.steps), raw, trace.verdict.signature,
+                        time.monotonic() - seen, trace.encode())
+    return Kill(name, False, examples=obs.stats["examples"])
+
+
+def unguided(camps: Sequence[Campaign], seed: int, seconds: float) -> Kill:
+    return state_machine(camps, seed, seconds, steer=False)
+
+
+# ---------------------------------------------------------------------- random walk
+def random_walk(camps: Sequence[Campaign], seed: int, seconds: float) -> Kill:
+    """Uniformly random walks of ``camp.steps`` steps, each starting with the machine's
+    power-on step; the first walk that diverges is the reproducer."""
+    rng = random.Random(seed)
+    start = time.monotonic()
+    walks = 0
+    while time.monotonic() - start < seconds:
+        camp = camps[walks % len(camps)]
+        walks += 1
+        session = _session(camp)
+        steps = [walk.POWER_ON]
+        try:
+            session.apply(steps[0])
+            for _ in range(camp.steps - 1):
+                steps.append(walk.random_step(rng))
+                session.apply(steps[-1])
+        except Divergence as exc:
+            took = time.monotonic() - start
+            trace = _trace(camp, seed, steps, exc)
+            return Kill("random-walk", took <= seconds, took, walks, len(steps), len(steps),
+                        exc.signature, 0.0, trace.encode())
+        finally:
+            session.close()
+    return Kill("random-walk", False, examples=walks)
+
+
+# ---------------------------------------------------------------------- QEMU's functional test
+class _Blind:
+    """A comparator that sees no difference: the functional test only checks its verdict."""
+
+    def check(self, twin: list, mig: list) -> None:
+        return None
+
+
+def functional(camps: Sequence[Campaign], seed: int, seconds: float) -> Kill:
+    """Random read/write workloads with one migration each, judged only at the end."""
+    rng = random.Random(seed)
+    start = time.monotonic()
+    runs = 0
+    while time.monotonic() - start < seconds:
+        camp = camps[runs % len(camps)]
+        runs += 1
+        session = _session(camp)
+        session.comparator = _Blind()
+        workload = walk.Workload(rng, camp.steps, session.mig_host, camp.msix)
+        seen: list[list] = []
+        session.on_step = lambda i, step, twin, mig: seen.append(mig)
+        steps: list[Step] = []
+        failure: Divergence | None = None
+        try:
+            for step in workload.steps():
+                steps.append(step)
+                session.apply(step)
+            failure = workload.judge(session.mig_host, seen)
+        except Divergence as exc:            # the migration itself failed (load error)
+            failure = exc
+        finally:
+            session.close()
+        if failure is not None:
+            took = time.monotonic() - start
+            trace = _trace(camp, seed, steps, failure)
+            return Kill("functional", took <= seconds, took, runs, len(steps), len(steps),
+                        failure.signature, 0.0, trace.encode())
+    return Kill("functional", False, examples=runs)
+
+
+Strategy = Callable[[Sequence[Campaign], int, float], Kill]
+STRATEGIES: dict[str, Strategy] = {
+    "nvmefuzz": state_machine, "unguided": unguided, "random-walk": random_walk,
+    "functional": functional,
+}

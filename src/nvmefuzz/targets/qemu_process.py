@@ -1,0 +1,348 @@
+"""The edge to a real QEMU: one process, its qtest and QMP sockets, and file migration.
+
+How it works
+------------
+``build_argv`` (pure) gives the command line: ``-accel qtest`` with a qtest socket QEMU
+connects to, a QMP socket it listens on, a 64 MiB q35 machine with no default devices and one
+``nvme`` device at bus 0 device 4 backed by a raw image.  Every path on it is a path inside
+the chroot when QEMU runs chrooted (``QemuBinary.guest_path``).
+
+``QemuProcess`` starts one such process inside a private folder (``Workspace``: one per
+target, holding the disk image, sockets, stderr logs and migration files; removed on close and
+at exit).  ``qtest(line)`` sends one request and waits, within ``reply_timeout``, for its
+reply; ``IRQ raise/lower`` lines that arrive first are kept in ``irqs``.  A closed socket means
+the process died: ``TargetCrashed`` carries the exit status or signal and the tail of stderr;
+no reply in time is ``TargetTimeout`` (a hang).  ``qmp`` goes through the ``qemu.qmp`` library
+on a private asyncio loop, also bounded.
+
+Migration over these processes lives in ``qemu_migration``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import weakref
+
+from nvmefuzz.errors import TargetCrashed, TargetError, TargetTimeout
+from nvmefuzz.targets.discovery import QemuBinary
+from nvmefuzz.targets.qtest_codec import Irq, Reply, ReplyParser, request
+
+logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
+
+NVME_SLOT = 4
+MACHINE = ("-machine", "q35", "-m", "64M")
+
+
+def build_argv(binary: QemuBinary, qtest_sock: str, qmp_sock: str, image: str, *,
+               serial: str = "nvmefuzz", incoming: bool = False,
+               fast_qmp_sock: str | None = None, device_props: str = "") -> list[str]:
+    """QEMU's command line; socket and image paths are as QEMU sees them."""
+    fast = ["-qmp", f"unix:{fast_qmp_sock},server=on,wait=off"] if fast_qmp_sock else []
+    argv = [*binary.argv, "-accel", "qtest", "-qtest", f"unix:{qtest_sock}",
+            "-qtest-log", "/dev/null", "-qmp", f"unix:{qmp_sock},server=on,wait=off", *fast,
+            "-display", "none", "-nodefaults", *MACHINE,
+            "-drive", f"id=drv0,if=none,file={image},format=raw",
+            "-device", f"nvme,drive=drv0,serial={serial},addr={NVME_SLOT:02x}.0"
+            + (f",{device_props}" if device_props else "")]
+    if incoming:
+        argv += ["-incoming", "defer"]
+    return argv
+
+
+# ---------------------------------------------------------------------- cleanup
+_LIVE: "weakref.WeakSet[QemuProcess]" = weakref.WeakSet()
+_DIRS: set[str] = set()
+
+
+@atexit.register
+def _cleanup() -> None:
+    for proc in list(_LIVE):
+        proc.kill()
+    for d in list(_DIRS):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+class Workspace:
+    """A private folder (inside the chroot if any) for one target's files."""
+
+    def __init__(self, binary: QemuBinary, nbytes: int) -> None:
+        self.binary = binary
+        base = binary.tmp_dir()
+        if base is not None:
+            os.makedirs(base, exist_ok=True)
+        self.dir = tempfile.mkdtemp(prefix="nvmefuzz-", dir=base)
+        _DIRS.add(self.dir)
+        self.image = os.path.join(self.dir, "disk.img")
+        with open(self.image, "wb") as fh:
+            fh.truncate(nbytes)
+        self._n = 0
+
+    def path(self, stem: str) -> str:
+        self._n += 1
+        return os.path.join(self.dir, f"{stem}-{self._n}")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+        _DIRS.discard(self.dir)
+
+
+_LOOP: asyncio.AbstractEventLoop | None = None
+
+
+def _run(coro, timeout: float):
+    global _LOOP
+    if _LOOP is None or _LOOP.is_closed():
+        _LOOP = asyncio.new_event_loop()
+    return _LOOP.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+class QemuProcess:
+    def __init__(self, ws: Workspace, *, incoming: bool = False, reply_timeout: float = 10.0,
+                 serial: str = "nvmefuzz", device_props: str = "") -> None:
+        self.ws, self.binary, self.incoming = ws, ws.binary, incoming
+        self.reply_timeout = reply_timeout
+        base = ws.path("qemu")
+        self.qtest_path, self.qmp_path = base + ".qtest", base + ".qmp"
+        self.fast_path, self.stderr_path = base + ".fastqmp", base + ".stderr"
+        g = self.binary.guest_path
+        self.argv = build_argv(self.binary, g(self.qtest_path), g(self.qmp_path),
+                               g(ws.image), serial=serial, incoming=incoming,
+                               fast_qmp_sock=g(self.fast_path), device_props=device_props)
+        self._listen = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listen.bind(self.qtest_path)
+        self._listen.listen(1)
+        self.started = time.monotonic()
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=err,
+                                         start_new_session=True)
+        _LIVE.add(self)
+        self.sock: socket.socket | None = None
+        self.qmpc = None
+        self.fast: RawQmp | None = None
+        self.parser = ReplyParser()
+        self.irqs: list[Irq] = []
+        self.closed = False
+
+    # ------------------------------------------------------------------ life cycle
+    def connect(self, timeout: float = 20.0) -> QemuProcess:
+        """Accept QEMU's qtest connection and connect to its QMP socket (bounded)."""
+        if self.sock is not None:
+            return self
+        deadline = time.monotonic() + timeout
+        self._listen.settimeout(0.05)
+        while self.sock is None:
+            try:
+                self.sock, _ = self._listen.accept()
+            except socket.timeout:
+                self._check_alive("starting")
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise TargetTimeout(f"QEMU did not connect to qtest within {timeout}s")
+        self._listen.close()
+        self.sock.settimeout(self.reply_timeout)
+        from qemu.qmp import QMPClient
+
+        self.qmpc = QMPClient(f"nvmefuzz-{self.proc.pid}")
+        while True:
+            try:
+                _run(self.qmpc.connect(self.qmp_path), max(0.1, deadline - time.monotonic()))
+                break
+            except Exception as exc:             # the socket appears shortly after start
+                self._check_alive("connecting QMP")
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise TargetTimeout(f"QMP did not answer within {timeout}s: {exc}") from exc
+                time.sleep(0.002)
+        self.fast = RawQmp(self.fast_path, self.reply_timeout, self._check_alive)
+        return self
+
+    def _check_alive(self, doing: str) -> None:
+        if self.proc.poll() is not None:
+            raise TargetCrashed(f"QEMU died while {doing}: {self.status()}")
+
+    def status(self) -> str:
+        """Exit status or signal, and the tail of stderr."""
+        rc = self.proc.poll()
+        if rc is None:
+            what = "still running"
+        elif rc < 0:
+            what = f"killed by {signal.Signals(-rc).name}"
+        else:
+            what = f"exit status {rc}"
+        try:
+            with open(self.stderr_path, "rb") as fh:
+                fh.seek(max(0, os.path.getsize(self.stderr_path) - 2000))
+                tail = fh.read().decode(errors="replace").strip()
+        except OSError:
+            tail = ""
+        return f"{what}; stderr: {tail}" if tail else what
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self.proc.kill()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.kill()
+        if self.qmpc is not None:
+            try:
+                _run(self.qmpc.disconnect(), 2)
+            except Exception:
+                pass
+        for s in (self.sock, self._listen, self.fast and self.fast.sock):
+            if s is not None:
+                s.close()
+        for p in (self.qtest_path, self.qmp_path, self.fast_path, self.stderr_path):
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+        _LIVE.discard(self)
+
+    def __enter__(self) -> QemuProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ qtest
+    def qtest(self, line: str) -> Reply:
+        return self.qtest_many([line])[0]
+
+    def qtest_many(self, lines: list[str]) -> list[Reply]:
+        """Send requests back to back (QEMU runs them in order) and return their replies."""
+        if self.sock is None:
+            self.connect()
+        try:
+            self.sock.sendall(b"".join(request(x) for x in lines))
+        except OSError as exc:
+            raise self._dead(f"sending {lines[0]!r}") from exc
+        replies: list[Reply] = []
+        while len(replies) < len(lines):
+            try:
+                data = self.sock.recv(1 << 20)
+            except socket.timeout:
+                raise TargetTimeout(f"QEMU did not answer {lines[len(replies)][:60]!r} within "
+                                    f"{self.reply_timeout}s (pid {self.proc.pid})") from None
+            except OSError as exc:
+                raise self._dead(f"reading the reply to {lines[0][:60]!r}") from exc
+            if not data:
+                raise self._dead(f"waiting for the reply to {lines[len(replies)][:60]!r}")
+            for ev in self.parser.feed(data):
+                if isinstance(ev, Irq):
+                    self.irqs.append(ev)
+                else:
+                    replies.append(ev)
+        return replies
+
+    def _dead(self, doing: str) -> TargetError:
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            pass
+        return TargetCrashed(f"QEMU closed the qtest socket while {doing}: {self.status()}")
+
+    # ------------------------------------------------------------------ QMP
+    def qmp(self, cmd: str, args: dict | None = None, timeout: float | None = None):
+        """Run one QMP command; ``qemu.qmp.ExecuteError`` carries QEMU's error text."""
+        return self.qmp_many([(cmd, args)], timeout)[0]
+
+    def qmp_many(self, cmds: list[tuple[str, dict | None]], timeout: float | None = None):
+        """Several QMP commands in flight together (QEMU answers them in order)."""
+        if self.qmpc is None:
+            self.connect()
+        client = self.qmpc
+
+        async def go():
+            return await asyncio.gather(*(client.execute(c, a) for c, a in cmds))
+        try:
+            out = _run(go(), timeout or self.reply_timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            self._check_alive(f"running QMP {cmds[0][0]}")
+            raise TargetTimeout(f"QMP {cmds[0][0]} did not answer within "
+                                f"{timeout or self.reply_timeout}s") from None
+        except Exception as exc:
+            if type(exc).__name__ == "ExecuteError":
+                raise
+            self._check_alive(f"running QMP {cmds[0][0]}")
+            raise TargetError(f"QMP {cmds[0][0]} failed: {exc}", exc) from exc
+        if not client.events.empty():               # nobody reads events: drop them
+            client.events.clear()
+        return out
+
+
+class RawQmp:
+    """A second, minimal QMP connection for the settle barrier only.
+
+    Measured here: a ``stop``/``query-blockstats``/``cont`` barrier takes about 2 ms through
+    ``qemu.qmp`` (asyncio scheduling per message) and about 0.2 ms as three pipelined JSON
+    lines on a blocking socket; the barrier runs after most steps, so it gets this path.
+    Everything else (migration, status) goes through ``qemu.qmp``.
+    """
+
+    def __init__(self, path: str, timeout: float, alive) -> None:
+        self.timeout, self.alive = timeout, alive
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock.connect(path)
+                break
+            except OSError:
+                alive("connecting the fast QMP socket")
+                if time.monotonic() > deadline:
+                    raise TargetTimeout(f"fast QMP socket {path} did not appear") from None
+                time.sleep(0.002)
+        self._buf = b""
+        self._line()                                         # the greeting
+        self.execute([("qmp_capabilities", None)])
+
+    def _line(self) -> dict:
+        while b"\n" not in self._buf:
+            try:
+                data = self.sock.recv(1 << 16)
+            except socket.timeout:
+                raise TargetTimeout(f"QMP did not answer within {self.timeout}s") from None
+            except OSError as exc:
+                self.alive("reading QMP")
+                raise TargetError(f"QMP socket failed: {exc}", exc) from exc
+            if not data:
+                self.alive("reading QMP")
+                raise TargetCrashed("QEMU closed its QMP socket")
+            self._buf += data
+        line, self._buf = self._buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def execute(self, cmds: list[tuple[str, dict | None]]) -> list:
+        msgs = [{"execute": c, **({"arguments": a} if a else {})} for c, a in cmds]
+        self.sock.sendall(b"".join(json.dumps(m).encode() + b"\n" for m in msgs))
+        out = []
+        while len(out) < len(cmds):
+            msg = self._line()
+            if "event" in msg:
+                continue
+            if "error" in msg:
+                raise TargetError(f"QMP {cmds[len(out)][0]}: {msg['error'].get('desc')}")
+            out.append(msg.get("return"))
+        return out

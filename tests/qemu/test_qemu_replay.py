@@ -1,0 +1,40 @@
+"""A short nvmefuzz trace on the qemu target replays to a pass (twin vs migrated QEMU)."""
+
+from __future__ import annotations
+
+from nvmefuzz.fuzz.session import replay
+from nvmefuzz.targets.base import TargetConfig
+from nvmefuzz.trace.schema import PASS, Step, Trace
+
+
+def _trace(**cfg) -> Trace:
+    steps = [
+        Step("enable", {}),
+        Step("admin", {"opc": 6, "cdw10": 1, "length": 4096}),
+        Step("create_cq", {"qid": 1, "size": 4, "iv": 1}),
+        Step("create_sq", {"qid": 1, "size": 4, "cqid": 1}),
+        Step("io", {"qid": 1, "opc": 1, "slba": 3, "nlb": 2, "pattern": 5}),
+        Step("migrate", {}),
+        Step("io", {"qid": 1, "opc": 2, "slba": 3, "nlb": 2}),
+        Step("io", {"qid": 1, "opc": 2, "slba": 0, "nlb": 1}),
+        Step("migrate", {}),
+        Step("consume", {"qid": 1}),
+        Step("aer", {"reap": False}),
+        Step("migrate", {}),
+        Step("admin", {"opc": 2, "cdw10": 2 | 1 << 16, "length": 512}),
+        Step("reg_read", {"offset": 0x1C}),
+    ]
+    return Trace(target=TargetConfig(kind="qemu", **cfg).to_plain(), campaign="test", seed=0,
+                 steps=tuple(steps))
+
+
+def test_short_trace_passes_on_qemu(qemu_binary):
+    verdict, stats = replay(_trace())
+    assert verdict.kind == PASS, verdict.detail
+    assert stats["migrations"] == 3 and stats["steps"] == 14
+
+
+def test_short_trace_passes_on_qemu_with_pin_interrupts(qemu_binary):
+    verdict, stats = replay(_trace(msix=False))
+    assert verdict.kind == PASS, verdict.detail
+    assert stats["migrations"] == 3
