@@ -410,8 +410,8 @@ def test_get_builds_without_mutants_by_name():
         profiles.get("qemu-11.1").saves - {"features.temp_thresh_hi"})
 
 
-@pytest.mark.parametrize("name", ["nonsense", "full-without-nonsense", "qemu-11.1-without-inflight",
-                                  "nope-without-cc", ""])
+@pytest.mark.parametrize("name", ["nonsense", "full-without-nonsense",
+                                  "qemu-11.1-without-inflight", "nope-without-cc", ""])
 def test_unknown_profile_raises_campaign_error(name):
     """A profile name that is neither built in nor a valid mutant is a CampaignError."""
     with pytest.raises(CampaignError):

@@ -130,9 +130,11 @@ def select(state: dict[str, Any], saves: frozenset[str]) -> dict[str, Any]:
         if k not in saves:
             continue
         if k in ("sq", "cq"):
-            keep = {f for f in (SQ_FIELDS if k == "sq" else CQ_FIELDS) if f"{k}.{f}" in saves}
-            keep.add(f"{k}id")
-            v = [{f: x for f, x in rec.items() if f in keep} for rec in v]
+            fields = SQ_FIELDS if k == "sq" else CQ_FIELDS
+            keep = {f for f in fields if f"{k}.{f}" in saves}
+            if len(keep) < len(fields) or type(state) is not _Captured:   # else: as they are
+                keep.add(f"{k}id")
+                v = [{f: x for f, x in rec.items() if f in keep} for rec in v]
         out[k] = v
     return out
 
@@ -330,18 +332,22 @@ def _consistency(ctrl: Controller) -> None:
         if sq.cqid not in ctrl.cqs or (sq.sqid == 0) != (sq.cqid == 0):
             raise SnapshotError(f"sq[{sq.sqid}]: completion queue {sq.cqid} is not valid")
         sq.used = 0
-    for where, reqs in (("inflight", ctrl.inflight), ("aer_reqs", ctrl.aer_reqs),
-                        *((f"cq[{q.cqid}].waiting", q.waiting) for q in ctrl.cqs.values())):
+    for where, cqid, reqs in (("inflight", None, ctrl.inflight),
+                              ("aer_reqs", None, ctrl.aer_reqs),
+                              *((f"cq[{q.cqid}].waiting", q.cqid, q.waiting)
+                                for q in ctrl.cqs.values())):
+        inflight, aer = where == "inflight", where == "aer_reqs"
         for r in reqs:
             sq = ctrl.sqs.get(r.sqid)
             if sq is None:
                 raise SnapshotError(f"{where}: request on missing sq {r.sqid}")
-            if where.startswith("cq[") and sq.cqid != int(where[3:where.index("]")]):
+            if cqid is not None and sq.cqid != cqid:
                 raise SnapshotError(f"{where}: request of sq {r.sqid} on the wrong CQ")
-            inflight = where == "inflight"
-            if inflight != (r.due is not None) or (inflight and r.sqid == 0):
+            # in flight: an I/O command with a due time; an AER: on the admin SQ, no due time
+            if (inflight != (r.due is not None) or (inflight and r.sqid == 0)
+                    or (aer and r.sqid != 0)):
                 raise SnapshotError(f"{where}: request in an impossible state")
-            if where == "aer_reqs" and r.sqe.opc != AdminOpcode.ASYNC_EVENT_REQUEST:
+            if aer and r.sqe.opc != AdminOpcode.ASYNC_EVENT_REQUEST:
                 raise SnapshotError("aer_reqs: holds a command that is not an AER")
             sq.used += 1
             if sq.used > sq.size:
