@@ -4,7 +4,8 @@ Run: ``python bench/qemu_throughput.py [--commands N] [--migrations N] [--depth 
 
 1. Commands/s, fuzzer style (queue depth 1): each command is one ``io`` action (a 4 KiB
    Write or Read) then a ``consume`` action and the observations a session makes after every
-   step, so every command pays the settle barrier (see ``targets/qemu.py``).
+   step, so every command pays two settles (see ``targets/qemu.py``); also the qtest round
+   trips per command and the drain barriers (QMP stop/cont) per command, which should be 0.
 2. Commands/s, batched: ``--depth`` commands on one SQ, one doorbell, one settle, one harvest.
 3. Migrations/s with the warm pool: a controller with an I/O queue pair and an outstanding AER
    is migrated back to back; each migration is QMP ``migrate`` to a file, a pre-started
@@ -99,12 +100,13 @@ def main() -> None:
 
     t, h = bring_up(binary)
     try:
-        r0 = t.rounds
+        r0, rt0 = t.rounds, t.stats["round trips"]
         qd1 = fuzz_style(t, h, a.commands)
         barriers = (t.rounds - r0) / a.commands
+        trips = (t.stats["round trips"] - rt0) / a.commands
         qdn = batched(t, h, a.commands, a.depth)
         print(f"commands/s, one at a time (fuzzer steps): {qd1:,.0f} "
-              f"({barriers:.1f} drain barriers per command)")
+              f"({trips:.1f} qtest round trips and {barriers:.2f} drain barriers per command)")
         print(f"commands/s, {a.depth} per doorbell: {qdn:,.0f}")
         save, take, load, sizes = [], [], [], []
         start = time.perf_counter()
@@ -126,6 +128,7 @@ def main() -> None:
     figures = {
         "commands_per_s_qd1": round(qd1), f"commands_per_s_qd{a.depth}": round(qdn),
         "barriers_per_command_qd1": round(barriers, 2),
+        "round_trips_per_command_qd1": round(trips, 1),
         "migrations_per_s": round(mig, 1),
         "start_ms": round(statistics.median(starts), 1),
         "save_ms": round(statistics.median(save), 1),

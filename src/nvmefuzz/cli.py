@@ -180,13 +180,20 @@ def replay(paths: tuple[Path, ...], verbose: bool) -> None:
 
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
+@click.argument("emit_dir", required=False, type=click.Path(path_type=Path))
 @click.option("--emit-pytest", type=click.Path(path_type=Path), default=None,
               help="also write a standalone pytest file reproducing the trace")
-@click.option("--emit", type=click.Choice(["pytest"]), default=None,
-              help="print the reproducer in this form to stdout")
-def repro(path: Path, emit_pytest: Path | None, emit: str | None) -> None:
+@click.option("--emit", type=click.Choice(["pytest", "qtest"]), default=None,
+              help="pytest: print a pytest reproducer; qtest (with a folder EMIT_DIR, qemu "
+                   "traces): write cmdline.sh and qtest scripts that replay it without Python")
+def repro(path: Path, emit_dir: Path | None, emit_pytest: Path | None,
+          emit: str | None) -> None:
     """Replay one trace step by step, showing what the twin and the migrated side saw."""
     trace = corpus_mod.load(path)
+    if (emit == "qtest") != (emit_dir is not None):
+        raise click.UsageError("--emit qtest takes a folder: repro TRACE --emit qtest DIR")
+    if emit == "qtest" and trace.target.get("kind") != "qemu":
+        raise click.UsageError("--emit qtest needs a trace of the qemu target")
     out.print(listing(trace))
 
     def show(i, step, twin, mig):
@@ -197,7 +204,29 @@ def repro(path: Path, emit_pytest: Path | None, emit: str | None) -> None:
             if a != b:
                 out.print(f"        mig  {_fmt(b)}")
 
-    verdict, _ = replay_trace(trace, on_step=show)
+    if emit == "qtest":
+        from nvmefuzz.targets import qtest_script
+
+        def mark(i, step, session):
+            for side in (session.twin, session.mig):
+                rec.of(side).mark(f"step {i}: {step.render()}")
+
+        with qtest_script.recording() as rec:
+            verdict, _ = replay_trace(trace, on_step=show, before_step=mark)
+        twin, mig = rec.recorders[0], rec.recorders[1]    # the session makes the twin first
+        files = qtest_script.render(
+            twin.entries, mig.entries, binary_argv=list(mig.target.binary.argv),
+            root=mig.target.binary.root, image_bytes=mig.target.cfg.nsze * 512,
+            device_props=mig.target.device_props,
+            title=f"{trace.verdict.kind} {trace.verdict.signature} ({path.name})")
+        emit_dir.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (emit_dir / name).write_text(text)
+        (emit_dir / "cmdline.sh").chmod(0o755)
+        out.print(f"wrote {', '.join(sorted(files))} to {emit_dir}; run: bash "
+                  f"{emit_dir / 'cmdline.sh'}")
+    else:
+        verdict, _ = replay_trace(trace, on_step=show)
     out.print(f"verdict now: {verdict.kind} {verdict.signature}")
     out.print(verdict.detail)
     if emit_pytest:
@@ -386,6 +415,66 @@ def nightly(budget: str, workers: int, target: str | None, database: str | None,
     out.print(t)
     out.print(f"report: {night.folder / 'index.html'}")
     sys.exit(summary_data["exit"])
+
+
+
+@main.command("diff")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--campaign", "-c", "camps", multiple=True,
+              help="draw examples from this campaign (repeatable; default: every campaign "
+                   "when no trace is given)")
+@click.option("--examples", "-n", type=int, default=20, show_default=True,
+              help="examples per campaign")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--ignore", multiple=True,
+              help="label prefix of a known disagreement to count and look past (repeatable)")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="write every disagreement as JSON here")
+def diff(paths: tuple[Path, ...], camps: tuple[str, ...], examples: int, seed: int,
+         ignore: tuple[str, ...], json_path: Path | None) -> None:
+    """Run the same steps on the model and on QEMU (no migrations) and list where they
+    disagree: the first differing observation per trace, grouped by label."""
+    from collections import Counter
+
+    from nvmefuzz.fuzz import diff as diff_mod
+
+    jobs = []                                   # (source, steps, model cfg, qemu cfg)
+    for e in (e for p in paths for e in corpus_mod.load_all(p)):
+        if e.trace is None:
+            raise click.ClickException(f"{e.path}: {e.error}")
+        t = e.trace.target
+        cfgs = diff_mod.configs(msix=t.get("msix", True), profile=t.get("profile", "full"),
+                                nsze=t.get("nsze"))
+        jobs.append((str(e.path), e.trace.steps, *cfgs))
+    for name in camps or (() if paths else tuple(campaigns.available())):
+        camp = campaigns.load(name)
+        cfgs = diff_mod.configs(msix=camp.msix, profile=camp.profile)
+        for i, steps in enumerate(diff_mod.generate(camp, examples, seed)):
+            jobs.append((f"{camp.name}#{i}", steps, *cfgs))
+    found, ignored, ran = [], Counter(), 0
+    for source, steps, model_cfg, qemu_cfg in jobs:
+        d, n = diff_mod.diff_steps(source, steps, model_cfg, qemu_cfg, ignore=ignore,
+                                   ignored=ignored)
+        ran += n
+        if d is not None:
+            found.append(d)
+    groups = diff_mod.group(found)
+    out.print(f"[bold]model vs QEMU: {len(jobs)} traces, {ran} steps, {len(found)} "
+              f"disagreeing, {len(groups)} distinct[/bold]")
+    for label, ds in groups.items():
+        p = ds[0].to_plain()
+        out.print(f"[bold]{label}[/bold]  ({len(ds)} traces)\n"
+                  f"    first: {p['source']} step {p['step']}: {p['action']}\n"
+                  f"    model: {p['model']}\n    qemu:  {p['qemu']}", highlight=False)
+    if ignored:
+        out.print("looked past: " + ", ".join(f"{k}={v}" for k, v in sorted(ignored.items())))
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps({
+            "traces": len(jobs), "steps": ran, "ignored": dict(ignored),
+            "groups": {label: [d.to_plain() for d in ds] for label, ds in groups.items()},
+        }, indent=1))
+    sys.exit(EXIT_FOUND if found else EXIT_OK)
 
 
 if __name__ == "__main__":

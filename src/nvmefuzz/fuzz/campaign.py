@@ -92,7 +92,10 @@ def parse(text: str, origin: str = "<campaign>") -> Campaign:
 def validate(camp: Campaign, origin: str = "<campaign>") -> None:
     if camp.target not in TARGETS:
         raise CampaignError(f"{origin}: unknown target {camp.target!r}")
-    get_profile(camp.profile)
+    try:
+        get_profile(camp.profile)
+    except CampaignError as exc:
+        raise CampaignError(f"{origin}: {exc}") from None
     if camp.refusals not in ("finding", "continue"):
         raise CampaignError(f"{origin}: refusals must be 'finding' or 'continue'")
     bad = [w for w in camp.waivers if w not in WAIVERS]

@@ -6,7 +6,8 @@ A run is a series of batches.  Batch ``b`` runs the campaign's state machine wit
 ``max_examples`` examples under the Hypothesis seed ``seed * 1000003 + b``, so the same seed
 gives the same examples whatever the machine's speed; only how many batches fit in a time
 budget depends on the clock.  When a batch fails, Hypothesis has already shrunk the failure;
-the machine's observer holds the shrunk trace.  The raw (first seen) trace of a finding is
+the machine's observer holds the shrunk trace, and ``minimize`` deletes the steps Hypothesis
+had no time to (bounded).  The raw (first seen) trace of a finding is
 written to the run's folder the moment it is seen, before shrinking starts, and the shrunk
 trace goes to the corpus under its signature.  Signatures already in the corpus are
 ``known``: examples that reach them end quietly, so later batches look for new findings.
@@ -27,6 +28,7 @@ from hypothesis.database import ExampleDatabase
 from nvmefuzz.errors import Divergence
 from nvmefuzz.fuzz.campaign import Campaign
 from nvmefuzz.fuzz.machine import Observer, build_machine
+from nvmefuzz.fuzz.minimize import minimize
 from nvmefuzz.trace import corpus
 from nvmefuzz.trace.schema import Trace
 
@@ -84,7 +86,9 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
     if seconds is None and examples is None:
         raise ValueError("give a time budget or an example budget")
     result = RunResult(camp, seed)
-    known = known_signatures(corpus_dir, camp.profile)
+    where = Trace(target={"kind": camp.target, "profile": camp.profile}, campaign=camp.name,
+                  seed=seed, steps=()).profile            # the corpus folder it writes to
+    known = known_signatures(corpus_dir, where)
     start = time.monotonic()
     done = 0
     while True:
@@ -121,7 +125,8 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
         done += observer.stats["examples"] if failure is None else n
         result.stats.update(observer.stats)
         if failure is not None and observer.last_failure is not None:
-            trace = attrs.evolve(observer.last_failure, seed=seed)
+            # Hypothesis shrinks within a time budget that a slow target can exhaust
+            trace = minimize(attrs.evolve(observer.last_failure, seed=seed))
             sig = trace.verdict.signature
             path, new = (corpus.save(corpus_dir, trace) if corpus_dir is not None
                          else (None, True))

@@ -20,7 +20,7 @@ from nvmefuzz.errors import (
     Divergence, NvmeFuzzError, TargetError, TargetTimeout, TraceFormatError,
 )
 from nvmefuzz.fuzz.actions import ACTIONS, Observation, observe
-from nvmefuzz.fuzz.compare import WAIVERS, Comparator, canonical_order
+from nvmefuzz.fuzz.compare import TARGET_WAIVERS, WAIVERS, Comparator, canonical_order
 from nvmefuzz.host.driver import Host
 from nvmefuzz.model.profiles import get as get_profile
 from nvmefuzz.targets import TargetConfig, open_target
@@ -49,6 +49,8 @@ class Session:
 
             raise CampaignError(f"unknown waiver(s) {unknown}; known: {sorted(WAIVERS)}")
         self.cfg = cfg
+        waivers = tuple(waivers) + tuple(w for w in TARGET_WAIVERS.get(cfg.kind, ())
+                                         if w not in waivers)
         self.profile = get_profile(cfg.profile)
         self.twin = open_target(cfg)
         self.mig = open_target(cfg)
@@ -156,8 +158,10 @@ class Session:
         self.mig.close()
 
 
-def replay(trace: Trace, on_step=None) -> tuple[Verdict, Counter]:
-    """Run ``trace`` from its first step; the verdict it reaches now, and statistics."""
+def replay(trace: Trace, on_step=None, before_step=None) -> tuple[Verdict, Counter]:
+    """Run ``trace`` from its first step; the verdict it reaches now, and statistics.
+
+    ``before_step(index, step, session)``, if given, is called before each step runs."""
     try:
         cfg = TargetConfig.from_plain(trace.target)
     except TypeError as exc:
@@ -166,6 +170,8 @@ def replay(trace: Trace, on_step=None) -> tuple[Verdict, Counter]:
     session.on_step = on_step
     try:
         for i, step in enumerate(trace.steps):
+            if before_step is not None:
+                before_step(i, step, session)
             try:
                 session.apply(step)
             except Divergence as exc:

@@ -17,6 +17,8 @@ number), so two hosts given the same calls against equivalent controllers stay i
 
 from __future__ import annotations
 
+import functools
+import struct
 from typing import Protocol
 
 import attrs
@@ -80,15 +82,15 @@ class Completion:
     known: bool = True
 
 
+@functools.lru_cache(maxsize=1024)
 def pattern_bytes(pattern: int, length: int) -> bytes:
-    """Deterministic, non-repeating-looking write data for ``pattern``."""
+    """Deterministic, non-repeating-looking write data for ``pattern`` (memoised: a step
+    writes the same few patterns over and over)."""
     word = (pattern * 0x9E3779B97F4A7C15) & (1 << 64) - 1
-    out = bytearray()
-    i = 0
-    while len(out) < length:
-        out += ((word + i * 0x100000001B3) & (1 << 64) - 1).to_bytes(8, "little")
-        i += 1
-    return bytes(out[:length])
+    n = -(-length // 8)
+    mask = (1 << 64) - 1
+    return struct.pack(f"<{n}Q", *[(word + i * 0x100000001B3) & mask
+                                   for i in range(n)])[:length]
 
 
 class Host:

@@ -80,7 +80,9 @@ def collect(folder: Path, state: dict, corpus_rows: list[dict]) -> dict:
             except Exception:                     # noqa: BLE001 - a report never dies on one file
                 continue
             sig = tr.verdict.signature
-            if sig not in findings:               # seen but not reported (the slice was killed)
+            # seen but not reported: the slice was killed, or Hypothesis passed over it
+            # while shrinking another failure; the raw trace is its only record
+            if sig not in findings:
                 shrunk = corpus_mod.path_for(Path(state["meta"]["corpus"]), tr)
                 try:                              # shrunk and stored before the kill?
                     steps, trace = len(corpus_mod.load(shrunk).steps), str(shrunk)
@@ -199,7 +201,8 @@ def _table(headers: list[str], rows: list[list]) -> str:
 
 CSS = """body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;
 margin:.5em 0}td,th{border:1px solid #bbb;padding:.2em .5em;text-align:left}
-.bad{color:#b00}.ok{color:#070}pre{background:#f4f4f4;padding:.5em;overflow-x:auto}"""
+.bad{color:#b00}.ok{color:#070}pre{background:#f4f4f4;padding:.5em;overflow-x:auto}
+p{overflow-wrap:anywhere}"""
 
 
 def html(summary: dict, images: list[tuple[str, str]]) -> str:

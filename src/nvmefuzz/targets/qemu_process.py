@@ -4,12 +4,18 @@ How it works
 ------------
 ``build_argv`` (pure) gives the command line: ``-accel qtest`` with a qtest socket QEMU
 connects to, a QMP socket it listens on, a 64 MiB q35 machine with no default devices and one
-``nvme`` device at bus 0 device 4 backed by a raw image.  Every path on it is a path inside
+``nvme`` device at bus 0 device 4 backed by a raw image.  The drive passes discards down
+(``discard=unmap``): the controller reports DLFEAT=1 (deallocated blocks read as zeroes),
+which QEMU only honours when Dataset Management can really deallocate.  Every path on it is a path inside
 the chroot when QEMU runs chrooted (``QemuBinary.guest_path``).
 
 ``QemuProcess`` starts one such process inside a private folder (``Workspace``: one per
-target, holding the disk image, sockets, stderr logs and migration files; removed on close and
-at exit).  ``qtest(line)`` sends one request and waits, within ``reply_timeout``, for its
+target, holding the disk image, sockets, stderr logs, trace logs and migration files; removed
+on close and at exit).  Each process writes three of QEMU's own trace events to a private log
+(``-trace ...,file=``): every command the controller fetches (``pci_nvme_io_cmd``,
+``pci_nvme_admin_cmd``) and every completion it queues
+(``pci_nvme_enqueue_req_completion``); ``trace_lines`` returns the lines written since the last
+call, which is how ``targets.qemu`` knows what is in flight without stopping the VM.  ``qtest(line)`` sends one request and waits, within ``reply_timeout``, for its
 reply; ``IRQ raise/lower`` lines that arrive first are kept in ``irqs``.  A closed socket means
 the process died: ``TargetCrashed`` carries the exit status or signal and the tail of stderr;
 no reply in time is ``TargetTimeout`` (a hang).  ``qmp`` goes through the ``qemu.qmp`` library
@@ -43,15 +49,30 @@ NVME_SLOT = 4
 MACHINE = ("-machine", "q35", "-m", "64M")
 
 
+#: the trace events the settle logic counts (see ``targets.qemu``)
+TRACE_EVENTS = ("pci_nvme_io_cmd", "pci_nvme_admin_cmd", "pci_nvme_enqueue_req_completion")
+
+
+def trace_args(trace_file: str) -> list[str]:
+    """``-trace`` options enabling ``TRACE_EVENTS`` into ``trace_file`` (one option each:
+    QEMU keeps only the last ``enable=`` of a single option)."""
+    out: list[str] = []
+    for ev in TRACE_EVENTS[:-1]:
+        out += ["-trace", f"enable={ev}"]
+    return out + ["-trace", f"enable={TRACE_EVENTS[-1]},file={trace_file}"]
+
+
 def build_argv(binary: QemuBinary, qtest_sock: str, qmp_sock: str, image: str, *,
                serial: str = "nvmefuzz", incoming: bool = False,
-               fast_qmp_sock: str | None = None, device_props: str = "") -> list[str]:
+               fast_qmp_sock: str | None = None, device_props: str = "",
+               trace_file: str | None = None) -> list[str]:
     """QEMU's command line; socket and image paths are as QEMU sees them."""
     fast = ["-qmp", f"unix:{fast_qmp_sock},server=on,wait=off"] if fast_qmp_sock else []
+    trace = trace_args(trace_file) if trace_file else []
     argv = [*binary.argv, "-accel", "qtest", "-qtest", f"unix:{qtest_sock}",
             "-qtest-log", "/dev/null", "-qmp", f"unix:{qmp_sock},server=on,wait=off", *fast,
-            "-display", "none", "-nodefaults", *MACHINE,
-            "-drive", f"id=drv0,if=none,file={image},format=raw",
+            *trace, "-display", "none", "-nodefaults", *MACHINE,
+            "-drive", f"id=drv0,if=none,file={image},format=raw,discard=unmap",
             "-device", f"nvme,drive=drv0,serial={serial},addr={NVME_SLOT:02x}.0"
             + (f",{device_props}" if device_props else "")]
     if incoming:
@@ -114,10 +135,14 @@ class QemuProcess:
         base = ws.path("qemu")
         self.qtest_path, self.qmp_path = base + ".qtest", base + ".qmp"
         self.fast_path, self.stderr_path = base + ".fastqmp", base + ".stderr"
+        self.trace_path = base + ".trace"
         g = self.binary.guest_path
         self.argv = build_argv(self.binary, g(self.qtest_path), g(self.qmp_path),
                                g(ws.image), serial=serial, incoming=incoming,
-                               fast_qmp_sock=g(self.fast_path), device_props=device_props)
+                               fast_qmp_sock=g(self.fast_path), device_props=device_props,
+                               trace_file=g(self.trace_path))
+        self._trace_fh = None
+        self._trace_rest = b""
         self._listen = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listen.bind(self.qtest_path)
         self._listen.listen(1)
@@ -136,21 +161,30 @@ class QemuProcess:
 
     # ------------------------------------------------------------------ life cycle
     def connect(self, timeout: float = 20.0) -> QemuProcess:
-        """Accept QEMU's qtest connection and connect to its QMP socket (bounded)."""
-        if self.sock is not None:
+        """Accept QEMU's qtest connection and connect the fast QMP socket (bounded); the
+        ``qemu.qmp`` connection is made on first use of ``qmp``."""
+        if self.fast is not None:
             return self
         deadline = time.monotonic() + timeout
-        self._listen.settimeout(0.05)
-        while self.sock is None:
-            try:
-                self.sock, _ = self._listen.accept()
-            except socket.timeout:
-                self._check_alive("starting")
-                if time.monotonic() > deadline:
-                    self.kill()
-                    raise TargetTimeout(f"QEMU did not connect to qtest within {timeout}s")
-        self._listen.close()
-        self.sock.settimeout(self.reply_timeout)
+        if self.sock is None:
+            self._listen.settimeout(0.05)
+            while True:
+                try:
+                    sock, _ = self._listen.accept()
+                    break
+                except socket.timeout:
+                    self._check_alive("starting")
+                    if time.monotonic() > deadline:
+                        self.kill()
+                        raise TargetTimeout(f"QEMU did not connect to qtest within {timeout}s")
+            self._listen.close()
+            sock.settimeout(self.reply_timeout)
+            self.sock = sock
+        self.fast = RawQmp(self.fast_path, self.reply_timeout, self._check_alive)
+        return self
+
+    def _connect_qmp(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
         from qemu.qmp import QMPClient
 
         self.qmpc = QMPClient(f"nvmefuzz-{self.proc.pid}")
@@ -164,8 +198,6 @@ class QemuProcess:
                     self.kill()
                     raise TargetTimeout(f"QMP did not answer within {timeout}s: {exc}") from exc
                 time.sleep(0.002)
-        self.fast = RawQmp(self.fast_path, self.reply_timeout, self._check_alive)
-        return self
 
     def _check_alive(self, doing: str) -> None:
         if self.proc.poll() is not None:
@@ -209,10 +241,11 @@ class QemuProcess:
                 _run(self.qmpc.disconnect(), 2)
             except Exception:
                 pass
-        for s in (self.sock, self._listen, self.fast and self.fast.sock):
+        for s in (self.sock, self._listen, self.fast and self.fast.sock, self._trace_fh):
             if s is not None:
                 s.close()
-        for p in (self.qtest_path, self.qmp_path, self.fast_path, self.stderr_path):
+        for p in (self.qtest_path, self.qmp_path, self.fast_path, self.stderr_path,
+                  self.trace_path):
             try:
                 os.unlink(p)
             except OSError:
@@ -224,6 +257,19 @@ class QemuProcess:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    # ------------------------------------------------------------------ trace log
+    def trace_lines(self) -> list[str]:
+        """Complete trace-log lines QEMU wrote since the last call (QEMU flushes each line as
+        it logs it, so a line logged before a qtest reply was sent is readable now)."""
+        if self._trace_fh is None:
+            try:
+                self._trace_fh = open(self.trace_path, "rb", buffering=0)
+            except FileNotFoundError:
+                return []
+        data = self._trace_rest + (self._trace_fh.read() or b"")
+        *lines, self._trace_rest = data.split(b"\n")
+        return [ln.decode("ascii", "replace") for ln in lines]
 
     # ------------------------------------------------------------------ qtest
     def qtest(self, line: str) -> Reply:
@@ -269,8 +315,10 @@ class QemuProcess:
 
     def qmp_many(self, cmds: list[tuple[str, dict | None]], timeout: float | None = None):
         """Several QMP commands in flight together (QEMU answers them in order)."""
-        if self.qmpc is None:
+        if self.sock is None:
             self.connect()
+        if self.qmpc is None:
+            self._connect_qmp()
         client = self.qmpc
 
         async def go():
@@ -291,13 +339,21 @@ class QemuProcess:
         return out
 
 
-class RawQmp:
-    """A second, minimal QMP connection for the settle barrier only.
+class QmpCommandError(TargetError):
+    """QEMU answered a QMP command with an error; ``desc`` is QEMU's text."""
 
-    Measured here: a ``stop``/``query-blockstats``/``cont`` barrier takes about 2 ms through
-    ``qemu.qmp`` (asyncio scheduling per message) and about 0.2 ms as three pipelined JSON
-    lines on a blocking socket; the barrier runs after most steps, so it gets this path.
-    Everything else (migration, status) goes through ``qemu.qmp``.
+    def __init__(self, command: str, desc: str) -> None:
+        super().__init__(f"QMP {command}: {desc}")
+        self.command, self.desc = command, desc
+
+
+class RawQmp:
+    """A second, minimal QMP connection for the hot paths: the drain barrier and migration.
+
+    Measured here: a QMP command takes about 2 ms through ``qemu.qmp`` (asyncio scheduling
+    per message, plus a connection handshake per process) and about 0.2 ms as a JSON line on
+    a blocking socket.  A migration is a dozen commands on two fresh processes, so it uses
+    this path; ``qemu.qmp`` remains for everything else and connects on first use.
     """
 
     def __init__(self, path: str, timeout: float, alive) -> None:
@@ -315,8 +371,11 @@ class RawQmp:
                     raise TargetTimeout(f"fast QMP socket {path} did not appear") from None
                 time.sleep(0.002)
         self._buf = b""
+        self.events: list[dict] = []                          # events not yet waited for
         self._line()                                         # the greeting
-        self.execute([("qmp_capabilities", None)])
+        # MIGRATION events (capability "events") let a migration be waited for, not polled
+        self.execute([("qmp_capabilities", None), ("migrate-set-capabilities", {
+            "capabilities": [{"capability": "events", "state": True}]})])
 
     def _line(self) -> dict:
         while b"\n" not in self._buf:
@@ -336,13 +395,46 @@ class RawQmp:
 
     def execute(self, cmds: list[tuple[str, dict | None]]) -> list:
         msgs = [{"execute": c, **({"arguments": a} if a else {})} for c, a in cmds]
-        self.sock.sendall(b"".join(json.dumps(m).encode() + b"\n" for m in msgs))
+        try:
+            self.sock.sendall(b"".join(json.dumps(m).encode() + b"\n" for m in msgs))
+        except OSError as exc:
+            time.sleep(0.05)                     # let the exit status arrive
+            self.alive(f"sending QMP {cmds[0][0]}")
+            raise TargetCrashed(f"QMP socket failed sending {cmds[0][0]}: {exc}") from None
         out = []
         while len(out) < len(cmds):
             msg = self._line()
             if "event" in msg:
+                self._keep(msg)
                 continue
             if "error" in msg:
-                raise TargetError(f"QMP {cmds[len(out)][0]}: {msg['error'].get('desc')}")
+                raise QmpCommandError(cmds[len(out)][0], str(msg["error"].get("desc")))
             out.append(msg.get("return"))
         return out
+
+    def _keep(self, event: dict) -> None:
+        self.events.append(event)
+        del self.events[:-64]
+
+    def wait_event(self, name: str, done, timeout: float) -> dict:
+        """The first event ``name`` for which ``done(data)`` holds (already received ones
+        first); ``TargetTimeout`` when none comes within ``timeout`` seconds."""
+        for i, ev in enumerate(self.events):
+            if ev.get("event") == name and done(ev.get("data", {})):
+                del self.events[:i + 1]
+                return ev
+        self.events.clear()
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TargetTimeout(f"no QMP {name} event within {timeout}s")
+                self.sock.settimeout(left)
+                msg = self._line()
+                if msg.get("event") == name and done(msg.get("data", {})):
+                    return msg
+                if "event" not in msg:
+                    raise TargetError(f"unexpected QMP message while waiting: {msg!r}"[:200])
+        finally:
+            self.sock.settimeout(self.timeout)

@@ -10,6 +10,7 @@ Decoding never raises anything but ``TraceFormatError``.
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import attrs
@@ -62,6 +63,22 @@ class Verdict:
         return self.kind == PASS
 
 
+def _check_types(plain: dict, verdict: Verdict) -> None:
+    target, waivers = plain["target"], plain["waivers"]
+    if not (isinstance(target, dict) and all(isinstance(k, str) for k in target)):
+        raise TypeError("target must be a map with string keys")
+    if not (isinstance(waivers, list) and all(isinstance(w, str) for w in waivers)):
+        raise TypeError("waivers must be a list of strings")
+    for name in ("campaign", "refusals"):
+        if not isinstance(plain[name], str):
+            raise TypeError(f"{name} must be a string")
+    if type(plain["seed"]) is not int:
+        raise TypeError("seed must be an integer")
+    if not all(isinstance(getattr(verdict, f), str) for f in ("kind", "signature", "detail")) \
+            or not all(type(getattr(verdict, f)) is int for f in ("step", "since_migration")):
+        raise TypeError("verdict fields have the wrong types")
+
+
 @attrs.frozen
 class Trace:
     target: dict
@@ -74,6 +91,11 @@ class Trace:
 
     @property
     def profile(self) -> str:
+        """Where the trace belongs: the migration profile for the model; for a real QEMU
+        (which migrates by its own rules, whatever the campaign's profile) ``qemu-`` and the
+        QEMU version when the target records one, else ``qemu-target``."""
+        if self.target.get("kind") == "qemu":
+            return f"qemu-{self.target.get('version') or 'target'}"
         return self.target.get("profile", "?")
 
     @property
@@ -94,9 +116,12 @@ class Trace:
     @classmethod
     def decode(cls, blob: bytes) -> Trace:
         try:
-            plain = cbor2.loads(blob)
+            fp = io.BytesIO(blob)
+            plain = cbor2.CBORDecoder(fp).decode()
         except Exception as exc:  # cbor2 raises several unrelated types on junk input
             raise TraceFormatError(f"not CBOR: {exc}") from None
+        if fp.tell() != len(blob):
+            raise TraceFormatError(f"{len(blob) - fp.tell()} bytes of junk after the trace")
         return cls.from_plain(plain)
 
     @classmethod
@@ -111,9 +136,12 @@ class Trace:
             if not all(isinstance(s.action, str) and isinstance(s.args, dict) for s in steps):
                 raise TypeError("step is not [action, args]")
             verdict = Verdict(**plain["verdict"])
-            trace = cls(target=dict(plain["target"]), campaign=str(plain["campaign"]),
-                        seed=int(plain["seed"]), steps=steps, verdict=verdict,
-                        waivers=tuple(plain["waivers"]), refusals=str(plain["refusals"]))
+            # exactly the types encode() writes (int(inf) would raise OverflowError, and a
+            # lenient decode would not re-encode to the same bytes)
+            _check_types(plain, verdict)
+            trace = cls(target=_plain(plain["target"]), campaign=plain["campaign"],
+                        seed=plain["seed"], steps=steps, verdict=verdict,
+                        waivers=tuple(plain["waivers"]), refusals=plain["refusals"])
         except (KeyError, TypeError, ValueError) as exc:
             raise TraceFormatError(f"trace fields are malformed: {exc}") from None
         if verdict.kind not in VERDICT_KINDS:

@@ -1,0 +1,232 @@
+"""How strong is the fuzzer?  Every mutant of ``full``, every strategy, one time budget each.
+
+For each mutant in ``nvmefuzz.model.profiles.mutants.MUTANTS`` (and ``full`` itself as the
+control, which nothing may kill) each strategy of ``nvmefuzz.fuzz.baselines.STRATEGIES``
+hunts it with the same campaigns, seed and wall-clock budget.  Recorded per pair: killed,
+time to kill (to the first failing example), examples to kill, reproducer length (shrunk for
+the state machines), signature.  Output:
+
+* ``reports/bench/mutants.json``: everything, plus per-strategy summaries;
+* ``reports/bench/mutants.md``: the summary, the acceptance check and the per-mutant table;
+* ``reports/bench/mutants.png``: killed share of the killable mutants over time, per strategy;
+* ``reports/bench/traces/<strategy>/<mutant>.cbor``: each reproducer, replayable;
+* a full run (no ``--only``) copies the table and JSON to ``bench/results/``.
+
+Acceptance: nvmefuzz kills >= 95% of the killable mutants with a median time to kill <= 5 s
+(mutants it does not kill count as never) and a median reproducer <= 8 steps, each better than
+every baseline.  Usage: ``python bench/mutants.py --budget 15 --jobs 2 [--only PATTERN]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import multiprocessing
+import platform
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import hypothesis
+
+from nvmefuzz.fuzz.baselines import STRATEGIES, Kill
+from nvmefuzz.fuzz.campaign import load
+from nvmefuzz.model.profiles import mutants as M
+from nvmefuzz.trace.corpus import slug
+
+ROOT = Path(__file__).resolve().parents[1]
+CAMPAIGNS = ("mutant-hunt", "mutant-hunt-io", "mutant-hunt-intx")
+CONTROL = "full"
+GOALS = {"kill_rate": 0.95, "median_seconds": 5.0, "median_length": 8}
+
+
+def hunt(job: tuple[str, str, tuple[str, ...], int, float]) -> tuple[str, str, dict, bytes]:
+    mutant, strategy, campaigns, seed, budget = job
+    camps = [load(c).with_profile(mutant) for c in campaigns]
+    kill: Kill = STRATEGIES[strategy](camps, seed, budget)
+    return mutant, strategy, kill.to_plain(), kill.trace
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def summarise(rows: list[dict], strategy: str) -> dict:
+    """Kill rate, medians and the kill-time curve of one strategy over the killable mutants."""
+    res = [r["results"][strategy] for r in rows if r["killable"]]
+    killed = [r for r in res if r["killed"]]
+    censored = sorted(r["seconds"] if r["killed"] else float("inf") for r in res)
+    median_all = _median(censored)
+    return {
+        "killable": len(res), "killed": len(killed),
+        "kill_rate": round(len(killed) / len(res), 4) if res else 0.0,
+        "median_seconds": None if median_all in (None, float("inf")) else round(median_all, 3),
+        "median_seconds_killed": _r(_median([r["seconds"] for r in killed])),
+        "median_length": _median([r["length"] for r in killed]),
+        "median_examples": _median([r["examples"] for r in killed]),
+        "times": sorted(round(r["seconds"], 3) for r in killed),
+    }
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+def acceptance(summary: dict) -> dict[str, bool]:
+    ours = summary["nvmefuzz"]
+    rivals = [s for name, s in summary.items() if name != "nvmefuzz"]
+    inf = float("inf")
+    sec = lambda s: inf if s["median_seconds"] is None else s["median_seconds"]  # noqa: E731
+    length = lambda s: inf if s["median_length"] is None else s["median_length"]  # noqa: E731
+    return {
+        "kill rate >= 95% of killable": ours["kill_rate"] >= GOALS["kill_rate"],
+        "median time to kill <= 5 s": sec(ours) <= GOALS["median_seconds"],
+        "median shrunk length <= 8 steps": length(ours) <= GOALS["median_length"],
+        "kill rate above every baseline": all(ours["kill_rate"] > s["kill_rate"] for s in rivals),
+        "median time below every baseline": all(sec(ours) < sec(s) for s in rivals),
+        "median length below every baseline": all(length(ours) < length(s) for s in rivals),
+    }
+
+
+# ---------------------------------------------------------------------- output
+def _cell(r: dict) -> str:
+    if not r["killed"]:
+        return "-"
+    return f"{r['seconds']:.2f} s / {r['length']} st"
+
+
+def markdown(report: dict) -> str:
+    meta, summary, strategies = report["meta"], report["summary"], report["meta"]["strategies"]
+    out = [f"# Mutant kill bench ({meta['date']})", "",
+           f"Budget {meta['budget']} s per mutant per strategy, seed {meta['seed']}, campaigns "
+           f"{', '.join(meta['campaigns'])} (taken in turn), {meta['mutants']} mutants of which "
+           f"{meta['killable']} killable, Hypothesis {meta['hypothesis']}, "
+           f"{meta['jobs']} parallel jobs on {meta['machine']}.", "",
+           "| strategy | killed | kill rate | median time to kill | median (killed only) "
+           "| median reproducer (steps) | median examples |", "|---|---|---|---|---|---|---|"]
+    for s in strategies:
+        x = summary[s]
+        out.append(f"| {s} | {x['killed']}/{x['killable']} | {100 * x['kill_rate']:.1f}% | "
+                   f"{_fmt(x['median_seconds'], ' s', 'not reached')} | "
+                   f"{_fmt(x['median_seconds_killed'], ' s')} | {_fmt(x['median_length'])} | "
+                   f"{_fmt(x['median_examples'])} |")
+    out += ["", "Time to kill counts mutants a strategy did not kill as never killed. "
+            "Reproducer: Hypothesis's shrunk trace for nvmefuzz and unguided; the walk up to "
+            "the failing step for random-walk; the whole workload for functional.", "",
+            "## Acceptance", ""]
+    out += [f"- [{'x' if ok else ' '}] {name}" for name, ok in report["acceptance"].items()]
+    control = report["control"]
+    out += ["", f"Control (`full`, must survive): "
+            + ", ".join(f"{s} {'KILLED' if control[s]['killed'] else 'survived'}"
+                        for s in strategies), "", "## Per mutant", "",
+            "| mutant | kind | " + " | ".join(strategies) + " | nvmefuzz signature |",
+            "|---|---|" + "---|" * len(strategies) + "---|"]
+    for row in report["mutants"]:
+        if not row["killable"]:
+            continue
+        cells = " | ".join(_cell(row["results"][s]) for s in strategies)
+        sig = row["results"]["nvmefuzz"]["signature"] if "nvmefuzz" in row["results"] else ""
+        out.append(f"| `{row['name']}` | {row['kind']} | {cells} | `{sig}` |")
+    out += ["", "## Not killable", ""]
+    out += [f"- `{n}`: {why}" for n, why in M.NOT_KILLABLE.items()]
+    return "\n".join(out) + "\n"
+
+
+def _fmt(x: float | None, unit: str = "", none: str = "-") -> str:
+    return none if x is None else f"{x:g}{unit}"
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budget = report["meta"]["budget"]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for s in report["meta"]["strategies"]:
+        x = report["summary"][s]
+        times, n = x["times"], max(x["killable"], 1)
+        xs = [0.01] + [t for t in times for _ in (0, 1)] + [budget]
+        ys = [0.0] + [v for i in range(len(times)) for v in (i / n, (i + 1) / n)] + [
+            len(times) / n]
+        ax.step([max(t, 0.01) for t in xs], [100 * y for y in ys], where="post", label=s)
+    ax.set_xscale("log")
+    ax.set_xlim(0.01, budget)
+    ax.set_ylim(0, 100)
+    ax.axhline(100 * GOALS["kill_rate"], color="grey", lw=0.6, ls="--")
+    ax.set_xlabel("seconds per mutant (log scale)")
+    ax.set_ylabel("killable mutants killed (%)")
+    ax.set_title(f"Mutant kill rate over time (seed {report['meta']['seed']})")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budget", type=float, default=15.0, help="seconds per mutant per strategy")
+    ap.add_argument("--only", help="glob or substring of mutant names to run")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--strategies", default=",".join(STRATEGIES))
+    ap.add_argument("--campaigns", default=",".join(CAMPAIGNS))
+    ap.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
+    args = ap.parse_args(argv)
+
+    strategies = args.strategies.split(",")
+    campaigns = tuple(args.campaigns.split(","))
+    names = [n for n in M.MUTANTS if not args.only or args.only in n
+             or fnmatch.fnmatch(n, args.only)]
+    jobs = [(n, s, campaigns, args.seed, args.budget) for n in [CONTROL, *names]
+            for s in strategies]
+    results: dict[str, dict] = {}
+    traces = args.out / "traces"
+    start = time.monotonic()
+    with multiprocessing.Pool(args.jobs) as pool:
+        for i, (name, s, kill, trace) in enumerate(pool.imap_unordered(hunt, jobs), 1):
+            results.setdefault(name, {})[s] = kill
+            if trace:
+                path = traces / s / f"{slug(name)}.cbor"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(trace)
+            print(f"[{i}/{len(jobs)} {time.monotonic() - start:6.0f}s] {name:40s} {s:12s} "
+                  + (f"killed {kill['seconds']:.2f}s {kill['length']} steps {kill['signature']}"
+                     if kill["killed"] else "survived"), file=sys.stderr, flush=True)
+
+    rows = [{"name": n, "kind": M.KIND[n], "description": M.MUTANTS[n].description,
+             "source": M.MUTANTS[n].source, "killable": n not in M.NOT_KILLABLE,
+             "not_killable": M.NOT_KILLABLE.get(n), "results": results[n]} for n in names]
+    summary = {s: summarise(rows, s) for s in strategies}
+    report = {
+        "meta": {"date": time.strftime("%Y-%m-%d %H:%M"), "budget": args.budget,
+                 "seed": args.seed, "jobs": args.jobs, "campaigns": list(campaigns),
+                 "strategies": strategies, "mutants": len(rows),
+                 "killable": sum(r["killable"] for r in rows), "only": args.only,
+                 "hypothesis": hypothesis.__version__,
+                 "machine": f"{platform.machine()} x{multiprocessing.cpu_count()}",
+                 "wall_seconds": round(time.monotonic() - start, 1)},
+        "summary": summary,
+        "acceptance": acceptance(summary) if "nvmefuzz" in summary else {},
+        "control": results[CONTROL], "mutants": rows,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "mutants.json").write_text(json.dumps(report, indent=1) + "\n")
+    (args.out / "mutants.md").write_text(markdown(report))
+    plot(report, args.out / "mutants.png")
+    if not args.only:
+        dest = ROOT / "bench" / "results"
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("mutants.json", "mutants.md"):
+            shutil.copyfile(args.out / name, dest / name)
+    print(markdown(report).split("## Per mutant")[0])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
