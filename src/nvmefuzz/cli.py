@@ -218,7 +218,8 @@ def repro(path: Path, emit_dir: Path | None, emit_pytest: Path | None,
             twin.entries, mig.entries, binary_argv=list(mig.target.binary.argv),
             root=mig.target.binary.root, image_bytes=mig.target.cfg.nsze * 512,
             device_props=mig.target.device_props,
-            title=f"{trace.verdict.kind} {trace.verdict.signature} ({path.name})")
+            title=f"{trace.verdict.kind} {trace.verdict.signature} ({path.name})",
+            kind=trace.verdict.kind)
         emit_dir.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
             (emit_dir / name).write_text(text)

@@ -34,3 +34,30 @@ def open_database(url: str | Path | None) -> ExampleDatabase | None:
                                     exc) from None
         return RedisExampleDatabase(client, expire_after=timedelta(days=90), key_prefix=b"nvmefuzz:")
     return DirectoryBasedExampleDatabase(text)
+
+
+class KeepingDatabase(ExampleDatabase):
+    """A database wrapper that never deletes.
+
+    Hypothesis deletes a stored example that no longer fails.  In nvmefuzz an example whose
+    finding is already in the local corpus ends quietly (it "passes"), which would delete it
+    from a database other machines have not read yet; keeping it lets every machine replay
+    it.  Entries still expire the way the wrapped database expires them.
+    """
+
+    def __init__(self, inner: ExampleDatabase) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def save(self, key: bytes, value: bytes) -> None:
+        self.inner.save(key, value)
+
+    def fetch(self, key: bytes):
+        return self.inner.fetch(key)
+
+    def delete(self, key: bytes, value: bytes) -> None:
+        return None
+
+    def move(self, src: bytes, dest: bytes, value: bytes) -> None:
+        if src != dest:
+            self.inner.save(dest, value)

@@ -21,6 +21,7 @@ example quietly, so a run keeps looking for new ways to lose state.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any, Callable
 
@@ -51,9 +52,10 @@ HARD = ("waiting completions on a full CQ", "AER slots used", "queued events",
 class Observer:
     """What a run wants to hear about: findings as they happen, and statistics."""
 
-    def __init__(self) -> None:
+    def __init__(self, seed: int = 0) -> None:
         self.stats: Counter = Counter()
         self.last_failure: Trace | None = None
+        self.seed = seed
 
     def finding(self, trace: Trace) -> None:
         self.last_failure = trace
@@ -122,7 +124,7 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             return len(self.steps) - 1 - idx[-1] if idx else -1
 
         def _trace(self, verdict: Verdict) -> Trace:
-            return Trace(target=cfg.to_plain(), campaign=camp.name, seed=0,
+            return Trace(target=cfg.to_plain(), campaign=camp.name, seed=obs.seed,
                          steps=tuple(self.steps), verdict=verdict, waivers=camp.waivers,
                          refusals=camp.refusals)
 
@@ -349,5 +351,7 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             target_kw = {"target": getattr(Machine, bundle)} if bundle else {}
             decorated = rule(**target_kw, **strategies)(precondition(pre)(body))
             setattr(Machine, body.__name__, decorated)
-    Machine.__name__ = Machine.__qualname__ = f"Machine_{camp.name.replace('-', '_')}"
+    # the name keys Hypothesis' example database: one key per campaign, target and profile
+    Machine.__name__ = Machine.__qualname__ = re.sub(
+        r"\W", "_", f"Machine_{camp.name}_{camp.target}_{camp.profile}")
     return Machine

@@ -15,6 +15,7 @@ trace goes to the corpus under its signature.  Signatures already in the corpus 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,9 +25,11 @@ import attrs
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import seed as hyp_seed
 from hypothesis.database import ExampleDatabase
+from hypothesis.internal.conjecture import engine
 
 from nvmefuzz.errors import Divergence
 from nvmefuzz.fuzz.campaign import Campaign
+from nvmefuzz.fuzz.database import KeepingDatabase
 from nvmefuzz.fuzz.machine import Observer, build_machine
 from nvmefuzz.fuzz.minimize import minimize
 from nvmefuzz.trace import corpus
@@ -56,8 +59,8 @@ class RunResult:
 class RawWriter(Observer):
     """An observer that writes every first-seen failing trace to disk immediately."""
 
-    def __init__(self, raw_dir: Path | None) -> None:
-        super().__init__()
+    def __init__(self, raw_dir: Path | None, seed: int = 0) -> None:
+        super().__init__(seed)
         self.raw_dir = raw_dir
         self.raw: dict[str, Path] = {}
 
@@ -68,6 +71,25 @@ class RawWriter(Observer):
             path = self.raw_dir / "raw" / corpus.path_for(Path("."), trace).name
             corpus.atomic_write(path, trace.encode())
             self.raw[sig] = path
+
+
+@contextlib.contextmanager
+def _shrink_budget(remaining: float | None):
+    """Cap Hypothesis' shrinking time at what is left of a time budget (at least 10 s).
+
+    Hypothesis bounds shrinking by its own MAX_SHRINKING_SECONDS (300 s); a run with a time
+    budget must not overrun by that much, and a shorter shrink still yields a finding (the
+    trace is minimised again below).
+    """
+    if remaining is None:
+        yield
+        return
+    old = engine.MAX_SHRINKING_SECONDS
+    engine.MAX_SHRINKING_SECONDS = int(max(10, min(old, remaining)))
+    try:
+        yield
+    finally:
+        engine.MAX_SHRINKING_SECONDS = old
 
 
 def known_signatures(corpus_dir: Path | None, profile: str) -> set[str]:
@@ -85,6 +107,8 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
     """Fuzz ``camp`` until ``seconds`` or ``examples`` run out (one of them must be given)."""
     if seconds is None and examples is None:
         raise ValueError("give a time budget or an example budget")
+    if database is not None:
+        database = KeepingDatabase(database)
     result = RunResult(camp, seed)
     where = Trace(target={"kind": camp.target, "profile": camp.profile}, campaign=camp.name,
                   seed=seed, steps=()).profile            # the corpus folder it writes to
@@ -97,7 +121,11 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
                 seconds is not None and time.monotonic() - start >= seconds):
             break
         n = batch if left is None else min(batch, left)
-        observer = RawWriter(out_dir)
+        if seconds is not None and result.stats["examples"]:
+            per_example = (time.monotonic() - start) / result.stats["examples"]
+            remaining = seconds - (time.monotonic() - start)
+            n = max(5, min(n, int(remaining / per_example)))
+        observer = RawWriter(out_dir, seed)
         machine = build_machine(camp, observer, frozenset(known), steer=steer)
         # the seed must sit on the machine class: Hypothesis's stateful runner reads it
         # from there and ignores one put on the TestCase instance
@@ -113,7 +141,9 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
         runner = test("runTest")
         failure = None
         try:
-            runner.runTest()
+            with _shrink_budget(None if seconds is None
+                                else seconds - (time.monotonic() - start)):
+                runner.runTest()
         except Divergence as exc:
             failure = exc
         except Exception as exc:       # Hypothesis wraps some failures (e.g. Flaky)
@@ -122,7 +152,7 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
                 raise
             failure = exc
         result.batches += 1
-        done += observer.stats["examples"] if failure is None else n
+        done += max(1, observer.stats["examples"]) if failure is None else n
         result.stats.update(observer.stats)
         if failure is not None and observer.last_failure is not None:
             # Hypothesis shrinks within a time budget that a slow target can exhaust

@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+import attrs
+
 from nvmefuzz.errors import (
     Divergence, NvmeFuzzError, TargetError, TargetTimeout, TraceFormatError,
 )
@@ -164,6 +166,11 @@ def replay(trace: Trace, on_step=None, before_step=None) -> tuple[Verdict, Count
     ``before_step(index, step, session)``, if given, is called before each step runs."""
     try:
         cfg = TargetConfig.from_plain(trace.target)
+        bad = [f.name for f in attrs.fields(TargetConfig)     # e.g. a profile that is an int
+               if isinstance(f.default, (bool, int, str))
+               and type(getattr(cfg, f.name)) is not type(f.default)]
+        if bad:
+            raise TypeError(f"wrong types for {bad}")
     except TypeError as exc:
         raise TraceFormatError(f"trace target configuration is malformed: {exc}") from None
     session = Session(cfg, trace.waivers, trace.refusals)

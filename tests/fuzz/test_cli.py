@@ -1,0 +1,206 @@
+"""The nvmefuzz command, run as a subprocess the way a user or CI runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import attrs
+import pytest
+
+from nvmefuzz.trace import corpus
+from nvmefuzz.trace.schema import Trace
+
+OK, FOUND, ERROR = 0, 1, 2
+
+
+def nvmefuzz(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``python -m nvmefuzz.cli ARGS`` in ``cwd``."""
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    return subprocess.run([sys.executable, "-m", "nvmefuzz.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def one_line(text: str) -> str:
+    """Whitespace collapsed, so wrapped terminal output can be searched."""
+    return " ".join(text.split())
+
+
+@pytest.fixture(scope="module")
+def v3_run(tmp_path_factory):
+    """One `fuzz` run of the v3 patch: its folder, process result and JSON summary."""
+    work = tmp_path_factory.mktemp("v3")
+    proc = nvmefuzz(work, "fuzz", "--profile", "qemu-v3-patch", "--examples", "60",
+                    "--corpus", "corpus", "--out", "reports", "--json", "out/v3.json", "-q")
+    data = json.loads((work / "out" / "v3.json").read_text())
+    return work, proc, data
+
+
+def copy_corpus(v3_run, dest: Path) -> Path:
+    """A private copy of the v3 run's corpus."""
+    work, _, _ = v3_run
+    shutil.copytree(work / "corpus", dest)
+    return dest
+
+
+def test_fuzz_full_profile_finds_nothing(tmp_path):
+    """`fuzz --profile full` exits 0 and writes a summary with the counters."""
+    proc = nvmefuzz(tmp_path, "fuzz", "--examples", "20", "--profile", "full", "--json",
+                    "s.json", "--corpus", "corpus", "--out", "reports", "-q")
+    assert proc.returncode == OK, proc.stderr
+    data = json.loads((tmp_path / "s.json").read_text())
+    for key in ("examples", "steps", "migrations", "findings"):
+        assert key in data
+    assert data["examples"] >= 20 and data["steps"] > data["examples"]
+    assert data["migrations"] > 0
+    assert data["findings"] == []
+    assert data["profile"] == "full" and data["campaign"] == "default"
+    assert not (tmp_path / "corpus").exists() or not corpus.files(tmp_path / "corpus")
+
+
+def test_fuzz_v3_patch_reports_findings(v3_run):
+    """`fuzz --profile qemu-v3-patch` exits 1 and every finding's trace file exists."""
+    work, proc, data = v3_run
+    assert proc.returncode == FOUND, proc.stderr
+    assert data["findings"]
+    for f in data["findings"]:
+        trace_path = work / f["trace"]
+        assert trace_path.is_file()
+        trace = corpus.load(trace_path)
+        assert trace.verdict.signature == f["signature"] and trace.verdict.kind == f["class"]
+        assert trace.profile == "qemu-v3-patch" and len(trace.steps) == f["steps"]
+        assert f["raw_trace"] and (work / f["raw_trace"]).is_file()
+        assert f["new"] is True
+
+
+def test_replay_of_the_corpus_matches(v3_run):
+    """`replay CORPUS` exits 0 when every trace reaches its recorded verdict."""
+    work, _, data = v3_run
+    proc = nvmefuzz(work, "replay", "corpus")
+    assert proc.returncode == OK, proc.stdout + proc.stderr
+    assert f"{len(data['findings'])} traces: {len(data['findings'])} as expected" in \
+        one_line(proc.stdout)
+
+
+def test_replay_of_a_corrupted_file_is_a_harness_error(v3_run, tmp_path):
+    """`replay` of a corrupt trace exits 2 and names the file."""
+    root = copy_corpus(v3_run, tmp_path / "c")
+    victim = corpus.files(root)[0]
+    blob = bytearray(victim.read_bytes())
+    victim.write_bytes(bytes(blob[: len(blob) // 2]))
+    proc = nvmefuzz(tmp_path, "replay", str(victim))
+    assert proc.returncode == ERROR
+    assert "ERROR" in proc.stdout and "1 errors" in one_line(proc.stdout)
+    garbage = tmp_path / "garbage.cbor"
+    garbage.write_bytes(b"\x00not a trace at all")
+    assert nvmefuzz(tmp_path, "replay", str(garbage)).returncode == ERROR
+
+
+def test_replay_of_a_changed_verdict_is_a_regression(v3_run, tmp_path):
+    """A trace whose recorded verdict no longer happens makes `replay` exit 1."""
+    work, _, _ = v3_run
+    trace = corpus.load(corpus.files(work / "corpus")[0])
+    wrong = attrs.evolve(trace, verdict=attrs.evolve(trace.verdict, signature="divergence:x"))
+    path = tmp_path / "wrong.cbor"
+    corpus.atomic_write(path, wrong.encode())
+    proc = nvmefuzz(tmp_path, "replay", str(path))
+    assert proc.returncode == FOUND, proc.stdout
+    assert "CHANGED" in proc.stdout
+
+
+def test_replay_with_no_traces_is_an_error(tmp_path):
+    """`replay` of an empty folder exits 2."""
+    (tmp_path / "empty").mkdir()
+    proc = nvmefuzz(tmp_path, "replay", "empty")
+    assert proc.returncode == ERROR
+    assert "no traces" in proc.stderr
+
+
+def test_repro_emits_a_pytest_file(v3_run, tmp_path):
+    """`repro TRACE --emit-pytest F` replays the trace and writes a reproducer to F."""
+    work, _, _ = v3_run
+    trace_path = corpus.files(work / "corpus")[0]
+    out = tmp_path / "test_repro.py"
+    proc = nvmefuzz(tmp_path, "repro", str(trace_path), "--emit-pytest", str(out))
+    assert proc.returncode == OK, proc.stdout + proc.stderr
+    trace = corpus.load(trace_path)
+    assert f"verdict now: {trace.verdict.kind} {trace.verdict.signature}" in one_line(proc.stdout)
+    text = out.read_text()
+    compile(text, str(out), "exec")
+    assert "def test_" in text and trace.verdict.signature in text
+
+
+def test_corpus_list(v3_run):
+    """`corpus list` shows one row per trace and exits 0."""
+    work, _, data = v3_run
+    proc = nvmefuzz(work, "corpus", "list", "corpus")
+    assert proc.returncode == OK, proc.stderr
+    for f in data["findings"]:
+        assert Path(f["trace"]).name[:20] in proc.stdout
+    assert "qemu-v3-patch" in proc.stdout
+
+
+def test_corpus_list_flags_unreadable_files(v3_run, tmp_path):
+    """`corpus list` exits 2 when a file cannot be read, and still lists the others."""
+    root = copy_corpus(v3_run, tmp_path / "c")
+    (root / "qemu-v3-patch" / "broken.cbor").write_bytes(b"\xff")
+    proc = nvmefuzz(tmp_path, "corpus", "list", "c")
+    assert proc.returncode == ERROR
+    assert "unreadable" in proc.stdout and "qemu-v3-patch" in proc.stdout
+
+
+def test_corpus_dedup(v3_run, tmp_path):
+    """`corpus dedup` keeps the shortest trace per signature under its canonical name."""
+    root = copy_corpus(v3_run, tmp_path / "c")
+    original = corpus.files(root)
+    keep = original[0]
+    trace = corpus.load(keep)
+    longer = Trace(target=trace.target, campaign=trace.campaign, seed=trace.seed,
+                   steps=(trace.steps[0],) + trace.steps, verdict=trace.verdict,
+                   waivers=trace.waivers, refusals=trace.refusals)
+    corpus.atomic_write(root / "qemu-v3-patch" / "aaa-longer.cbor", longer.encode())
+    shutil.copy(keep, root / "qemu-v3-patch" / "zzz-copy.cbor")
+    moved = root / "stray" / "renamed.cbor"
+    moved.parent.mkdir()
+    keep.rename(moved)
+    proc = nvmefuzz(tmp_path, "corpus", "dedup", "c")
+    assert proc.returncode == OK, proc.stderr
+    assert "2 duplicates removed" in one_line(proc.stdout)
+    after = corpus.files(root)
+    assert sorted(after) == sorted(original)
+    assert corpus.load(keep) == trace
+    assert not any(p.name.startswith(".tmp-") for p in root.rglob("*"))
+
+
+def test_campaigns_and_targets(tmp_path):
+    """`campaigns` lists the shipped campaigns; `targets` lists the model target."""
+    proc = nvmefuzz(tmp_path, "campaigns")
+    assert proc.returncode == OK, proc.stderr
+    for name in ("default", "cq-pressure", "aer-storm", "doorbell-chaos", "reset-storm",
+                 "inflight-migration"):
+        assert name in proc.stdout
+    proc = nvmefuzz(tmp_path, "targets")
+    assert proc.returncode == OK, proc.stderr
+    assert "model" in proc.stdout
+
+
+def test_unknown_campaign_is_a_clear_error(tmp_path):
+    """An unknown campaign exits 2 with a message naming it and no traceback."""
+    proc = nvmefuzz(tmp_path, "fuzz", "--campaign", "no-such-campaign", "--examples", "1",
+                    "--corpus", "corpus", "--out", "reports")
+    assert proc.returncode == ERROR
+    err = one_line(proc.stderr)
+    assert "no campaign 'no-such-campaign'" in err and "default" in err
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_profile_is_a_clear_error(tmp_path):
+    """An unknown profile exits 2 naming it."""
+    proc = nvmefuzz(tmp_path, "fuzz", "--profile", "qemu-9000", "--examples", "1",
+                    "--corpus", "corpus", "--out", "reports")
+    assert proc.returncode == ERROR
+    assert "qemu-9000" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,280 @@
+"""Hand-written traces replayed through the twin-vs-migrated session."""
+
+from __future__ import annotations
+
+import pytest
+
+from nvmefuzz.errors import CampaignError, TraceFormatError
+from nvmefuzz.fuzz.session import Session, replay
+from nvmefuzz.protocol.spec import AdminOpcode as A, IoOpcode as IO
+from nvmefuzz.targets import TargetConfig
+from nvmefuzz.trace.schema import PASS, Step, Trace
+
+ENABLE = Step("enable", {"asqs": 7, "acqs": 7})
+IDENTIFY = Step("admin", {"opc": int(A.IDENTIFY), "cdw10": 1, "length": 4096})
+
+
+def trace(profile: str, steps, refusals: str = "finding", waivers=()) -> Trace:
+    """A trace for the model target under ``profile``."""
+    return Trace(target=TargetConfig(profile=profile).to_plain(), campaign="hand", seed=0,
+                 steps=tuple(steps), refusals=refusals, waivers=tuple(waivers))
+
+
+def write(qid: int, slba: int, pattern: int, nlb: int = 1) -> Step:
+    """A write of ``nlb`` blocks on SQ ``qid``."""
+    return Step("io", {"qid": qid, "opc": int(IO.WRITE), "slba": slba, "nlb": nlb,
+                       "pattern": pattern})
+
+
+def read(qid: int, slba: int, nlb: int = 1) -> Step:
+    """A read of ``nlb`` blocks on SQ ``qid``."""
+    return Step("io", {"qid": qid, "opc": int(IO.READ), "slba": slba, "nlb": nlb})
+
+
+#: a 2-entry CQ behind an 8-entry SQ: three writes leave one posted and two waiting
+FULL_CQ = [
+    ENABLE,
+    Step("create_cq", {"qid": 1, "size": 2}),
+    Step("create_sq", {"qid": 1, "cqid": 1, "size": 8}),
+    write(1, 0, 1), write(1, 1, 2), write(1, 2, 3),
+    Step("advance", {"ns": 100_000}),
+]
+
+#: everything hard at once: a full CQ with waiting completions, every AER slot used,
+#: a queued (masked) event and I/O in flight on a second queue pair
+HARD = FULL_CQ + [
+    Step("create_cq", {"qid": 2, "size": 16}),
+    Step("create_sq", {"qid": 2, "cqid": 2, "size": 16}),
+    Step("aer", {}),
+    Step("environment", {"event": "ns_changed", "arg": 1}),   # completes it, masks Notice
+    Step("aer", {}), Step("aer", {}), Step("aer", {}), Step("aer", {}),
+    Step("environment", {"event": "ns_changed", "arg": 2}),   # queued: Notice is masked
+    write(2, 8, 4, nlb=2), read(2, 0),
+]
+
+AFTER = [
+    Step("advance", {"ns": 100_000}),
+    Step("consume", {"qid": 2}),
+    Step("consume", {"qid": 1}), Step("consume", {"qid": 1}), Step("consume", {"qid": 1}),
+    read(1, 0, nlb=3), read(2, 8, nlb=2),
+    Step("advance", {"ns": 100_000}),
+    Step("consume", {"qid": 1}), Step("consume", {"qid": 2}),
+    # a SMART temperature event completes one of the migrated AERs
+    Step("admin", {"opc": int(A.SET_FEATURES), "cdw10": 0x0B, "cdw11": 0x2}),
+    Step("admin", {"opc": int(A.SET_FEATURES), "cdw10": 0x04, "cdw11": 0x100}),
+    Step("admin", {"opc": int(A.GET_LOG_PAGE), "nsid": 0xFFFFFFFF,
+                   "cdw10": 0x04 | 1023 << 16, "length": 4096}),
+    Step("admin", {"opc": int(A.GET_FEATURES), "cdw10": 0x04}),
+    Step("consume", {"qid": 0}),
+]
+
+
+def test_full_profile_migrates_every_hard_state():
+    """`full` loses nothing with I/O in flight, a full CQ, all AERs used and a queued event."""
+    s = Session(TargetConfig(profile="full"))
+    try:
+        for step in HARD:
+            s.apply(step)
+        for ctrl in (s.twin.ctrl, s.mig.ctrl):
+            assert len(ctrl.inflight) == 2
+            assert ctrl.cqs[1].full() and len(ctrl.cqs[1].waiting) == 2
+            assert len(ctrl.aer_reqs) == ctrl.config.aerl + 1
+            assert [e.log_page for e in ctrl.aer_queue] == [0x04]
+        assert set(s.hard_states()) >= {"a full CQ with waiting completions",
+                                         "every AER slot used", "events queued",
+                                         "I/O in flight"}
+        before = s.mig.ctrl
+        s.apply(Step("migrate"))
+        after = s.mig.ctrl
+        assert after is not before
+        assert s.stats["migrations"] == 1 and s.last_migration == len(HARD)
+        assert len(after.inflight) == 2 and len(after.cqs[1].waiting) == 2
+        assert len(after.aer_reqs) == 4 and len(after.aer_queue) == 1
+        for step in AFTER:
+            s.apply(step)
+        assert not s.twin.ctrl.inflight and not s.twin.ctrl.cqs[1].waiting
+        assert len(s.twin.ctrl.aer_reqs) == 3          # the SMART event used one
+        assert s.stats["steps"] == len(HARD) + 1 + len(AFTER)
+        for name in ("a full CQ with waiting completions", "every AER slot used",
+                     "events queued", "I/O in flight"):
+            assert s.stats[f"migrated with {name}"] == 1
+    finally:
+        s.close()
+
+
+def test_full_profile_replay_of_hard_trace_passes():
+    """The same steps as a trace replay to a pass, also with repeated migrations."""
+    steps = HARD + [Step("migrate")] + AFTER[:5] + [Step("migrate"), Step("migrate")] + AFTER[5:]
+    verdict, stats = replay(trace("full", steps))
+    assert verdict.kind == PASS and verdict.ok
+    assert verdict.signature == "" and verdict.step == -1
+    assert stats["migrations"] == 3 and stats["steps"] == len(steps)
+
+
+def test_full_profile_on_intx_passes():
+    """Pin-based interrupts (MSI-X off) migrate perfectly under `full` too."""
+    cfg = TargetConfig(profile="full", msix=False).to_plain()
+    t = Trace(target=cfg, campaign="hand", seed=0,
+              steps=tuple(HARD + [Step("migrate")] + AFTER))
+    verdict, _ = replay(t)
+    assert verdict.ok, verdict
+
+
+def test_v3_patch_refuses_a_full_cq():
+    """qemu-v3-patch refuses to save a full CQ with waiting completions."""
+    steps = FULL_CQ + [Step("migrate"), Step("consume", {"qid": 1})]
+    verdict, stats = replay(trace("qemu-v3-patch", steps))
+    assert verdict.kind == "refused"
+    assert verdict.signature == "refused:no free space in CQ (not supported)"
+    assert verdict.step == len(FULL_CQ) and verdict.since_migration == -1
+    assert stats["refusals"] == 1 and stats["migrations"] == 0
+
+
+def test_v3_patch_refusal_can_be_counted_and_run_on():
+    """With refusals='continue' a refused migration is counted and the trace carries on."""
+    steps = FULL_CQ + [Step("migrate"), Step("consume", {"qid": 1}),
+                       Step("advance", {"ns": 100_000}), Step("consume", {"qid": 1}),
+                       Step("consume", {"qid": 1}), IDENTIFY]
+    verdict, stats = replay(trace("qemu-v3-patch", steps, refusals="continue"))
+    assert verdict.ok, verdict
+    assert stats["refusals"] == 1 and stats["migrations"] == 0
+    assert stats["steps"] == len(steps) and stats["action:consume"] == 3
+
+
+def test_v3_patch_migrates_when_no_cq_is_full():
+    """qemu-v3-patch does migrate an idle controller with I/O queues."""
+    steps = FULL_CQ + [Step("consume", {"qid": 1})] * 3 + [Step("migrate"), read(1, 0, 3),
+                                                           Step("advance", {"ns": 50_000}),
+                                                           Step("consume", {"qid": 1})]
+    verdict, stats = replay(trace("qemu-v3-patch", steps))
+    assert verdict.ok, verdict
+    assert stats["migrations"] == 1
+
+
+TEMPERATURE = [
+    ENABLE,
+    Step("admin", {"opc": int(A.SET_FEATURES), "cdw10": 0x04, "cdw11": 0x150}),
+    Step("migrate"),
+    Step("admin", {"opc": int(A.GET_FEATURES), "cdw10": 0x04}),
+]
+
+
+def test_v3_patch_loses_temperature_threshold():
+    """qemu-v3-patch does not save feature values: the threshold reads back as the default."""
+    verdict, _ = replay(trace("qemu-v3-patch", TEMPERATURE))
+    assert verdict.kind == "divergence"
+    assert verdict.signature == "divergence:cqe/admin/GET_FEATURES/fid=0x04/dw0"
+    assert verdict.step == 3 and verdict.since_migration == 1
+    assert "336" in verdict.detail and "343" in verdict.detail   # 0x150 vs default 0x157
+
+
+def test_full_and_merged_qemu_keep_temperature_threshold():
+    """`full` and `qemu-11.1` carry the threshold over."""
+    for profile in ("full", "qemu-11.1"):
+        verdict, _ = replay(trace(profile, TEMPERATURE))
+        assert verdict.ok, (profile, verdict)
+
+
+ADMIN_WRAP = [ENABLE] + [IDENTIFY] * 8 + [Step("migrate")] + [IDENTIFY] * 2
+
+
+def test_nvmecs_v0_loses_the_admin_queue_state():
+    """nvmecs-v0 does not carry the admin queue positions: after a wrap a completion is lost."""
+    verdict, _ = replay(trace("nvmecs-v0", ADMIN_WRAP))
+    assert verdict.kind == "divergence"
+    assert verdict.signature.startswith("divergence:cqe/admin/")
+    assert verdict.signature == "divergence:cqe/admin/IDENTIFY/cns=0x01/missing"
+    assert verdict.step == 10 and verdict.since_migration == 1
+    ok, _ = replay(trace("full", ADMIN_WRAP))
+    assert ok.ok
+
+
+def test_nvmecs_v0_loses_outstanding_aers():
+    """nvmecs-v0 drops outstanding AERs: an event later completes one only on the twin."""
+    steps = [ENABLE, Step("aer", {}), Step("migrate"),
+             Step("environment", {"event": "ns_changed", "arg": 1}), Step("consume", {"qid": 0})]
+    verdict, _ = replay(trace("nvmecs-v0", steps))
+    assert verdict.kind == "divergence"
+    assert verdict.signature == "divergence:irq/missing"      # the twin's AER completion
+    assert verdict.step == 3 and verdict.since_migration == 1
+
+
+def test_merged_qemu_needs_the_spurious_interrupt_waiver():
+    """qemu-11.1 re-signals a restored full CQ; the trace's waiver suppresses exactly that."""
+    steps = FULL_CQ + [Step("migrate"), Step("consume", {"qid": 1}),
+                       Step("consume", {"qid": 1}), Step("consume", {"qid": 1})]
+    verdict, _ = replay(trace("qemu-11.1", steps))
+    assert verdict.signature == "divergence:irq/extra"
+    verdict, _ = replay(trace("qemu-11.1", steps, waivers=["spurious-interrupt"]))
+    assert verdict.ok, verdict
+
+
+def test_session_counts_waived_differences():
+    """A session with a waiver counts every suppression in its comparator."""
+    s = Session(TargetConfig(profile="qemu-11.1"), ("spurious-interrupt",))
+    try:
+        for step in FULL_CQ + [Step("migrate")]:
+            s.apply(step)
+        assert s.comparator.suppressed["spurious-interrupt"] == 1
+    finally:
+        s.close()
+
+
+def test_unknown_action_is_a_trace_format_error():
+    """A step naming no action fails with TraceFormatError, in a session and in replay."""
+    with pytest.raises(TraceFormatError, match="frobnicate"):
+        replay(trace("full", [ENABLE, Step("frobnicate", {"x": 1})]))
+    s = Session(TargetConfig())
+    try:
+        with pytest.raises(TraceFormatError):
+            s.apply(Step("no_such_action"))
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("step", [
+    Step("io", {"opc": 1}),
+    Step("create_cq", {"qid": 1}),
+    Step("create_sq", {"qid": 1, "size": 4}),
+    Step("advance", {}),
+    Step("reg_write", {"offset": 0x14}),
+    Step("environment", {}),
+    Step("consume", {}),
+], ids=lambda s: s.action)
+def test_missing_arguments_are_a_trace_format_error(step):
+    """A step without a required argument fails with TraceFormatError naming the step."""
+    with pytest.raises(TraceFormatError, match=step.action):
+        replay(trace("full", [ENABLE, step]))
+
+
+@pytest.mark.parametrize("target", [
+    {"kind": "model", "profile": "full", "colour": "red"},
+    {"kind": "model", "profile": 5},
+    {"kind": "model", "io_latency_ns": "fast"},
+    {"kind": "model", "msix": "yes"},
+], ids=["unknown-key", "profile-int", "latency-str", "msix-str"])
+def test_malformed_target_is_a_trace_format_error(target):
+    """A trace whose target configuration has unknown keys or wrong types is a TraceFormatError."""
+    t = Trace(target=target, campaign="x", seed=0, steps=(ENABLE,))
+    with pytest.raises(TraceFormatError, match="target configuration"):
+        replay(t)
+
+
+def test_unknown_waiver_is_a_campaign_error():
+    """A waiver nobody defined is a CampaignError naming it."""
+    with pytest.raises(CampaignError, match="no-such-waiver"):
+        Session(TargetConfig(), ("no-such-waiver",))
+    with pytest.raises(CampaignError, match="no-such-waiver"):
+        replay(trace("full", [ENABLE], waivers=["no-such-waiver"]))
+
+
+def test_replay_is_repeatable_step_by_step():
+    """The step hook sees the same observations on every replay."""
+    seen: list[list] = [[], []]
+    for run in seen:
+        replay(trace("qemu-v3-patch", TEMPERATURE),
+               on_step=lambda i, step, twin, mig, run=run: run.append((i, step, twin, mig)))
+    assert seen[0] == seen[1]
+    assert [i for i, *_ in seen[0]] == [0, 1, 2, 3]
+    last = seen[0][-1]
+    assert last[2] != last[3]

@@ -1,0 +1,71 @@
+"""nvmefuzz diff: the model and QEMU side by side, without migrations."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from click.testing import CliRunner
+
+from nvmefuzz.cli import main
+from nvmefuzz.fuzz import campaign as campaigns
+from nvmefuzz.fuzz.diff import configs, diff_steps, generate, group, normalise
+from nvmefuzz.targets.base import TargetConfig
+from nvmefuzz.trace.schema import Step, Trace
+
+AGREE = [Step("enable", {}), Step("create_cq", {"qid": 1, "size": 8, "iv": 1}),
+         Step("create_sq", {"qid": 1, "size": 8, "cqid": 1}),
+         Step("io", {"qid": 1, "opc": 1, "slba": 4, "nlb": 2, "pattern": 7}),
+         Step("migrate", {}), Step("environment", {"event": "ns_changed"}),
+         Step("io", {"qid": 1, "opc": 2, "slba": 4, "nlb": 2}), Step("consume", {"qid": 1}),
+         Step("admin", {"opc": 6, "cdw10": 2, "length": 4096})]
+FR = "cqe/admin/IDENTIFY/cns=0x01/data.fr"
+
+
+def test_normalise_keeps_the_set_of_msix_vectors():
+    """MSI-X events become a sorted set (QEMU shows one flag per vector); INTx stay."""
+    obs = [("irq", {"events": (("msix", 2), ("msix", 0), ("msix", 2), ("intx", 1))}),
+           ("reg/CSTS", {"value": 1})]
+    assert normalise(obs) == [("irq", {"events": (("msix", 0), ("msix", 2), ("intx", 1))}),
+                              ("reg/CSTS", {"value": 1})]
+
+
+def test_generated_examples_have_no_migrations():
+    """Examples come from the campaign's machine with the migrate rule off."""
+    camp = campaigns.load("default")
+    drawn = generate(camp, 5, seed=3)
+    assert len(drawn) == 5
+    assert all(s.action != "migrate" for steps in drawn for s in steps)
+    assert max(len(steps) for steps in drawn) > 10
+
+
+def test_io_and_queues_agree_between_model_and_qemu(qemu_binary):
+    """Queue creation, a write and a read back: the same on both (migrate/environment skipped)."""
+    found, ran = diff_steps("t", AGREE, *configs())
+    assert found is None and ran == len(AGREE)
+
+
+def test_identify_controller_disagrees_on_the_firmware_revision(qemu_binary):
+    """The model says FR '1.0', QEMU its own version: the first disagreement, by field."""
+    steps = [Step("enable", {}), Step("admin", {"opc": 6, "cdw10": 1, "length": 4096})]
+    found, _ = diff_steps("t", steps, *configs())
+    assert found is not None and found.label == FR and found.step == 1
+    assert found.qemu["data"][64:70] == b"11.1.3" and found.model["data"][64:67] == b"1.0"
+    ignored = Counter()
+    assert diff_steps("t", steps, *configs(), ignore=(FR,), ignored=ignored)[0] is None
+    assert ignored == {FR: 1}
+    assert list(group([found, found])) == [FR]
+
+
+def test_diff_command_lists_disagreements_by_label(qemu_binary, tmp_path):
+    """`nvmefuzz diff TRACE` exits 1 and names the label; with --ignore it exits 0."""
+    trace = Trace(target=TargetConfig(kind="qemu").to_plain(), campaign="t", seed=0,
+                  steps=(Step("enable", {}),
+                         Step("admin", {"opc": 6, "cdw10": 1, "length": 4096})))
+    path = tmp_path / "t.cbor"
+    path.write_bytes(trace.encode())
+    runner = CliRunner()
+    res = runner.invoke(main, ["diff", str(path), "--json", str(tmp_path / "d.json")])
+    assert res.exit_code == 1, res.output
+    assert FR in res.output and (tmp_path / "d.json").exists()
+    res = runner.invoke(main, ["diff", str(path), "--ignore", FR])
+    assert res.exit_code == 0, res.output
