@@ -460,15 +460,22 @@ class TestDoorbellErrors:
         (cqe,) = rig.harvest(0)
         assert (cqe.cid, cqe.dw0) == (second, 0x00010100)
 
-    @pytest.mark.parametrize("offset", [0x1001, 0x1002, 0x1003, 0x1006, 0x100A])
+    @pytest.mark.parametrize("offset", [0x1002, 0x1006, 0x100A])
     def test_misaligned_doorbell_write_is_ignored(self, rig, offset):
-        """A doorbell write not 4-byte aligned changes nothing and raises no event."""
+        """A 2-byte doorbell write not 4-byte aligned changes nothing and raises no event."""
         rig.aer()
         rig.place(0, rig.nop())
-        rig.ctrl.mmio_write(offset, 4, 1)
+        rig.ctrl.mmio_write(offset, 2, 1)
         assert rig.peek(0) == []
         assert rig.ctrl.aer_queue == [] and len(rig.ctrl.aer_reqs) == 1
         assert (rig.ctrl.sqs[0].tail, rig.ctrl.cqs[0].head) == (1, 0)  # AER fetched only
+
+    def test_unaligned_4_byte_write_is_split_into_2_byte_accesses(self, rig):
+        """A 4-byte write at 0x1002 is two 2-byte writes: 0x1002 (ignored) and 0x1004."""
+        rig.aer()
+        rig.ctrl.mmio_write(0x1002, 4, 0x4E564D65)       # upper half 0x4E56 -> CQ 0 head
+        (cqe,) = rig.harvest(0)
+        assert cqe.dw0 == 0x00010100                      # Error, invalid doorbell value
 
     def test_doorbells_before_enable_hit_no_queue(self, make_rig):
         """Before CC.EN no queue exists: doorbell writes do nothing (and no AER exists)."""

@@ -5,8 +5,9 @@ the same wall-clock budget, drives the same ``Session`` with steps of the same v
 (``fuzz.actions``), and returns a ``Kill``: whether and when the first failing example was
 seen, how many examples that took, and how long the reproducer it hands the user is.
 
-* ``state_machine``: the Hypothesis machine in batches exactly as ``run_campaign`` runs them
-  (seed ``seed * 1000003 + batch``), stopping at the first finding; ``steer=False`` is the
+* ``state_machine``: the Hypothesis machine in batches as ``run_campaign`` runs them (seed
+  ``seed * 1000003 + batch``, set on the machine class so it takes effect), stopping at the
+  first finding; ``steer=False`` is the
   baseline without ``target()`` guidance.  The reproducer is Hypothesis's shrunk trace.
 * ``random_walk``: Python's ``random.Random(seed)`` picks uniformly among the actions (and
   ``migrate``) and uniformly among each argument's values; no preconditions, no bundles, no
@@ -92,7 +93,8 @@ def state_machine(camps: Sequence[Campaign], seed: int, seconds: float, *, steer
     b = 0
     while time.monotonic() - start < seconds:
         camp = camps[b % len(camps)]
-        test = build_machine(camp, obs, steer=steer).TestCase
+        machine = build_machine(camp, obs, steer=steer)
+        test = machine.TestCase
         test.settings = settings(
             max_examples=batch, stateful_step_count=camp.steps, deadline=None, database=None,
             derandomize=False, print_blob=False, report_multiple_bugs=False,
@@ -100,7 +102,10 @@ def state_machine(camps: Sequence[Campaign], seed: int, seconds: float, *, steer
             phases=[Phase.generate, Phase.target, Phase.shrink])
         failed = False
         try:
-            hyp_seed(seed * 1_000_003 + b)(test("runTest")).runTest()
+            # the seed goes on the machine class: Hypothesis reads it there (on the TestCase
+            # instance, as run_campaign puts it, it is ignored and every run differs)
+            hyp_seed(seed * 1_000_003 + b)(machine)
+            test("runTest").runTest()
         except Exception as exc:            # Hypothesis may wrap the Divergence
             if not (isinstance(exc, Divergence) or isinstance(exc.__cause__, Divergence)
                     or any(isinstance(e, Divergence) for e in getattr(exc, "exceptions", ()))):

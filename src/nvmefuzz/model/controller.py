@@ -39,8 +39,9 @@ GUEST_RAM = 64 << 20
 
 
 def cap_for(config: Config) -> int:
-    """CAP as QEMU builds it: CQR, TO=7.5 s, NVM and I/O command sets, pages 4-64 KiB."""
-    return regs.pack("CAP", MQES=config.mqes, CQR=1, TO=0x0F, CSS=0b1100_0001, MPSMAX=4)
+    """CAP as QEMU 11.1 builds it: CQR, TO=7.5 s, NVM and I/O command sets (CSS bits 0 and
+    6; bit 7, "admin only", is not offered), pages 4-64 KiB."""
+    return regs.pack("CAP", MQES=config.mqes, CQR=1, TO=0x0F, CSS=0b0100_0001, MPSMAX=4)
 
 
 class Controller:
@@ -149,15 +150,26 @@ class Controller:
         return int.from_bytes(image[offset:offset + size], "little")
 
     def mmio_write(self, offset: int, size: int, value: int) -> None:
-        """A BAR0 write, then run scheduled work to a fixpoint."""
+        """A BAR0 write, then run scheduled work to a fixpoint.
+
+        An access not aligned to its size is split into 2-byte accesses, as QEMU's memory
+        core does for this device (so a 4-byte write at 0x1002 also writes 0x1004).
+        """
         value &= (1 << (8 * size)) - 1
+        if offset % size and size > 2:
+            for i in range(0, size, 2):
+                self._write(offset + i, 2, (value >> (8 * i)) & 0xFFFF)
+        else:
+            self._write(offset, size, value)
+        self._run()
+
+    def _write(self, offset: int, size: int, value: int) -> None:
         if offset >= regs.DOORBELL_BASE:
             self._doorbell(offset, value)
         else:
             handler = _REGISTER_WRITES.get(offset & ~7 if offset in (0x2C, 0x34) else offset)
             if handler is not None:
                 handler(self, offset, size, value)
-        self._run()
 
     def _write_cc(self, offset: int, size: int, value: int) -> None:
         old, self.cc = self.cc, value & 0xFFFFFFFF

@@ -76,10 +76,8 @@ def identify(ctrl: Controller, sqe: SQE) -> bytes | int:
             return id_ns(ctrl) if active else bytes(IDENTIFY_SIZE)
         if not active and cns == spec.CNS_NS_DESCRIPTORS:
             return S.INVALID_FIELD | DNR
-        if cns == spec.CNS_NS_DESCRIPTORS:   # a UUID descriptor then a CSI descriptor
-            uuid = nsid.to_bytes(16, "big")
-            return (bytes((3, 16, 0, 0)) + uuid + bytes((4, 1, 0, 0, 0))).ljust(IDENTIFY_SIZE,
-                                                                                b"\0")
+        if cns == spec.CNS_NS_DESCRIPTORS:   # QEMU 11.1 by default: the CSI descriptor only
+            return bytes((4, 1, 0, 0, 0)).ljust(IDENTIFY_SIZE, b"\0")
         if cns == spec.CNS_CS_NAMESPACE and active and csi != CSI_NVM:
             return S.INVALID_FIELD | DNR      # QEMU: no Zoned structure for an NVM namespace
         return bytes(IDENTIFY_SIZE)
