@@ -57,6 +57,10 @@ class Main(click.Group):
 @click.version_option(__version__)
 def main() -> None:
     """Stateful property-based fuzzer for NVMe save/restore (live migration) correctness."""
+    import signal
+
+    # SIGTERM exits through Python so atexit handlers stop the QEMU processes we started
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 @main.command()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import attrs
+
 from nvmefuzz.fuzz.session import replay
 from nvmefuzz.targets.base import TargetConfig
 from nvmefuzz.trace.schema import PASS, Step, Trace
@@ -38,3 +40,23 @@ def test_short_trace_passes_on_qemu_with_pin_interrupts(qemu_binary):
     verdict, stats = replay(_trace(msix=False))
     assert verdict.kind == PASS, verdict.detail
     assert stats["migrations"] == 3
+
+
+def test_source_refused_with_a_full_io_cq_carries_on_like_its_twin(qemu_binary):
+    """QEMU 11.1 refuses while an I/O completion waits in a full CQ; the source still matches."""
+    steps = (Step("enable", {}), Step("create_cq", {"qid": 1, "size": 2, "ien": 0}),
+             Step("create_sq", {"qid": 1, "size": 3, "cqid": 1}),
+             Step("io", {"qid": 1, "opc": 1, "slba": 0, "nlb": 1, "pattern": 0}),
+             Step("io", {"qid": 1, "opc": 1, "slba": 0, "nlb": 1, "pattern": 0}),
+             Step("io", {"qid": 1, "opc": 1, "slba": 1, "nlb": 1, "pattern": 2}),
+             Step("migrate", {}), Step("consume", {"qid": 1}), Step("consume", {"qid": 1}),
+             Step("consume", {"qid": 1}), Step("io", {"qid": 1, "opc": 2, "slba": 1, "nlb": 1}),
+             Step("migrate", {}), Step("consume", {"qid": 1}), Step("consume", {"qid": 1}))
+    trace = Trace(target=TargetConfig(kind="qemu").to_plain(), campaign="test", seed=0,
+                  steps=steps, refusals="continue")
+    verdict, stats = replay(trace)
+    assert verdict.kind == PASS, verdict.detail
+    assert stats["refusals"] == 1 and stats["migrations"] == 1
+    finding = attrs.evolve(trace, refusals="finding")
+    verdict, _ = replay(finding)
+    assert verdict.signature == "refused:pre-save for nvme failed: req->ns != NULL"

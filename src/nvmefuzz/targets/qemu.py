@@ -45,9 +45,13 @@ Requests are pipelined: writes (registers, guest memory) are queued and sent tog
 the next request that needs an answer, and their replies are checked then.  MMIO writes,
 clock steps and migrations make the device "unsettled"; any read first settles, so reads only
 ever see a device at rest.  Guest memory read at rest is cached by page until the device is
-unsettled again (our own writes update the cache), and a miss also re-reads the pages read
-since the previous settle, so the pages a step looks at (CQs, MSI-X messages) come back in
-one round trip.
+unsettled again (our own writes update the cache).  The round trip that ends a settle also
+reads the pages read between the two settles before (a miss fetches them too), so the pages
+a step looks at (CQs, MSI-X messages) usually cost no round trip of their own.
+
+Migration (``qemu_migration``): after a completed one the target continues on the destination
+with fresh trace accounting and sets its virtual clock to the source's (under ``-accel
+qtest`` the clock is the qtest client's and is not migrated; see ``_carry_clock``).
 
 ``tap`` (if set, or made by ``QemuTarget.tap_factory``) is told, for every bus operation, the
 qtest request that expresses it on its own -- one per read, uncached and unpipelined -- plus

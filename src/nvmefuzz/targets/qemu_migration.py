@@ -2,15 +2,15 @@
 
 How it works
 ------------
-QEMU's file URI needs no second live peer: the source runs QMP ``migrate`` with
-``file:PATH`` and we wait (bounded) for the ``MIGRATION`` event that says it left the active
-states, then ``query-migrate`` says how it ended.  All of it goes through each process's minimal QMP socket
-(``RawQmp``: a command costs about 0.2 ms there against 2 ms through ``qemu.qmp``).  A destination is a ``QemuProcess`` started ahead of time with
-``-incoming defer`` on the same disk image (as shared storage would be: the destination keeps
-the image inactive until the load completes); ``WarmPool`` keeps ``size`` of them booting in
-the background (a thread per process waits for it to boot and connects its sockets) and
-starts a replacement whenever one is taken.  The destination runs
-``migrate-incoming file:PATH`` and is polled the same way.
+QEMU's file URI needs no second live peer: the source runs QMP ``migrate`` with ``file:PATH``
+and we wait (bounded) for the ``MIGRATION`` event that says it left the active states, then
+``query-migrate`` says how it ended. All of it goes through each process's minimal QMP socket
+(``RawQmp``: a command costs about 0.2 ms there against 2 ms through ``qemu.qmp``). A
+destination is a ``QemuProcess`` started ahead of time with ``-incoming defer`` on the same
+disk image (as shared storage would be: the destination keeps the image inactive until the load
+completes); ``WarmPool`` keeps ``size`` of them booting in the background (a thread per process
+waits for it to boot and connects its sockets) and starts a replacement whenever one is taken.
+The destination runs ``migrate-incoming file:PATH`` and is waited for the same way.
 
 Outcomes (``nvmefuzz.targets.base.MigrationOutcome``): completed (the caller switches to the
 destination and closes the source), refused (``migrate`` failed with QEMU's error text, e.g. a

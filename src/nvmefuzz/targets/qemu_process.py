@@ -4,22 +4,22 @@ How it works
 ------------
 ``build_argv`` (pure) gives the command line: ``-accel qtest`` with a qtest socket QEMU
 connects to, a QMP socket it listens on, a 64 MiB q35 machine with no default devices and one
-``nvme`` device at bus 0 device 4 backed by a raw image.  The drive passes discards down
-(``discard=unmap``): the controller reports DLFEAT=1 (deallocated blocks read as zeroes),
-which QEMU only honours when Dataset Management can really deallocate.  Every path on it is a path inside
-the chroot when QEMU runs chrooted (``QemuBinary.guest_path``).
+``nvme`` device at bus 0 device 4 backed by a raw image. The drive passes discards down
+(``discard=unmap``): the controller reports DLFEAT=1 (deallocated blocks read as zeroes), which
+QEMU only honours when Dataset Management can really deallocate. Every path on it is a path
+inside the chroot when QEMU runs chrooted (``QemuBinary.guest_path``).
 
-``QemuProcess`` starts one such process inside a private folder (``Workspace``: one per
-target, holding the disk image, sockets, stderr logs, trace logs and migration files; removed
-on close and at exit).  Each process writes three of QEMU's own trace events to a private log
-(``-trace ...,file=``): every command the controller fetches (``pci_nvme_io_cmd``,
-``pci_nvme_admin_cmd``) and every completion it queues
-(``pci_nvme_enqueue_req_completion``); ``trace_lines`` returns the lines written since the last
-call, which is how ``targets.qemu`` knows what is in flight without stopping the VM.  ``qtest(line)`` sends one request and waits, within ``reply_timeout``, for its
-reply; ``IRQ raise/lower`` lines that arrive first are kept in ``irqs``.  A closed socket means
-the process died: ``TargetCrashed`` carries the exit status or signal and the tail of stderr;
-no reply in time is ``TargetTimeout`` (a hang).  ``qmp`` goes through the ``qemu.qmp`` library
-on a private asyncio loop, also bounded.
+``QemuProcess`` starts one such process inside a private folder (``Workspace``: one per target,
+holding the disk image, sockets, stderr logs, trace logs and migration files; removed on close
+and at exit). Each process writes three of QEMU's own trace events to a private log (``-trace
+...,file=``): every command the controller fetches (``pci_nvme_io_cmd``,
+``pci_nvme_admin_cmd``) and every completion it queues (``pci_nvme_enqueue_req_completion``);
+``trace_lines`` returns the lines written since the last call, which is how ``targets.qemu``
+knows what is in flight without stopping the VM. ``qtest(line)`` sends one request and waits,
+within ``reply_timeout``, for its reply; ``IRQ raise/lower`` lines that arrive first are kept
+in ``irqs``. A closed socket means the process died: ``TargetCrashed`` carries the exit status
+or signal and the tail of stderr; no reply in time is ``TargetTimeout`` (a hang). ``qmp`` goes
+through the ``qemu.qmp`` library on a private asyncio loop, also bounded.
 
 Migration over these processes lives in ``qemu_migration``.
 """

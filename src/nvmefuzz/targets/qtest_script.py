@@ -218,7 +218,9 @@ migrate() {{
     answer=$(qmp '{{"execute": "migrate", "arguments": {{"uri": "file:'"$STATE"'"}}}}')
     case $answer in *'"error"'*) echo "#   refused: $answer" >>"$OUT"; return ;; esac
     how=$(wait_migration)
-    if [ "$how" != completed ]; then echo "#   save $how" >>"$OUT"; qmp '{{"execute": "cont"}}' >/dev/null; return; fi
+    if [ "$how" != completed ]; then
+        echo "#   save $how" >>"$OUT"; qmp '{{"execute": "cont"}}' >/dev/null; return
+    fi
     stop_qemu
     start_qemu 1
     answer=$(qmp '{{"execute": "migrate-incoming", "arguments": {{"uri": "file:'"$STATE"'"}}}}')
@@ -280,7 +282,7 @@ fi
 echo "REPRODUCED: twin and migrated QEMU replied differently (first 3 differences;"
 echo "replies are compared raw, so a difference nvmefuzz waives, e.g. SMART counters, shows too)"
 paste "$WORK/a" "$WORK/b" | awk -F'\t' -v OFS='' '
-    $2 != $4 {{ n++; print "at ", ($1 == "" ? "bring-up" : $1), ":";
+    NF >= 4 && $2 != $4 {{ n++; print "at ", ($1 == "" ? "bring-up" : $1), ":";
                print "  twin:     ", substr($2, 1, 300); print "  migrated: ", substr($4, 1, 300) }}
     n == 3 {{ exit }}'
 [ "$(wc -l <"$WORK/a")" = "$(wc -l <"$WORK/b")" ] || echo "(and a different number of replies)"
