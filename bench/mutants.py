@@ -38,7 +38,7 @@ from nvmefuzz.model.profiles import mutants as M
 from nvmefuzz.trace.corpus import slug
 
 ROOT = Path(__file__).resolve().parents[1]
-CAMPAIGNS = ("mutant-hunt", "mutant-hunt-io", "mutant-hunt-intx")
+CAMPAIGNS = ("mutant-hunt-admin", "mutant-hunt-io", "mutant-hunt-intx")
 CONTROL = "full"
 GOALS = {"kill_rate": 0.95, "median_seconds": 5.0, "median_length": 8}
 
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
     traces = args.out / "traces"
     start = time.monotonic()
-    with multiprocessing.Pool(args.jobs) as pool:
+    with multiprocessing.Pool(args.jobs, maxtasksperchild=1) as pool:   # fresh state per hunt
         for i, (name, s, kill, trace) in enumerate(pool.imap_unordered(hunt, jobs), 1):
             results.setdefault(name, {})[s] = kill
             if trace:

@@ -50,11 +50,17 @@ def explain(signature: str) -> str:
         m = re.fullmatch(r"(fid|lid|cns)=0x([0-9a-f]+)", parts[3]) if len(parts) > 4 else None
         if m:
             what += " for " + _selector(m.group(1), int(m.group(2), 16))
+        if last == "missing":
+            return f"after migration the {what} completion never arrives"
+        if last == "extra":
+            return f"after migration an extra {what} completion arrives"
         return f"{what} differs in {field} after migration"
     if parts[0] == "posted":
         return f"completions posted to {parts[1]} CQs differ ({field}) after migration"
     if parts[0] == "irq":
-        return f"interrupts differ after migration ({field})"
+        return {"extra": "an interrupt fires after migration that the twin does not raise",
+                "missing": "an interrupt the twin raises never fires after migration",
+                }.get(last, f"interrupts differ after migration ({field})")
     if parts[0] == "reg":
         return f"register {parts[1]} reads differently after migration"
     return label

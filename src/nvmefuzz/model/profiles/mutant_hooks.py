@@ -236,12 +236,14 @@ def source_lands_inflight_writes(ctrl: Controller) -> None:
 
 
 def source_keeps_fetching(ctrl: Controller) -> None:
-    """The source drains, posts and fetches on; what it writes to guest RAM is undone (the
-    RAM was already copied), what it writes to the shared disk stays."""
+    """The source drains, posts and fetches on; what it writes to guest RAM and its interrupts
+    are undone (the RAM was already copied), what it writes to the shared disk stays."""
     ram = {k: bytes(v) for k, v in ctrl.mem.pages.items()}
+    irqs = len(ctrl.irq_log)                     # its interrupts never reach the guest
     for _ in range(64):                          # bounded: the host never consumes here
         if not ctrl.inflight:
             break
         ctrl.drain()
         ctrl.kick()
     ctrl.mem.pages = {k: bytearray(v) for k, v in ram.items()}
+    del ctrl.irq_log[irqs:]
