@@ -51,7 +51,8 @@ def _admin(r: random.Random) -> dict:
         if fid in FEATURE_DATA:
             args["length"] = FEATURE_DATA[fid]
         if kind == "get":
-            return {"opc": int(A.GET_FEATURES), "cdw10": fid | r.randrange(5) << 8, **args}
+            return {"opc": int(A.GET_FEATURES), "cdw10": fid | r.randrange(5) << 8,
+                    "nsid": r.choice((0, 1, 0xFFFFFFFF)), **args}
         if fid in FEATURE_DATA:
             args["pattern"] = r.randrange(256)
         return {"opc": int(A.SET_FEATURES), "cdw10": fid | r.choice((0, 1 << 31)),
@@ -124,9 +125,11 @@ class Workload:
         self.verify: list[tuple[int, int]] = []   # (extent, CID) of the read-backs
 
     def _room(self) -> Iterator[Step]:
+        """Wait until the SQ has a free entry whose data slot no command still uses (the host
+        driver reuses a slot's buffer as soon as the ring wraps)."""
         for _ in range(3):
             sq = self.host.sqs.get(1)
-            if sq is None or sq.free() > 0:
+            if sq is None or sq.free() > 0 and len(sq.outstanding) < sq.size - 1:
                 return
             yield Step("advance", {"ns": 20_000})
             yield Step("consume", {"qid": 1})
@@ -148,7 +151,8 @@ class Workload:
             if i == migrate_at:
                 yield Step("migrate", {})
             yield from self._room()
-            if 1 not in self.host.sqs or self.host.sqs[1].free() == 0:
+            sq = self.host.sqs.get(1)
+            if sq is None or sq.free() == 0 or len(sq.outstanding) >= sq.size - 1:
                 break                             # the guest is stuck: judged at the end
             ext, nlb = r.randrange(self.EXTENTS), r.randint(1, 8)
             if r.random() < 0.6:
@@ -169,7 +173,7 @@ class Workload:
         for ext in sorted({lba // 8 for lba in self.blocks}):
             yield from self._room()
             sq = self.host.sqs.get(1)
-            if sq is None or sq.free() == 0:
+            if sq is None or sq.free() == 0 or len(sq.outstanding) >= sq.size - 1:
                 return
             yield Step("io", {"qid": 1, "opc": int(IO.READ), "slba": 8 * ext, "nlb": 8})
             self.verify.append((ext, next(reversed(sq.outstanding))))
