@@ -102,8 +102,8 @@ def state_machine(camps: Sequence[Campaign], seed: int, seconds: float, *, steer
             phases=[Phase.generate, Phase.target, Phase.shrink])
         failed = False
         try:
-            # the seed goes on the machine class: Hypothesis reads it there (on the TestCase
-            # instance, as run_campaign puts it, it is ignored and every run differs)
+            # the seed goes on the machine class: Hypothesis reads it there and ignores it
+            # on a TestCase instance (every run would differ)
             hyp_seed(seed * 1_000_003 + b)(machine)
             test("runTest").runTest()
         except Exception as exc:            # Hypothesis may wrap the Divergence
