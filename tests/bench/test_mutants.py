@@ -138,7 +138,9 @@ def test_hard_mutant_is_killed_by_a_known_trace(name):
 
 
 @pytest.mark.parametrize("name", ["full+csts-not-migrated", "full-without-cq.tail",
-                                  "full+vector-ien-swapped", "full+enabled-flag-stale"])
+                                  "full+vector-ien-swapped", "full+enabled-flag-stale",
+                                  "full-without-host_writes",
+                                  "full-without-features.err_rec"])
 def test_state_machine_kills_representative_mutants(name):
     """A fixed-seed nvmefuzz run kills the mutant and shrinks the reproducer.
 

@@ -10,7 +10,13 @@ times (Hypothesis picks uniformly among applicable rules), weight 0 leaves it ou
 
 Preconditions read the twin's host view (which queues exist, which SQ has room) so most
 steps are legal; a share of every rule's draws is deliberately invalid (bad queue ids,
-sizes, vectors, doorbell values, opcodes, fields).  Queue ids flow through the bundles
+sizes, vectors, doorbell values, opcodes, fields) or hostile but valid (an SQ tail rung
+past the host's own, so stale entries are fetched).  Three kinds of guidance come from the
+example's own past: Set Features draws CDW11 from the values that mean something for the
+FID drawn (``vocabulary``); half of the I/O commands reuse the SLBA of a recent one, so
+commands race on the same blocks; and the ``read_back`` rule repeats one of the reads that
+show what earlier steps changed (``readback``: the feature just set, the SMART counters
+after I/O, the register written).  Queue ids flow through the bundles
 ``cqs`` and ``sqs``.  ``target()`` steers towards hard states (waiting completions on a full
 CQ, every AER slot used, queued events, I/O in flight) and ``event()`` counts the hard
 states migrations happened in.
@@ -33,7 +39,9 @@ from hypothesis.stateful import (
 
 from nvmefuzz.errors import Divergence
 from nvmefuzz.fuzz.campaign import Campaign
+from nvmefuzz.fuzz.readback import key as read_key, read_backs
 from nvmefuzz.fuzz.session import Session
+from nvmefuzz.fuzz.vocabulary import feature_values
 from nvmefuzz.protocol.spec import AdminOpcode as A, IoOpcode as IO
 from nvmefuzz.targets import TargetConfig
 from nvmefuzz.trace.schema import Step, Trace, Verdict
@@ -45,6 +53,7 @@ IO_OPS = st.sampled_from([IO.WRITE, IO.READ, IO.WRITE, IO.READ, IO.FLUSH, IO.WRI
 NSIDS = st.sampled_from([1, 1, 1, 1, 1, 1, 0, 2, 0xFFFFFFFF, 257])
 FIDS = st.sampled_from([0x01, 0x02, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B, 0x0E,
                         0x16, 0x19, 0x03, 0x7F])
+NS_FIDS = frozenset({0x05})      # namespace-specific features: the NSID is sent
 HARD = ("waiting completions on a full CQ", "AER slots used", "queued events",
         "I/O in flight")
 
@@ -96,6 +105,8 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             self.steps: list[Step] = []
             self.dead = False
             self.peak = dict.fromkeys(HARD, 0)
+            self.readable: dict[tuple, Step] = {}    # reads that show what steps changed
+            self.lbas: list[int] = []                # SLBAs of the latest I/O commands
 
         # -------------------------------------------------------------- plumbing
         def do(self, action: str, **args: Any) -> None:
@@ -117,6 +128,8 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
                     return
                 obs.finding(self._trace(verdict))
                 raise
+            for read in read_backs(step):
+                self.readable.setdefault(read_key(read), read)
             self._steer()
 
         def _since(self) -> int:
@@ -195,8 +208,11 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
 
         # -------------------------------------------------------------- I/O and doorbells
         def r_io(self, data: st.DataObject, opc: int, slba: int, nlb: int, pattern: int,
-                 offset: int, ring: bool, nsid: int) -> None:
+                 offset: int, ring: bool, nsid: int, again: bool) -> None:
             qid = data.draw(st.sampled_from(_io_sqs(self)), label="qid")
+            if again and self.lbas:    # the blocks of an earlier command: commands that race
+                slba = data.draw(st.sampled_from(self.lbas), label="slba")
+            self.lbas = [*self.lbas[-7:], slba]
             extra: dict[str, Any] = {}
             if opc == IO.DATASET_MANAGEMENT:
                 extra["ranges"] = [[slba, nlb]]
@@ -204,9 +220,12 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
                     offset=offset or None, ring=None if ring else False,
                     nsid=None if nsid == 1 else nsid, **extra)
 
-        def r_ring_sq(self, data: st.DataObject) -> None:
+        def r_ring_sq(self, data: st.DataObject, ahead: int) -> None:
             qid = data.draw(st.sampled_from(sorted(self.host.sqs)), label="qid")
-            self.do("ring_sq", qid=qid)
+            sq = self.host.sqs[qid]
+            # ``ahead``: a valid tail past the host's, so the controller fetches stale entries
+            self.do("ring_sq", qid=qid,
+                    value=(sq.tail + ahead) % sq.size if ahead and sq.size > 1 else None)
 
         def r_ring_cq(self, data: st.DataObject) -> None:
             qid = data.draw(st.sampled_from(sorted(self.host.cqs)), label="qid")
@@ -240,16 +259,17 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
                     cdw10=lid | int(rae) << 15 | numd << 16, cdw12=offset,
                     length=min((numd + 1) * 4, 4096))
 
-        def r_get_features(self, fid: int, sel: int, cdw11: int) -> None:
+        def r_get_features(self, fid: int, sel: int, cdw11: int, nsid: int) -> None:
             length = {0x0E: 8, 0x16: 512}.get(fid, 0)
             self.do("admin", opc=int(A.GET_FEATURES), cdw10=fid | sel << 8, cdw11=cdw11,
-                    length=length or None)
+                    length=length or None, nsid=(nsid or None) if fid in NS_FIDS else None)
 
-        def r_set_features(self, fid: int, cdw11: int, save: bool, pattern: int,
+        def r_set_features(self, data: st.DataObject, fid: int, save: bool, pattern: int,
                            nsid: int) -> None:
+            cdw11 = data.draw(st.sampled_from(feature_values(fid)), label="cdw11")
             length = {0x0E: 8, 0x16: 512}.get(fid, 0)
             self.do("admin", opc=int(A.SET_FEATURES), cdw10=fid | int(save) << 31,
-                    cdw11=cdw11, nsid=None if nsid == 1 else (nsid if fid == 5 else 0),
+                    cdw11=cdw11, nsid=(nsid or None) if fid in NS_FIDS else None,
                     length=length or None, pattern=pattern if length else None)
 
         def r_temperature_event(self, hi: int) -> None:
@@ -269,6 +289,10 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
 
         def r_ns_changed(self) -> None:
             self.do("environment", event="ns_changed", arg=1)
+
+        def r_read_back(self, data: st.DataObject) -> None:
+            read = data.draw(st.sampled_from(list(self.readable.values())), label="read")
+            self.do(read.action, **read.args)
 
     always = lambda m: True  # noqa: E731
     admin_ok = _has_admin
@@ -301,9 +325,11 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             "slba": st.one_of(st.integers(0, 63), st.integers((1 << 14) - 9, (1 << 14) + 1)),
             "nlb": st.integers(1, 8), "pattern": st.integers(0, 255),
             "offset": st.sampled_from([0, 0, 0, 0, 512, 3584]),
-            "ring": st.sampled_from([True, True, True, False]), "nsid": NSIDS},
+            "ring": st.sampled_from([True, True, True, False]), "nsid": NSIDS,
+            "again": st.booleans()},
             lambda m: bool(_io_sqs(m)), None),
-        "ring_sq": (Machine.r_ring_sq, {"data": st.data()}, lambda m: bool(m.host.sqs), None),
+        "ring_sq": (Machine.r_ring_sq, {"data": st.data(), "ahead": st.sampled_from(
+            [0, 0, 0, 0, 1, 2])}, lambda m: bool(m.host.sqs), None),
         "ring_cq": (Machine.r_ring_cq, {"data": st.data()}, lambda m: bool(m.host.cqs), None),
         "bad_doorbell": (Machine.r_bad_doorbell, {
             "data": st.data(), "cq": st.booleans(), "qid": st.sampled_from([0, 1, 2, 9, 64])},
@@ -312,7 +338,7 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             [1, 2, 64, 64]), "ring": st.sampled_from([True, True, True, False])},
             lambda m: bool(m.host.cqs), None),
         "advance": (Machine.r_advance, {"ns": st.sampled_from(
-            [0, 5_000, 20_000, 100_000, 3_600_000_000_000])}, always, None),
+            [0, 5_000, 10_000, 20_000, 100_000, 3_600_000_000_000])}, always, None),
         "aer": (Machine.r_aer, {"reap": st.booleans()}, admin_ok, None),
         "identify": (Machine.r_identify, {
             "cns": st.sampled_from([0, 1, 2, 3, 5, 6, 7, 8, 0x20]),
@@ -323,10 +349,10 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             "nsid": st.sampled_from([0xFFFFFFFF, 1, 0])}, admin_ok, None),
         "get_features": (Machine.r_get_features, {
             "fid": FIDS, "sel": st.sampled_from([0, 0, 1, 2, 3, 4]),
-            "cdw11": st.sampled_from([0, 1 << 20, 3 << 20, 1])}, admin_ok, None),
+            "cdw11": st.sampled_from([0, 1 << 20, 3 << 20, 1]),
+            "nsid": st.sampled_from([1, 1, 0, 2])}, admin_ok, None),
         "set_features": (Machine.r_set_features, {
-            "fid": FIDS, "cdw11": st.sampled_from([0, 1, 0x100, 0x150, 1 << 20 | 0x100, 0x2,
-                                                  0xFFFF, 3 << 20]),
+            "data": st.data(), "fid": FIDS,
             "save": st.sampled_from([False, False, False, True]),
             "pattern": st.integers(0, 255), "nsid": st.sampled_from([1, 0, 2])},
             admin_ok, None),
@@ -341,6 +367,8 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
         "dbbuf": (Machine.r_dbbuf, {"misalign": st.sampled_from([0, 0, 0, 8])},
                   admin_ok, None),
         "ns_changed": (Machine.r_ns_changed, {}, always, None),
+        "read_back": (Machine.r_read_back, {"data": st.data()},
+                      lambda m: bool(m.readable), None),
     }
     for name, weight in camp.weights.items():
         fn, strategies, pre, bundle = table[name]

@@ -2,7 +2,8 @@
 
 ``random_step(rng)`` draws an action uniformly from ``fuzz.actions.ACTIONS`` plus ``migrate``
 and each argument uniformly from a fixed set of values: the values the state machine draws
-from (machine.py), without its repetitions, preconditions or queue-id bundles.
+from (machine.py; Set Features values per FID from ``vocabulary``), without its
+repetitions, preconditions, queue-id bundles or guidance from the walk's own past.
 
 ``Workload`` is what QEMU's migration functional test does in a guest: enable, create one
 I/O queue pair (shadow doorbells and an AER outstanding at random, as a Linux guest on QEMU
@@ -18,6 +19,7 @@ from typing import Any, Callable, Iterator
 
 from nvmefuzz.errors import Divergence
 from nvmefuzz.fuzz.actions import ACTIONS
+from nvmefuzz.fuzz.vocabulary import feature_values
 from nvmefuzz.host.driver import Host, pattern_bytes
 from nvmefuzz.protocol.spec import AdminOpcode as A, IoOpcode as IO
 from nvmefuzz.trace.schema import Step
@@ -29,7 +31,7 @@ IO_OPS = tuple(int(op) for op in (IO.WRITE, IO.READ, IO.FLUSH, IO.WRITE_ZEROES, 
                                   IO.DATASET_MANAGEMENT, IO.WRITE_UNCORRECTABLE))
 FIDS = (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B, 0x0E, 0x16, 0x19,
         0x7F)
-CDW11 = (0, 1, 0x100, 0x150, 1 << 20 | 0x100, 0x2, 0xFFFF, 3 << 20)
+GET_CDW11 = (0, 1 << 20, 3 << 20, 1)          # Get Features: THSEL / TMPSEL selectors
 REG_WRITES = (0x00, 0x08, 0x0C, 0x10, 0x18, 0x1C, 0x20, 0x38, 0x1002)
 REG_READS = (0x00, 0x08, 0x0C, 0x10, 0x14, 0x1C, 0x20, 0x24, 0x28, 0x30, 0x1000)
 FEATURE_DATA = {0x0E: 8, 0x16: 512}
@@ -47,7 +49,8 @@ def _admin(r: random.Random) -> dict:
                 "cdw12": r.choice((0, 3, 4)), "length": min((numd + 1) * 4, 4096)}
     if kind in ("get", "set"):
         fid = r.choice(FIDS)
-        args: dict[str, Any] = {"cdw11": r.choice(CDW11)}
+        args: dict[str, Any] = {"cdw11": r.choice(
+            GET_CDW11 if kind == "get" else feature_values(fid))}
         if fid in FEATURE_DATA:
             args["length"] = FEATURE_DATA[fid]
         if kind == "get":
@@ -100,7 +103,8 @@ ARGS: dict[str, Callable[[random.Random], dict]] = {
     "ring_cq": _doorbell,
     "consume": lambda r: {"qid": r.choice(QIDS), "limit": r.choice((1, 2, 64)),
                           "ring": r.choice((True, False))},
-    "advance": lambda r: {"ns": r.choice((0, 5_000, 20_000, 100_000, 3_600_000_000_000))},
+    "advance": lambda r: {"ns": r.choice((0, 5_000, 10_000, 20_000, 100_000,
+                                          3_600_000_000_000))},
     "environment": lambda r: {"event": "ns_changed", "arg": 1},
     "migrate": lambda r: {},
 }

@@ -1,0 +1,103 @@
+"""Read-backs: the reads that show what a step changed.
+
+How it works
+------------
+A host that changes controller state can look at it again: a Set Features is followed by the
+Get Features of the same feature (same temperature-threshold selector, same namespace), I/O
+by the SMART / Health log whose counters it moved, a register write by a read of that
+register, a namespace change by the Changed Namespace List, an invalid command or doorbell by
+the Error Information log.  ``read_backs(step)`` returns those reads as ordinary steps; the
+state machine keeps every read the steps of an example made available, and its
+``read_back`` rule picks one of them.  A change made before a migration is then looked at
+after it far more often than uniform choice among all features, logs and registers would.
+
+Nothing here extends the vocabulary: every read is a step the ``get_features``,
+``get_log_page`` or ``register_read`` rules could also draw.  Log reads set RAE (Retain
+Asynchronous Event), so looking does not clear the events an AER is waiting for.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from nvmefuzz.protocol import regs
+from nvmefuzz.protocol.spec import AdminOpcode as A
+from nvmefuzz.trace.schema import Step
+
+RAE = 1 << 15
+ALL_NAMESPACES = 0xFFFFFFFF
+#: Features whose value travels in a data buffer, and its length
+FEATURE_DATA = {0x0E: 8, 0x16: 512}
+#: Get Features CDW11 bits that select which value is returned (FID 04h: TMPSEL, THSEL)
+SELECTOR_BITS = {0x04: 0x3F << 16}
+#: Features that are namespace specific (the read names the namespace the write named)
+NS_SPECIFIC = frozenset({0x05})
+#: 64-bit registers (read with one 8-byte access)
+WIDE = frozenset({regs.CAP, regs.ASQ, regs.ACQ})
+
+
+def log_page(lid: int, dwords: int) -> Step:
+    return Step("admin", {"opc": int(A.GET_LOG_PAGE), "nsid": ALL_NAMESPACES,
+                          "cdw10": lid | RAE | (dwords - 1) << 16, "length": 4 * dwords})
+
+
+SMART = log_page(0x02, 128)
+ERROR_INFO = log_page(0x01, 16)
+CHANGED_NAMESPACES = log_page(0x04, 1024)
+
+
+def _features(args: dict) -> list[Step]:
+    fid = args.get("cdw10", 0) & 0xFF
+    read = {"opc": int(A.GET_FEATURES), "cdw10": fid}
+    if args.get("cdw11", 0) & SELECTOR_BITS.get(fid, 0):
+        read["cdw11"] = args["cdw11"] & SELECTOR_BITS[fid]
+    if fid in NS_SPECIFIC and args.get("nsid"):
+        read["nsid"] = args["nsid"]
+    if fid in FEATURE_DATA:
+        read["length"] = FEATURE_DATA[fid]
+    out = [Step("admin", read)]
+    if fid == 0x04:                         # a threshold crossing is reported in SMART
+        out.append(SMART)
+    return out
+
+
+def _admin(args: dict) -> list[Step]:
+    opc = args.get("opc")
+    if opc == A.SET_FEATURES:
+        return _features(args)
+    if opc in ADMIN_OPCODES:
+        return []
+    return [ERROR_INFO]                     # an unknown opcode is an error log entry
+
+
+def _reg_write(args: dict) -> list[Step]:
+    off = args["offset"] & ~3
+    return [Step("reg_read", {"offset": off, "size": 8 if off in WIDE else 4})]
+
+
+def _doorbell(args: dict) -> list[Step]:
+    return [ERROR_INFO] if "value" in args else []
+
+
+ADMIN_OPCODES = frozenset(int(op) for op in A)
+
+#: action -> the reads that show what a step of that action changed
+READS: dict[str, Callable[[dict], list[Step]]] = {
+    "admin": _admin,
+    "io": lambda a: [SMART],
+    "reg_write": _reg_write,
+    "ring_sq": _doorbell,
+    "ring_cq": _doorbell,
+    "environment": lambda a: [CHANGED_NAMESPACES] if a.get("event") == "ns_changed" else [],
+}
+
+
+def read_backs(step: Step) -> list[Step]:
+    """The reads that would show the state ``step`` changed (none for most steps)."""
+    reads = READS.get(step.action)
+    return reads(step.args) if reads else []
+
+
+def key(step: Step) -> tuple:
+    """A hashable identity for a read step (its action and arguments)."""
+    return step.action, tuple(sorted(step.args.items()))
