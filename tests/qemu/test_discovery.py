@@ -74,7 +74,7 @@ def test_argv_has_one_nvme_on_q35_with_qtest_and_qmp():
     b = discovery.QemuBinary(("qemu-system-x86_64",), (11, 1, 3), "PATH")
     argv = build_argv(b, "/t/q.sock", "/t/m.sock", "/t/disk.img", incoming=True)
     line = " ".join(argv)
-    for part in ("-accel qtest", "-qtest unix:/t/q.sock", "-qtest-log /dev/null",
+    for part in ("-accel qtest", "-qtest unix:/t/q.sock", "-qtest-log none",
                  "-qmp unix:/t/m.sock,server=on,wait=off", "-display none", "-nodefaults",
                  "-machine q35", "-m 64M", "-drive id=drv0,if=none,file=/t/disk.img,format=raw",
                  "-device nvme,drive=drv0,serial=nvmefuzz,addr=04.0", "-incoming defer"):

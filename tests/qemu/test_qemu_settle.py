@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from nvmefuzz.errors import TargetTimeout
 from nvmefuzz.fuzz.actions import ACTIONS, observe
 from nvmefuzz.host import layout as L
 from nvmefuzz.host.driver import Host, pattern_bytes
+from nvmefuzz.protocol import regs
 from nvmefuzz.protocol.queues import SQE
 from nvmefuzz.protocol.spec import IoOpcode as IO
+from nvmefuzz.targets import qemu as Qm
 
 
 def _ready(t, depth=16):
@@ -120,3 +124,60 @@ def test_trace_options_enable_each_counted_event():
     args = trace_args("/t/x.trace")
     assert args[::2] == ["-trace"] * len(TRACE_EVENTS)
     assert args[-1] == f"enable={TRACE_EVENTS[-1]},file=/t/x.trace"
+
+
+def _fetch_and_markers(t, h, marker: str) -> list[str]:
+    """Ring one Read, send two copies of ``marker`` right behind the doorbell, and return the
+    order in which QEMU logged the fetch (F), its completion (C) and the markers (M)."""
+    h.submit(1, SQE(IO.READ, nsid=1, cdw12=7), length=4096, returns_data=True)
+    h.ring_sq(1)
+    t._exchange([marker, marker])
+    seen: list[str] = []
+    deadline = time.monotonic() + 5
+    while "C" not in seen and time.monotonic() < deadline:
+        for line in t.proc.trace_lines():
+            event, _, rest = line.partition(" ")
+            if event == "pci_nvme_mmio_read" and rest == "addr 0xffc size 4":
+                seen.append("M")
+            elif event == "pci_nvme_io_cmd":
+                seen.append("F")
+            elif event == "pci_nvme_enqueue_req_completion":
+                seen.append("C")
+    t._unsettle()
+    t.drain()
+    h.harvest(1)
+    h.ring_cq(1)
+    t.advance(0)
+    return seen
+
+
+def test_a_marker_runs_after_the_bottom_halves_of_the_requests_before_it(make_target):
+    """The settle's premise, checked on this QEMU: a request line longer than the qtest read
+    chunk runs in a later main-loop iteration than the requests before it, after the bottom
+    halves they scheduled (the doorbell's fetch is logged before the first marker); a short
+    read runs in the same iteration as the doorbell, before the fetch."""
+    t = make_target()
+    h = _ready(t)
+    short = f"readl {Qm.BAR0 + Qm.MARKER_OFFSET:#x}"
+    assert len(Qm.MARKER) > Qm.QTEST_CHUNK and Qm.MARKER.endswith(short[8:])
+    for _ in range(3):
+        assert _fetch_and_markers(t, h, Qm.MARKER)[:2] == ["F", "M"]
+        assert _fetch_and_markers(t, h, short)[:3] == ["M", "M", "F"]
+
+
+def test_a_step_without_io_settles_in_one_round_trip(make_target):
+    """A CQ head doorbell and a clock step: one round trip, markers and all; a register read
+    that finds the device unsettled rides in the settle's round trip."""
+    t = make_target()
+    h = _ready(t)
+    ACTIONS["io"](h, t, {"qid": 1, "opc": int(IO.WRITE), "slba": 0, "nlb": 1, "pattern": 1})
+    observe(h, t)
+    assert len(h.harvest(1)) == 1
+    trips = t.stats["round trips"]
+    h.ring_cq(1)
+    t.advance(0)
+    assert t.stats["round trips"] == trips + 1
+    t.mmio_write(regs.cq_head_doorbell(1), 4, h.cqs[1].head)
+    assert t.mmio_read(0x1C, 4) & 1 == 1                      # CSTS.RDY
+    assert t.stats["round trips"] == trips + 2
+    assert t.rounds == 0

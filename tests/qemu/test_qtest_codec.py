@@ -100,3 +100,25 @@ def test_reply_values_and_data():
                 lambda: Q.Reply(True, "!!!").b64(1), lambda: Q.Reply(True, "AAEC").b64(2)):
         with pytest.raises(QtestProtocolError):
             bad()
+
+
+def test_requests_go_back_to_back_and_stay_one_line_each():
+    """``requests`` is ``request`` for every line, in one pass; a line break inside is refused."""
+    lines = ["readl 0x0", "writel 0x4 0x1", "clock_step 0x1"]
+    assert Q.requests(lines) == b"".join(Q.request(x) for x in lines)
+    for bad in (["readl 0\nreadl 4"], ["readl 0", "readl 4\r"], ["readl 0\n", "x"]):
+        with pytest.raises(QtestProtocolError):
+            Q.requests(bad)
+
+
+def test_repeated_short_replies_are_parsed_once():
+    """The same short line gives the same event object; long lines are parsed every time."""
+    p = Q.ReplyParser()
+    first = p.feed(b"OK\nOK 0x00000000\n")
+    again = p.feed(b"OK\nOK 0x00000000\n")
+    assert first == again == [Q.Reply(True, ""), Q.Reply(True, "0x00000000")]
+    assert all(a is b for a, b in zip(first, again))
+    data = b"OK 0x" + b"ab" * 64 + b"\n"
+    one, two = p.feed(data), p.feed(data)
+    assert one == two and one[0] is not two[0]
+    assert one[0].data(64) == b"\xab" * 64

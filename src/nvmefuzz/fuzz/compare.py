@@ -5,7 +5,10 @@ a stable label (``cqe/io/READ/status``, ``irq``, ``posted/io/count``) plus both 
 
 For targets whose concurrent completions arrive in nondeterministic order, both sides are
 first put through ``canonical_order``, which forgets the order of completions the guest saw
-in one look (and only that).
+in one look, and the comparator is given a ``reorder.Ledger``, which carries a completion
+one side showed or consumed a step earlier than the other over to later steps, as long as the
+other side may legally still hold it (see ``fuzz/reorder.py``).  Deterministic targets (the
+model) are compared strictly, step by step.
 
 Waivers suppress documented limitations.  A waiver names the label prefix it covers, its
 reason and its source; ``Comparator`` counts every suppression so the summary shows them.
@@ -19,6 +22,7 @@ from typing import Any, Callable
 import attrs
 
 from nvmefuzz.fuzz.actions import Observation
+from nvmefuzz.fuzz.reorder import HostView, Ledger
 from nvmefuzz.protocol.structures import ID_CTRL, ID_NS, SMART_LOG
 
 
@@ -135,21 +139,29 @@ def first_difference(twin: list[Observation], mig: list[Observation]) -> Differe
     return None
 
 
+#: completion fields that depend on the slot a completion landed in, not on the completion
+POSITIONAL = frozenset({"sqhd", "phase"})
+
+
 def canonical_order(obs: list[Observation]) -> list[Observation]:
     """Observations with completion order inside one step made irrelevant.
 
     For a target whose concurrent completions may arrive in any order, the guest can only
     tell the order of completions it saw in different looks (steps).  Within one step every
     completion it sees came from commands outstanding at the same time, so any order is
-    legal: completions of a step are sorted by (SQID, CID) and SQHD, which records the order
-    they were posted in, is dropped.  Completions seen in different steps keep their order.
+    legal: completions of a step are sorted by (SQID, CID), and the fields that belong to the
+    slot rather than to the completion are dropped: SQHD (the SQ head when it was posted) and
+    the phase tag (the host only reads entries whose phase is the one it expects at that
+    slot, so a phase tells nothing the count of entries does not).  Completions seen in
+    different steps keep their order; ``reorder.Ledger`` deals with those.
     """
     out: list[Observation] = []
     run: list[Observation] = []
 
     def flush() -> None:
         run.sort(key=lambda o: (o[1]["sqid"], o[1]["cid"], o[0]))
-        out.extend((label, {k: v for k, v in f.items() if k != "sqhd"}) for label, f in run)
+        out.extend((label, {k: v for k, v in f.items() if k not in POSITIONAL})
+                   for label, f in run)
         run.clear()
 
     for label, fields in obs:
@@ -159,7 +171,7 @@ def canonical_order(obs: list[Observation]) -> list[Observation]:
         flush()
         if label.startswith("posted/"):
             cqes = sorted(fields["cqes"], key=lambda c: (c.sqid, c.cid))
-            fields = {**fields, "cqes": tuple((c.sqid, c.cid, c.status, c.dw0, c.dw1, c.phase)
+            fields = {**fields, "cqes": tuple((c.sqid, c.cid, c.status, c.dw0, c.dw1)
                                               for c in cqes)}
         out.append((label, fields))
     flush()
@@ -170,9 +182,19 @@ def canonical_order(obs: list[Observation]) -> list[Observation]:
 class Comparator:
     waivers: tuple[Waiver, ...] = ()
     suppressed: Counter = attrs.Factory(Counter)
+    #: carries completions across steps (targets without a deterministic order); None: strict
+    ledger: Ledger | None = None
 
-    def check(self, twin: list[Observation], mig: list[Observation]) -> Difference | None:
-        """The first unwaived difference, or None; waived differences are counted."""
+    def check(self, twin: list[Observation], mig: list[Observation],
+              views: tuple[HostView, HostView] | None = None) -> Difference | None:
+        """The first unwaived difference, or None; waived differences are counted.
+
+        With a ledger, ``views`` (what the twin's and the migrated host know after the step)
+        are required and both lists must be in ``canonical_order``."""
+        if self.ledger is not None:
+            if views is None:
+                raise TypeError("a comparator with a ledger needs both hosts' views")
+            twin, mig = self.ledger.reconcile(twin, mig, *views)
         while True:
             diff = first_difference(twin, mig)
             if diff is None:

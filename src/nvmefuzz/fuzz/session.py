@@ -5,6 +5,10 @@ with its own guest memory and disk, and its own host driver), observes what each
 see, and compares.  ``migrate`` steps move only the migrated side; when the profile drains
 in-flight I/O at save time the twin drains too (a legal timing choice, not a finding).
 
+On a target without a fixed completion order (QEMU) both hosts talk to their target through
+a ``reorder.DoorbellTap`` and the comparator keeps a ``reorder.Ledger``, so completions of
+commands outstanding together may reach the two guests in different steps.
+
 A finding is raised as ``Divergence`` carrying its verdict class and the first differing
 observation; the session records the step index and the number of steps since the last
 migration so a report can say where the state was lost.  ``replay`` runs a whole trace and
@@ -23,6 +27,7 @@ from nvmefuzz.errors import (
 )
 from nvmefuzz.fuzz.actions import ACTIONS, Observation, observe
 from nvmefuzz.fuzz.compare import TARGET_WAIVERS, WAIVERS, Comparator, canonical_order
+from nvmefuzz.fuzz.reorder import DoorbellTap, HostView, Ledger
 from nvmefuzz.host.driver import Host
 from nvmefuzz.model.profiles import get as get_profile
 from nvmefuzz.targets import TargetConfig, open_target
@@ -56,14 +61,21 @@ class Session:
         self.profile = get_profile(cfg.profile)
         self.twin = open_target(cfg)
         self.mig = open_target(cfg)
-        self.twin_host = Host(self.twin)
-        self.mig_host = Host(self.mig)
-        self.comparator = Comparator(tuple(WAIVERS[w] for w in waivers))
+        self.deterministic = self.twin.deterministic_order
+        # without a fixed completion order the comparator follows the CQ heads each side
+        # wrote (``fuzz/reorder.py``); hosts and actions reach the targets through the taps
+        self.taps = None if self.deterministic else (DoorbellTap(self.twin),
+                                                     DoorbellTap(self.mig))
+        self.twin_bus = self.taps[0] if self.taps else self.twin
+        self.mig_bus = self.taps[1] if self.taps else self.mig
+        self.twin_host = Host(self.twin_bus)
+        self.mig_host = Host(self.mig_bus)
+        self.comparator = Comparator(tuple(WAIVERS[w] for w in waivers),
+                                     ledger=None if self.deterministic else Ledger())
         self.refusals = refusals
         self.stats: Counter = Counter()
         self.index = 0
         self.last_migration = -1
-        self.deterministic = self.twin.deterministic_order
         #: called with (index, step, twin observations, migrated observations) if set
         self.on_step = None
 
@@ -78,29 +90,33 @@ class Session:
                 if action is None:
                     raise TraceFormatError(f"unknown action {step.action!r}")
                 try:
-                    twin_obs = action(self.twin_host, self.twin, step.args)
+                    twin_obs = action(self.twin_host, self.twin_bus, step.args)
                 except (KeyError, TypeError) as exc:
                     raise TraceFormatError(f"{step.render()}: bad arguments ({exc})") from None
                 try:
-                    mig_obs = action(self.mig_host, self.mig, step.args)
+                    mig_obs = action(self.mig_host, self.mig_bus, step.args)
                 except (TargetError, NvmeFuzzError):
                     raise
                 except Exception as exc:   # the twin ran this step: the restored state broke it
                     self._fail("crashed", type(exc).__name__,
                                f"the migrated controller raised {exc!r}")
-            twin_obs += observe(self.twin_host, self.twin)
-            mig_obs += observe(self.mig_host, self.mig)
+            twin_obs += observe(self.twin_host, self.twin_bus)
+            mig_obs += observe(self.mig_host, self.mig_bus)
         except TargetTimeout as exc:
             self._fail("hung", "target", str(exc))
         except TargetError as exc:
             self._fail("crashed", "target", str(exc))
         self.stats["steps"] += 1
         self.stats[f"action:{step.action}"] += 1
-        if not self.deterministic:
+        views = None
+        if self.taps is not None:
             twin_obs, mig_obs = canonical_order(twin_obs), canonical_order(mig_obs)
+            views = (HostView.of(self.twin_host, self.taps[0]),
+                     HostView.of(self.mig_host, self.taps[1]))
         if self.on_step is not None:
             self.on_step(self.index, step, twin_obs, mig_obs)
-        diff = self.comparator.check(twin_obs, mig_obs)
+        diff = (self.comparator.check(twin_obs, mig_obs) if views is None
+                else self.comparator.check(twin_obs, mig_obs, views))
         if diff is not None:
             self._fail("divergence", diff.label,
                        f"twin saw {_brief(diff.twin)}, migrated saw {_brief(diff.mig)}")

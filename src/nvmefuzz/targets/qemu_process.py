@@ -11,11 +11,13 @@ inside the chroot when QEMU runs chrooted (``QemuBinary.guest_path``).
 
 ``QemuProcess`` starts one such process inside a private folder (``Workspace``: one per target,
 holding the disk image, sockets, stderr logs, trace logs and migration files; removed on close
-and at exit). Each process writes three of QEMU's own trace events to a private log (``-trace
+and at exit). Each process writes four of QEMU's own trace events to a private log (``-trace
 ...,file=``): every command the controller fetches (``pci_nvme_io_cmd``,
-``pci_nvme_admin_cmd``) and every completion it queues (``pci_nvme_enqueue_req_completion``);
-``trace_lines`` returns the lines written since the last call, which is how ``targets.qemu``
-knows what is in flight without stopping the VM. ``qtest(line)`` sends one request and waits,
+``pci_nvme_admin_cmd``), every completion it queues (``pci_nvme_enqueue_req_completion``) and
+every register read (``pci_nvme_mmio_read``, which ``targets.qemu`` uses to mark where its own
+requests ran); ``trace_lines`` returns the lines written since the last call, which is how
+``targets.qemu`` knows what is in flight without stopping the VM.  qtest's own log of every
+request and reply is off (``-qtest-log none``).  ``qtest(line)`` sends one request and waits,
 within ``reply_timeout``, for its reply; ``IRQ raise/lower`` lines that arrive first are kept
 in ``irqs``. A closed socket means the process died: ``TargetCrashed`` carries the exit status
 or signal and the tail of stderr; no reply in time is ``TargetTimeout`` (a hang). ``qmp`` goes
@@ -41,16 +43,20 @@ import weakref
 
 from nvmefuzz.errors import TargetCrashed, TargetError, TargetTimeout
 from nvmefuzz.targets.discovery import QemuBinary
-from nvmefuzz.targets.qtest_codec import Irq, Reply, ReplyParser, request
+from nvmefuzz.targets.qtest_codec import Irq, Reply, ReplyParser, requests
 
 logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
 NVME_SLOT = 4
 MACHINE = ("-machine", "q35", "-m", "64M")
+#: bytes asked of the qtest socket per recv (a larger buffer costs an allocation each time)
+RECV_SIZE = 1 << 16
 
 
-#: the trace events the settle logic counts (see ``targets.qemu``)
-TRACE_EVENTS = ("pci_nvme_io_cmd", "pci_nvme_admin_cmd", "pci_nvme_enqueue_req_completion")
+#: the trace events the settle logic counts, and the register reads that mark its rounds
+#: (see ``targets.qemu``)
+TRACE_EVENTS = ("pci_nvme_io_cmd", "pci_nvme_admin_cmd", "pci_nvme_enqueue_req_completion",
+                "pci_nvme_mmio_read")
 
 
 def trace_args(trace_file: str) -> list[str]:
@@ -70,7 +76,7 @@ def build_argv(binary: QemuBinary, qtest_sock: str, qmp_sock: str, image: str, *
     fast = ["-qmp", f"unix:{fast_qmp_sock},server=on,wait=off"] if fast_qmp_sock else []
     trace = trace_args(trace_file) if trace_file else []
     argv = [*binary.argv, "-accel", "qtest", "-qtest", f"unix:{qtest_sock}",
-            "-qtest-log", "/dev/null", "-qmp", f"unix:{qmp_sock},server=on,wait=off", *fast,
+            "-qtest-log", "none", "-qmp", f"unix:{qmp_sock},server=on,wait=off", *fast,
             *trace, "-display", "none", "-nodefaults", *MACHINE,
             "-drive", f"id=drv0,if=none,file={image},format=raw,discard=unmap",
             "-device", f"nvme,drive=drv0,serial={serial},addr={NVME_SLOT:02x}.0"
@@ -280,13 +286,13 @@ class QemuProcess:
         if self.sock is None:
             self.connect()
         try:
-            self.sock.sendall(b"".join(request(x) for x in lines))
+            self.sock.sendall(requests(lines))
         except OSError as exc:
             raise self._dead(f"sending {lines[0]!r}") from exc
         replies: list[Reply] = []
         while len(replies) < len(lines):
             try:
-                data = self.sock.recv(1 << 20)
+                data = self.sock.recv(RECV_SIZE)
             except socket.timeout:
                 raise TargetTimeout(f"QEMU did not answer {lines[len(replies)][:60]!r} within "
                                     f"{self.reply_timeout}s (pid {self.proc.pid})") from None

@@ -8,9 +8,9 @@ one line, ``OK [VALUE]``, ``FAIL message`` or (for malformed ``write``/``b64writ
 ``ERR message``.  Between replies, and before any of them, QEMU may send asynchronous
 ``IRQ raise N`` / ``IRQ lower N`` lines when an intercepted interrupt line changes level.
 
-This module only turns values into request lines (``format_*`` and ``request``) and bytes into
-events (``ReplyParser``): ``feed(data)`` accepts bytes in arbitrary chunks and returns the
-complete ``Reply`` and ``Irq`` events they finished, in wire order.  It opens no socket and
+This module only turns values into request lines (``format_*``, ``request``, ``requests``)
+and bytes into events (``ReplyParser``): ``feed(data)`` accepts bytes in arbitrary chunks and
+returns the complete ``Reply`` and ``Irq`` events they finished, in wire order.  It opens no socket and
 keeps no clock; ``qemu_process`` does the IO.  Numbers are formatted in hex, which QEMU parses
 with strtoul base 0.
 
@@ -113,6 +113,14 @@ def request(line: str) -> bytes:
     return line.encode("ascii") + b"\n"
 
 
+def requests(lines: list[str]) -> bytes:
+    """Requests back to back on the wire (``request`` for each, in one pass)."""
+    joined = "\n".join(lines)
+    if joined.count("\n") != len(lines) - 1 or "\r" in joined:
+        raise QtestProtocolError("a qtest request is one line")
+    return (joined + "\n").encode("ascii")
+
+
 # ---------------------------------------------------------------------- replies
 @attrs.frozen
 class Reply:
@@ -167,31 +175,44 @@ class Irq:
 
 
 class ReplyParser:
-    """Incremental: ``feed`` bytes in any chunks, get complete events back in wire order."""
+    """Incremental: ``feed`` bytes in any chunks, get complete events back in wire order.
+
+    Short lines that repeat (``OK``, the value of a register read) are parsed once and the
+    (frozen) event is shared."""
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._rest = b""
+        self._known: dict[bytes, Reply | Irq] = {}
 
     @property
     def pending(self) -> int:
         """Bytes received that do not yet make a complete line."""
-        return len(self._buf)
+        return len(self._rest)
 
     def feed(self, data: bytes) -> list[Reply | Irq]:
-        self._buf += data
-        out: list[Reply | Irq] = []
-        start = 0
-        while True:
-            end = self._buf.find(b"\n", start)
-            if end < 0:
-                break
-            out.append(parse_line(bytes(self._buf[start:end])))
-            start = end + 1
-        del self._buf[:start]
-        if len(self._buf) > MAX_LINE:
-            self._buf.clear()
+        if self._rest:
+            data = self._rest + data
+        *lines, rest = data.split(b"\n")
+        if len(rest) > MAX_LINE:
+            self._rest = b""
             raise QtestProtocolError(f"qtest reply line longer than {MAX_LINE} bytes")
+        self._rest = rest
+        known = self._known
+        out: list[Reply | Irq] = []
+        for raw in lines:
+            event = known.get(raw)
+            if event is None:
+                event = parse_line(raw)
+                if len(raw) <= SHARED_LINE:
+                    if len(known) >= SHARED_LINES:
+                        known.clear()
+                    known[raw] = event
+            out.append(event)
         return out
+
+
+#: replies up to this long are kept for reuse, up to this many of them
+SHARED_LINE, SHARED_LINES = 40, 256
 
 
 def parse_line(raw: bytes) -> Reply | Irq:

@@ -1,0 +1,316 @@
+"""Completion order across steps, for targets that complete concurrent commands in any order.
+
+How it works
+------------
+QEMU completes I/O through the block layer's thread pool: commands outstanding together
+queue their completions in whatever order the pool finishes them, and the CQ receives them
+in that order.  ``compare.canonical_order`` forgets the order inside one step; what one step
+cannot settle this module carries over to later ones.  A guest sees such a reordering in two
+ways:
+
+* it consumes posted entries a few at a time: the twin consumes A where the migrated side
+  consumes B, and each consumes the other one in a later step;
+* the CQ is full: the controller posts whichever completion came first into the last free
+  slot and holds the rest until the host frees a slot, so each side *shows* a completion the
+  other is still holding.
+
+``Ledger.reconcile`` takes both sides' canonical observations of one step and what each host
+knows (``HostView``: the commands outstanding, the CQ each SQ posts to, CQ sizes, and the CQs
+whose controller head is known to be the host's own, followed by ``DoorbellTap``) and returns
+the two lists with the legal differences taken out; the usual positional comparison runs on
+what is left.  A completion is known by (SQID, CID), unique while its command is outstanding.
+
+The rules, per step:
+
+1. Both sides consumed as many completions, and show as many posted per CQ; otherwise the
+   lists are compared as they are (a lost or an extra completion).
+2. Every completion a side shows, consumed or posted, is remembered until both hosts have
+   retired its command.  Once both sides have shown it, status, DW0 and DW1 must agree.
+3. A completion both sides consumed, in whatever steps, is compared whole (label, data) in
+   the step where the second side consumes it -- except the data of a command whose buffer
+   the host reused for another command while it was outstanding (``HostView.aliased``): the
+   host reads data when it consumes, so when the sides consumed in different steps, a later
+   command's data or DMA may have replaced it on one side only.
+4. A completion one side has shown and the other has not is a debt.  It is legal only while
+   the owing side may still hold it: its command is outstanding there and its CQ may be full.
+   The CQ has room for certain when the controller's head is the host's (the host rang what
+   it consumed) and fewer than size - 1 entries are posted: at rest a controller with a free
+   slot holds no completion.  A debt owed where there is room shows as that completion
+   missing.  If the owing host forgot the command (a reset, a deleted SQ) the debt lapses: it
+   is never posted.
+5. Completions the host cannot pair with a command it submitted (``cqe/unknown``, posted
+   entries of no outstanding command) take no part: they are compared as they are.
+
+Nothing else is forgiven: a lost or duplicated completion, or one with another status, result
+or data, is still a difference.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import attrs
+
+from nvmefuzz.fuzz.actions import Observation
+from nvmefuzz.host.driver import Host
+from nvmefuzz.protocol import regs
+from nvmefuzz.targets.base import Target
+
+Key = tuple[int, int]                        # (SQID, CID)
+
+
+@attrs.frozen
+class HostView:
+    """What one side's host knows after a step, as far as completion order goes."""
+
+    outstanding: frozenset[Key]              # submitted and not yet consumed
+    cq_of: Mapping[int, int]                 # SQID -> CQID
+    cq_size: Mapping[int, int]               # CQID -> entries
+    synced: frozenset[int]                   # CQs whose controller head is the host's head
+    aliased: frozenset[Key] = frozenset()    # outstanding with a data buffer another shares
+
+    @classmethod
+    def of(cls, host: Host, tap: DoorbellTap) -> HostView:
+        return cls(frozenset((q, cid) for q, sq in host.sqs.items() for cid in sq.outstanding),
+                   {q: sq.cqid for q, sq in host.sqs.items()},
+                   {q: cq.size for q, cq in host.cqs.items()},
+                   tap.synced(host), _aliased(host))
+
+
+def _aliased(host: Host) -> frozenset[Key]:
+    """Outstanding commands whose data buffers overlap: the host's buffers belong to SQ slots,
+    and a slot the controller has fetched from is reused before its command completes."""
+    spans = sorted((cmd.buffer, cmd.buffer + cmd.length, (q, cid))
+                   for q, sq in host.sqs.items() for cid, cmd in sq.outstanding.items()
+                   if cmd.length)
+    out: set[Key] = set()
+    reach, owner = -1, None
+    for start, end, key in spans:
+        if start < reach:
+            out.update((key, owner))
+        if end > reach:
+            reach, owner = end, key
+    return frozenset(out)
+
+
+class DoorbellTap:
+    """A side's bus (for its host and its actions) that follows the CQ heads it wrote.
+
+    The controller's head of a CQ is the last value written to its head doorbell: 0 when the
+    CQ was created, then whatever the host rang.  The tap notes every head doorbell write and
+    recognises a CQ the host (re)created by its host object; any other write to a register
+    (CC, NSSR, ...) or an odd access to the doorbells may have reset the controller or moved
+    a head behind the host's back, so the CQs the host had then are never trusted again.
+    With shadow doorbells a head may be written to memory only, so I/O CQs are not trusted
+    while they are on.  Every other call goes to the target.
+    """
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.heads: dict[int, int] = {}          # CQID -> last head doorbell value
+        self.known: dict[int, object] = {}       # CQID -> the host CQ the head belongs to
+        self.doubtful: set[int] = set()          # CQs whose controller head is uncertain
+        self.mmio_read = target.mmio_read
+        self.mem_read = target.mem_read
+        self.mem_write = target.mem_write
+        self.advance = target.advance
+
+    def __getattr__(self, name: str):
+        return getattr(self.target, name)
+
+    def mmio_write(self, offset: int, size: int, value: int) -> None:
+        doorbell = regs.decode_doorbell(offset) if size == 4 else None
+        if doorbell is not None:
+            if doorbell[1]:
+                self.heads[doorbell[0]] = value
+        elif offset + size > regs.DOORBELL_BASE or offset not in QUIET_REGISTERS:
+            self.doubtful.update(self.known)
+        self.target.mmio_write(offset, size, value)
+
+    def synced(self, host: Host) -> frozenset[int]:
+        """The CQs of ``host`` whose controller head is known to equal the host's head.
+
+        Called after every step: a CQ first seen here was created by this step, which rang
+        no head doorbell of it after creating it (no action does)."""
+        out = []
+        for q, cq in host.cqs.items():
+            if self.known.get(q) is not cq:       # created since: the controller starts at 0
+                self.known[q], self.heads[q] = cq, 0
+                self.doubtful.discard(q)
+            if (q not in self.doubtful and self.heads.get(q) == cq.head
+                    and not (host.shadow and q)):
+                out.append(q)
+        return frozenset(out)
+
+
+#: registers a host may write without touching queue state (interrupt mask set / clear)
+QUIET_REGISTERS = frozenset({0x0C, 0x10})
+
+
+@attrs.frozen
+class Shown:
+    """A completion as one side showed it: (status, DW0, DW1), and where."""
+
+    content: tuple[int, int, int]
+    label: str | None                        # its cqe/ label once consumed
+    posted: str                              # posted/admin or posted/io
+    qid: int
+
+
+@attrs.define
+class _Look:
+    """One side's completions in one step."""
+
+    consumed: dict[Key, Observation] = attrs.Factory(dict)   # paired with a command
+    loose: list[Observation] = attrs.Factory(list)           # cqe/unknown
+    posted: dict[int, int] = attrs.Factory(dict)              # CQID -> entries posted
+    shown: dict[Key, Shown] = attrs.Factory(dict)
+    twice: bool = False                                       # one key shown twice
+
+
+def _look(obs: list[Observation], view: HostView, seen: dict[Key, Shown]) -> _Look:
+    look = _Look()
+
+    def show(key: Key, s: Shown) -> None:
+        look.twice |= key in look.shown
+        look.shown[key] = s
+
+    for label, f in obs:
+        if label.startswith("cqe/"):
+            key = (f["sqid"], f["cid"])
+            if label.startswith("cqe/unknown") and key not in seen:
+                look.loose.append((label, f))
+                continue
+            look.consumed[key] = (label, f)
+            kind = "posted/admin" if view.cq_of.get(key[0], key[0]) == 0 else "posted/io"
+            show(key, Shown((f["status"], f["dw0"], f["dw1"]), label, kind,
+                            view.cq_of.get(key[0], -1)))
+        elif label.startswith("posted/"):
+            look.posted[f["qid"]] = len(f["cqes"])
+            for e in f["cqes"]:
+                key = (e[0], e[1])
+                if key in view.outstanding or key in seen:
+                    show(key, Shown(tuple(e[2:5]), None, label, f["qid"]))
+    return look
+
+
+def _synthetic(key: Key, s: Shown, label: str | None) -> Observation:
+    """A completion as an observation of its own, to make a difference visible."""
+    if label is not None:
+        return (label, {"sqid": key[0], "cid": key[1], "status": s.content[0],
+                        "dw0": s.content[1], "dw1": s.content[2]})
+    return (s.posted, {"qid": s.qid, "cqes": ((*key, *s.content),)})
+
+
+def _without_data(o: Observation) -> Observation:
+    return (o[0], {k: v for k, v in o[1].items() if k != "data"})
+
+
+def _sort_key(o: Observation) -> tuple:
+    return (o[1]["sqid"], o[1]["cid"], o[0])
+
+
+@attrs.define
+class Ledger:
+    """Completions shown or consumed by one side and not yet by the other (twin, migrated)."""
+
+    seen: tuple[dict[Key, Shown], dict[Key, Shown]] = attrs.Factory(lambda: ({}, {}))
+    consumed: tuple[dict[Key, Observation], dict[Key, Observation]] = attrs.Factory(
+        lambda: ({}, {}))
+    aliased: set[Key] = attrs.Factory(set)
+
+    def owed(self) -> int:
+        """Completions one side has shown that the other has not (yet)."""
+        return sum(len(a.keys() - b.keys()) for a, b in (self.seen, self.seen[::-1]))
+
+    def reconcile(self, twin: list[Observation], mig: list[Observation], twin_view: HostView,
+                  mig_view: HostView) -> tuple[list[Observation], list[Observation]]:
+        views = (twin_view, mig_view)
+        looks = tuple(_look(o, v, s) for o, v, s in zip((twin, mig), views, self.seen))
+        a, b = looks
+        if (a.twice or b.twice or a.posted != b.posted
+                or len(a.consumed) + len(a.loose) != len(b.consumed) + len(b.loose)):
+            return twin, mig                              # rule 1: counts differ
+        extra: tuple[list[Observation], list[Observation]] = ([], [])
+        self.aliased |= twin_view.aliased | mig_view.aliased
+        self._remember(looks, extra)
+        runs = self._pair(looks)
+        self._debts(looks, views, extra)
+        self._forget(looks, views)
+        return (self._rebuild(twin, runs[0], a, extra[0]),
+                self._rebuild(mig, runs[1], b, extra[1]))
+
+    def _remember(self, looks: tuple[_Look, _Look], extra) -> None:
+        """Rule 2: note what each side showed; a completion both showed must agree."""
+        for x, look in enumerate(looks):
+            seen = self.seen[x]
+            for key, s in look.shown.items():
+                old = seen.get(key)
+                seen[key] = s if old is None or s.label else attrs.evolve(s, label=old.label)
+        for key in looks[0].shown.keys() | looks[1].shown.keys():
+            t, m = self.seen[0].get(key), self.seen[1].get(key)
+            if t is not None and m is not None and t.content != m.content:
+                label = t.label or m.label
+                extra[0].append(_synthetic(key, t, label))
+                extra[1].append(_synthetic(key, m, label))
+
+    def _pair(self, looks: tuple[_Look, _Look]) -> tuple[list, list]:
+        """Rule 3: completions consumed by both sides, each side's own observation."""
+        runs: tuple[list[Observation], list[Observation]] = ([], [])
+        for x in (0, 1):
+            y = 1 - x
+            for key, obs in looks[x].consumed.items():
+                if key in looks[y].consumed:
+                    if x == 0:
+                        runs[0].append(obs)
+                        runs[1].append(looks[1].consumed[key])
+                elif key in self.consumed[y]:
+                    other = self.consumed[y].pop(key)
+                    if key in self.aliased:               # read at different times
+                        obs, other = _without_data(obs), _without_data(other)
+                    runs[x].append(obs)
+                    runs[y].append(other)
+                else:
+                    self.consumed[x][key] = obs
+        for x in (0, 1):
+            runs[x].extend(looks[x].loose)
+            runs[x].sort(key=_sort_key)
+        return runs
+
+    def _debts(self, looks: tuple[_Look, _Look], views: tuple[HostView, HostView],
+               extra) -> None:
+        """Rule 4: a completion owed where the CQ has room is missing there."""
+        for x in (0, 1):
+            y = 1 - x
+            view = views[y]
+            room = {q for q in view.synced
+                    if looks[y].posted.get(q, 0) < view.cq_size.get(q, 0) - 1}
+            for key, s in self.seen[x].items():
+                if (key not in self.seen[y] and key in view.outstanding
+                        and view.cq_of.get(key[0]) in room):
+                    extra[x].append(_synthetic(key, s, s.label))
+
+    def _forget(self, looks: tuple[_Look, _Look], views: tuple[HostView, HostView]) -> None:
+        """Drop completions whose command both hosts retired and neither shows any more."""
+        visible = looks[0].shown.keys() | looks[1].shown.keys()
+        for key in list(self.seen[0].keys() | self.seen[1].keys()):
+            if key not in visible and all(key not in v.outstanding for v in views):
+                self.seen[0].pop(key, None)
+                self.seen[1].pop(key, None)
+        self.aliased = {k for k in self.aliased if any(k in v.outstanding for v in views)}
+        for x in (0, 1):
+            waiting = self.consumed[x]
+            for key in [k for k in waiting if k not in views[1 - x].outstanding]:
+                del waiting[key]                  # the other host forgot it: never consumed
+
+    @staticmethod
+    def _rebuild(obs: list[Observation], run: list[Observation], look: _Look,
+                 extra: list[Observation]) -> list[Observation]:
+        out = list(run)
+        for label, f in obs:
+            if label.startswith("cqe/"):
+                continue
+            if label.startswith("posted/"):
+                f = {**f, "cqes": tuple(e for e in f["cqes"] if (e[0], e[1]) not in look.shown)}
+            out.append((label, f))
+        return out + extra

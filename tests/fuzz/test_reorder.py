@@ -1,0 +1,266 @@
+"""Completion order across steps: the legal reorderings of a nondeterministic target pass,
+lost, duplicated or altered completions do not, and the strict comparator stays strict."""
+
+from __future__ import annotations
+
+from nvmefuzz.fuzz.actions import ACTIONS
+from nvmefuzz.fuzz.compare import Comparator, canonical_order
+from nvmefuzz.fuzz.reorder import DoorbellTap, HostView, Ledger
+from nvmefuzz.host.driver import Host, HostSQ, Outstanding
+from nvmefuzz.protocol import regs
+from nvmefuzz.protocol.queues import CQE
+from nvmefuzz.targets import TargetConfig, open_target
+
+CQ = 2
+A, B, C, X = (1, 1), (1, 2), (1, 3), (1, 4)
+STATUS = {A: 0x4285}                                 # A is a Compare that failed
+LABEL = {A: "cqe/io/COMPARE", B: "cqe/io/WRITE_ZEROES", C: "cqe/io/READ", X: "cqe/io/WRITE"}
+
+
+def done(key, phase: int = 1, **change):
+    """The observation of consuming ``key``'s completion, as actions.completion_obs makes it."""
+    fields = {"sqid": key[0], "cid": key[1], "status": STATUS.get(key, 0), "dw0": 0, "dw1": 0,
+              "sqhd": 3, "phase": phase, **change}
+    return (LABEL[key], fields)
+
+
+def posted(*keys, phase: int = 1, **change):
+    """CQEs of ``keys`` posted on the I/O CQ and not consumed yet."""
+    cqes = tuple(CQE(cid=k[1], sqid=k[0], status=change.get("status", STATUS.get(k, 0)),
+                     sqhd=3, phase=phase) for k in keys)
+    return ("posted/io", {"qid": CQ, "cqes": cqes})
+
+
+def view(*outstanding, synced: bool = False, size: int = 16, aliased=()) -> HostView:
+    """A host with SQ 1 on CQ 2 of ``size`` entries; ``synced``: the controller's CQ head
+    is known to be the host's; ``aliased``: commands whose data buffer another shares."""
+    return HostView(frozenset(outstanding), {0: 0, 1: CQ}, {0: 8, CQ: size},
+                    frozenset({CQ}) if synced else frozenset(), frozenset(aliased))
+
+
+class Pair:
+    """Both sides of a session step by step through one comparator."""
+
+    def __init__(self, ledger: bool = True) -> None:
+        self.comparator = Comparator(ledger=Ledger() if ledger else None)
+
+    def step(self, twin, mig, twin_view: HostView, mig_view: HostView):
+        views = (twin_view, mig_view) if self.comparator.ledger is not None else None
+        return self.comparator.check(canonical_order(twin), canonical_order(mig), views)
+
+
+def consumed_one_at_a_time(pair: Pair):
+    """A and B complete together; each side consumes them one per step, in its own order."""
+    assert pair.step([posted(A, B)], [posted(B, A)], view(A, B, synced=True),
+                     view(A, B, synced=True)) is None
+    first = pair.step([done(A), posted(B)], [done(B), posted(A)],
+                      view(B, synced=True), view(A, synced=True))
+    if first is not None:
+        return first
+    return pair.step([done(B)], [done(A)], view(synced=True), view(synced=True))
+
+
+# ---------------------------------------------------------------------- legal reorderings
+def test_completions_consumed_in_different_steps_are_accepted():
+    """Twin consumes A then B, the migrated side B then A: legal, and nothing stays owed."""
+    pair = Pair()
+    assert consumed_one_at_a_time(pair) is None
+    ledger = pair.comparator.ledger
+    assert ledger.owed() == 0
+    assert ledger.consumed == ({}, {})
+
+
+def test_the_strict_comparator_still_reports_the_same_steps():
+    """Without a ledger (a deterministic target) the same steps are a finding."""
+    diff = consumed_one_at_a_time(Pair(ledger=False))
+    assert diff is not None
+    assert diff.label == "cqe/io/WRITE_ZEROES/extra"
+
+
+def test_phase_follows_the_slot_not_the_completion():
+    """Entries swapped across the CQ wrap point carry each other's phase: not a difference."""
+    pair = Pair()
+    twin = [("posted/io", {"qid": CQ, "cqes": (CQE(cid=1, sqid=1, phase=1),
+                                                 CQE(cid=2, sqid=1, phase=0))})]
+    mig = [("posted/io", {"qid": CQ, "cqes": (CQE(cid=2, sqid=1, phase=1),
+                                                CQE(cid=1, sqid=1, phase=0))})]
+    assert pair.step(twin, mig, view(A, B), view(A, B)) is None
+
+
+def test_a_full_cq_may_hold_different_completions():
+    """With one free slot each side posts a different one of two concurrent completions, and
+    the other once the host frees a slot."""
+    pair = Pair()
+    full = dict(synced=True, size=3)
+    assert pair.step([posted(X, A)], [posted(X, B)], view(X, A, B, **full),
+                     view(X, A, B, **full)) is None
+    assert pair.comparator.ledger.owed() == 2
+    assert pair.step([done(X), done(A), posted(B)], [done(X), done(B), posted(A)],
+                     view(B, **full), view(A, **full)) is None
+    assert pair.comparator.ledger.owed() == 0
+    assert pair.step([done(B)], [done(A)], view(**full), view(**full)) is None
+    assert pair.comparator.ledger.consumed == ({}, {})
+
+
+def test_a_reset_cancels_what_a_full_cq_held():
+    """Completions held in a full CQ are never posted once the hosts forget their commands."""
+    pair = Pair()
+    full = dict(synced=True, size=3)
+    assert pair.step([posted(X, A)], [posted(X, B)], view(X, A, B, **full),
+                     view(X, A, B, **full)) is None
+    assert pair.step([], [], view(), view()) is None
+    assert pair.comparator.ledger.owed() == 0
+
+
+# ---------------------------------------------------------------------- still findings
+def test_wrong_data_is_found_when_the_second_side_consumes():
+    """A read whose data differs is a finding even when the sides consume it steps apart."""
+    pair = Pair()
+    steps = [([posted(C, B)], [posted(B, C)], (C, B), (C, B)),
+             ([done(C, data=b"\0"), posted(B)], [done(B), posted(C)], (B,), (C,))]
+    for twin, mig, tv, mv in steps:
+        assert pair.step(twin, mig, view(*tv, synced=True), view(*mv, synced=True)) is None
+    diff = pair.step([done(B)], [done(C, data=b"\x07")], view(synced=True), view(synced=True))
+    assert diff is not None
+    assert diff.label == "cqe/io/READ/data@0x0"
+    assert diff.twin["data"] == b"\0" and diff.mig["data"] == b"\x07"
+
+
+def test_data_of_a_reused_buffer_is_not_compared_across_steps():
+    """A read whose buffer the host gave to a later command before consuming it is consumed
+    by the sides in different steps: its data is not compared, everything else is."""
+    def run(aliased, mig_c):
+        pair = Pair()
+        steps = [([posted(C, B)], [posted(B, C)], (C, B), (C, B), ()),
+                 ([done(C, data=b"\0"), posted(B)], [done(B), posted(C)], (B,), (C, X), (C, X)),
+                 ([done(B)], [mig_c], (), (X,), ())]
+        for twin, mig, tv, mv, shared in steps:
+            diff = pair.step(twin, mig, view(*tv, synced=True),
+                             view(*mv, synced=True, aliased=shared if aliased else ()))
+            if diff is not None:
+                return diff
+        return None
+    assert run(True, done(C, data=b"\x07")) is None
+    assert run(False, done(C, data=b"\x07")).label == "cqe/io/READ/data@0x0"
+    diff = run(True, done(C, data=b"\x07", status=0x281))
+    assert diff is not None and diff.label == "cqe/io/READ/status"
+
+
+def test_host_view_finds_commands_sharing_a_data_buffer():
+    """Outstanding commands whose buffers overlap are aliased; neighbours are not."""
+    host = Host(bus=None)
+    sq = host.sqs[1] = HostSQ(1, CQ, 8)
+    sq.outstanding.update({1: Outstanding(2, 0x1000 + 512, 512, True),
+                           2: Outstanding(1, 0x1000, 1536, False),
+                           3: Outstanding(2, 0x5000, 4096, True),
+                           4: Outstanding(1, 0x6000, 4096, False),
+                           5: Outstanding(0, 0x0, 0, False)})
+    tap = DoorbellTap(open_target(TargetConfig()))
+    assert HostView.of(host, tap).aliased == {(1, 1), (1, 2)}
+
+
+def test_wrong_status_is_found_across_steps():
+    """The same completion with another status is a finding, whichever step shows it."""
+    pair = Pair()
+    assert pair.step([posted(X, A)], [posted(X, B)], view(X, A, B, size=3),
+                     view(X, A, B, size=3)) is None
+    diff = pair.step([done(X), done(A), posted(B)], [done(X), done(B), posted(A, status=0)],
+                     view(B, synced=True, size=3), view(A, synced=True, size=3))
+    assert diff is not None
+    assert diff.label == "cqe/io/COMPARE/status"
+    assert diff.twin["status"] == 0x4285 and diff.mig["status"] == 0
+
+
+def test_a_completion_owed_where_the_cq_has_room_is_missing():
+    """Different completions while the CQ has a free slot: accepted only while the controller
+    might think the CQ full (its head unknown), then a finding."""
+    pair = Pair()
+    assert pair.step([posted(A)], [posted(B)], view(A, B, size=4), view(A, B, size=4)) is None
+    diff = pair.step([posted(A)], [posted(B)], view(A, B, synced=True, size=4),
+                     view(A, B, synced=True, size=4))
+    assert diff is not None
+    assert diff.label == "posted/io/cqes"
+    assert diff.twin["cqes"] == ((1, 1, 0x4285, 0, 0),)
+    assert diff.mig["cqes"] == ((1, 2, 0, 0, 0),)
+
+
+def test_a_consumed_completion_the_other_side_never_posts_is_missing():
+    """Consumed by the twin, never shown by the migrated side although its CQ has room."""
+    pair = Pair()
+    diff = pair.step([done(A)], [done(B)], view(B, synced=True), view(A, synced=True))
+    assert diff is not None
+    assert diff.label == "cqe/io/WRITE_ZEROES/extra"      # the twin's B never came either
+    assert diff.mig["cid"] == B[1]
+
+
+def test_a_lost_completion_is_a_count_difference():
+    """One completion fewer on the migrated side is a finding in the step it shows."""
+    pair = Pair()
+    diff = pair.step([posted(A, B)], [posted(A)], view(A, B), view(A, B))
+    assert diff is not None and diff.label == "posted/io/cqes"
+    pair = Pair()
+    diff = pair.step([done(A), done(B)], [done(A)], view(synced=True), view(B, synced=True))
+    assert diff is not None and diff.label == "cqe/io/WRITE_ZEROES/missing"
+
+
+def test_a_duplicated_completion_is_a_finding():
+    """A completion posted twice, or posted again after it was consumed, is a difference."""
+    pair = Pair()
+    diff = pair.step([posted(A, B)], [posted(A, A)], view(A, B), view(A, B))
+    assert diff is not None and diff.label == "posted/io/cqes"
+    pair = Pair()
+    assert pair.step([done(A)], [done(A)], view(synced=True), view(synced=True)) is None
+    diff = pair.step([], [posted(A)], view(synced=True), view(synced=True))
+    assert diff is not None and diff.label == "posted/io/extra"
+
+
+def test_a_completion_the_host_cannot_pair_is_compared_as_it_is():
+    """Completions of no outstanding command are never carried to another step."""
+    pair = Pair()
+    stray = ("cqe/unknown/q2", {"sqid": 1, "cid": 9, "status": 0, "dw0": 0, "dw1": 0,
+                                "sqhd": 0, "phase": 1})
+    diff = pair.step([done(A)], [stray], view(synced=True), view(A, synced=True))
+    assert diff is not None and diff.label == "cqe/unknown/q2/extra"
+
+
+# ---------------------------------------------------------------------- the doorbell tap
+def test_tap_knows_when_the_controller_head_is_the_hosts():
+    """The tap trusts a CQ head after the host rang what it consumed, not before, not after a
+    head doorbell with another value, and never again after a write to CC."""
+    target = open_target(TargetConfig())
+    tap = DoorbellTap(target)
+    host = Host(tap)
+    ACTIONS["enable"](host, tap, {})
+    assert 0 in tap.synced(host)                         # a new CQ starts at head 0
+    ACTIONS["admin"](host, tap, {"opc": 6, "cdw10": 1, "length": 4096, "reap": False})
+    ACTIONS["consume"](host, tap, {"qid": 0, "ring": False})
+    assert host.cqs[0].head == 1 and 0 not in tap.synced(host)
+    ACTIONS["ring_cq"](host, tap, {"qid": 0})
+    assert 0 in tap.synced(host)
+    ACTIONS["ring_cq"](host, tap, {"qid": 0, "value": 5})
+    assert 0 not in tap.synced(host)
+    ACTIONS["ring_cq"](host, tap, {"qid": 0})
+    assert 0 in tap.synced(host)
+    ACTIONS["reg_write"](host, tap, {"offset": regs.BY_NAME["INTMS"].offset, "value": 1})
+    assert 0 in tap.synced(host)
+    ACTIONS["reg_write"](host, tap, {"offset": regs.BY_NAME["CC"].offset,
+                                     "value": host.read_reg("CC")})
+    ACTIONS["ring_cq"](host, tap, {"qid": 0})
+    assert 0 not in tap.synced(host)
+    ACTIONS["enable"](host, tap, {})                     # a new admin CQ: trusted again
+    assert 0 in tap.synced(host)
+
+
+def test_tap_trusts_a_new_io_cq_and_forwards_the_rest():
+    """A created I/O CQ starts trusted at head 0; everything else reaches the target."""
+    target = open_target(TargetConfig())
+    tap = DoorbellTap(target)
+    host = Host(tap)
+    ACTIONS["enable"](host, tap, {})
+    assert tap.synced(host) == {0}                      # looked at after every step
+    ACTIONS["create_cq"](host, tap, {"qid": 1, "size": 4})
+    assert tap.synced(host) == {0, 1}
+    assert tap.name == target.name and tap.deterministic_order is True
+    ACTIONS["reg_write"](host, tap, {"offset": regs.cq_head_doorbell(1) + 2, "size": 2,
+                                     "value": 0})
+    assert tap.synced(host) == frozenset()
