@@ -41,7 +41,7 @@ from nvmefuzz.errors import Divergence
 from nvmefuzz.fuzz.campaign import Campaign
 from nvmefuzz.fuzz.readback import key as read_key, read_backs
 from nvmefuzz.fuzz.session import Session
-from nvmefuzz.fuzz.vocabulary import feature_values
+from nvmefuzz.fuzz.vocabulary import FEATURE_DATA, feature_values
 from nvmefuzz.protocol.spec import AdminOpcode as A, IoOpcode as IO
 from nvmefuzz.targets import TargetConfig
 from nvmefuzz.trace.schema import Step, Trace, Verdict
@@ -260,14 +260,14 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
                     length=min((numd + 1) * 4, 4096))
 
         def r_get_features(self, fid: int, sel: int, cdw11: int, nsid: int) -> None:
-            length = {0x0E: 8, 0x16: 512}.get(fid, 0)
+            length = FEATURE_DATA.get(fid, 0)
             self.do("admin", opc=int(A.GET_FEATURES), cdw10=fid | sel << 8, cdw11=cdw11,
                     length=length or None, nsid=(nsid or None) if fid in NS_FIDS else None)
 
         def r_set_features(self, data: st.DataObject, fid: int, save: bool, pattern: int,
                            nsid: int) -> None:
             cdw11 = data.draw(st.sampled_from(feature_values(fid)), label="cdw11")
-            length = {0x0E: 8, 0x16: 512}.get(fid, 0)
+            length = FEATURE_DATA.get(fid, 0)
             self.do("admin", opc=int(A.SET_FEATURES), cdw10=fid | int(save) << 31,
                     cdw11=cdw11, nsid=(nsid or None) if fid in NS_FIDS else None,
                     length=length or None, pattern=pattern if length else None)

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 from typing import Callable
 
+from nvmefuzz.fuzz.vocabulary import FEATURE_DATA
 from nvmefuzz.protocol import regs
 from nvmefuzz.protocol.spec import AdminOpcode as A
 from nvmefuzz.trace.schema import Step
 
 RAE = 1 << 15
 ALL_NAMESPACES = 0xFFFFFFFF
-#: Features whose value travels in a data buffer, and its length
-FEATURE_DATA = {0x0E: 8, 0x16: 512}
 #: Get Features CDW11 bits that select which value is returned (FID 04h: TMPSEL, THSEL)
 SELECTOR_BITS = {0x04: 0x3F << 16}
 #: Features that are namespace specific (the read names the namespace the write named)

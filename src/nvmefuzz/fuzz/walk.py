@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 from nvmefuzz.errors import Divergence
 from nvmefuzz.fuzz.actions import ACTIONS
-from nvmefuzz.fuzz.vocabulary import feature_values
+from nvmefuzz.fuzz.vocabulary import FEATURE_DATA, feature_values
 from nvmefuzz.host.driver import Host, pattern_bytes
 from nvmefuzz.protocol.spec import AdminOpcode as A, IoOpcode as IO
 from nvmefuzz.trace.schema import Step
@@ -34,7 +34,6 @@ FIDS = (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B, 0x0E, 
 GET_CDW11 = (0, 1 << 20, 3 << 20, 1)          # Get Features: THSEL / TMPSEL selectors
 REG_WRITES = (0x00, 0x08, 0x0C, 0x10, 0x18, 0x1C, 0x20, 0x38, 0x1002)
 REG_READS = (0x00, 0x08, 0x0C, 0x10, 0x14, 0x1C, 0x20, 0x24, 0x28, 0x30, 0x1000)
-FEATURE_DATA = {0x0E: 8, 0x16: 512}
 
 
 def _admin(r: random.Random) -> dict:
