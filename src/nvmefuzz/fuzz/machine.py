@@ -41,7 +41,7 @@ from nvmefuzz.errors import Divergence
 from nvmefuzz.fuzz.campaign import Campaign
 from nvmefuzz.fuzz.readback import key as read_key, read_backs
 from nvmefuzz.fuzz.session import Session
-from nvmefuzz.fuzz.vocabulary import FEATURE_DATA, feature_values
+from nvmefuzz.fuzz.vocabulary import FEATURE_DATA, NS_SPECIFIC, feature_values
 from nvmefuzz.protocol.spec import AdminOpcode as A, IoOpcode as IO
 from nvmefuzz.targets import TargetConfig
 from nvmefuzz.trace.schema import Step, Trace, Verdict
@@ -53,7 +53,6 @@ IO_OPS = st.sampled_from([IO.WRITE, IO.READ, IO.WRITE, IO.READ, IO.FLUSH, IO.WRI
 NSIDS = st.sampled_from([1, 1, 1, 1, 1, 1, 0, 2, 0xFFFFFFFF, 257])
 FIDS = st.sampled_from([0x01, 0x02, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B, 0x0E,
                         0x16, 0x19, 0x03, 0x7F])
-NS_FIDS = frozenset({0x05})      # namespace-specific features: the NSID is sent
 HARD = ("waiting completions on a full CQ", "AER slots used", "queued events",
         "I/O in flight")
 
@@ -262,14 +261,14 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
         def r_get_features(self, fid: int, sel: int, cdw11: int, nsid: int) -> None:
             length = FEATURE_DATA.get(fid, 0)
             self.do("admin", opc=int(A.GET_FEATURES), cdw10=fid | sel << 8, cdw11=cdw11,
-                    length=length or None, nsid=(nsid or None) if fid in NS_FIDS else None)
+                    length=length or None, nsid=(nsid or None) if fid in NS_SPECIFIC else None)
 
         def r_set_features(self, data: st.DataObject, fid: int, save: bool, pattern: int,
                            nsid: int) -> None:
             cdw11 = data.draw(st.sampled_from(feature_values(fid)), label="cdw11")
             length = FEATURE_DATA.get(fid, 0)
             self.do("admin", opc=int(A.SET_FEATURES), cdw10=fid | int(save) << 31,
-                    cdw11=cdw11, nsid=(nsid or None) if fid in NS_FIDS else None,
+                    cdw11=cdw11, nsid=(nsid or None) if fid in NS_SPECIFIC else None,
                     length=length or None, pattern=pattern if length else None)
 
         def r_temperature_event(self, hi: int) -> None:

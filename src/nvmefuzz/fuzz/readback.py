@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from nvmefuzz.fuzz.vocabulary import FEATURE_DATA
+from nvmefuzz.fuzz.vocabulary import FEATURE_DATA, NS_SPECIFIC
 from nvmefuzz.protocol import regs
 from nvmefuzz.protocol.spec import AdminOpcode as A
 from nvmefuzz.trace.schema import Step
@@ -29,8 +29,6 @@ RAE = 1 << 15
 ALL_NAMESPACES = 0xFFFFFFFF
 #: Get Features CDW11 bits that select which value is returned (FID 04h: TMPSEL, THSEL)
 SELECTOR_BITS = {0x04: 0x3F << 16}
-#: Features that are namespace specific (the read names the namespace the write named)
-NS_SPECIFIC = frozenset({0x05})
 #: 64-bit registers (read with one 8-byte access)
 WIDE = frozenset({regs.CAP, regs.ASQ, regs.ACQ})
 

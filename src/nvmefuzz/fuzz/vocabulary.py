@@ -18,6 +18,8 @@ from nvmefuzz.protocol.spec import FeatureId as F
 
 #: Features whose value travels in a data buffer, and the buffer's length
 FEATURE_DATA = {F.TIMESTAMP: 8, F.HOST_BEHAVIOR_SUPPORT: 512}
+#: Features that are namespace specific: Set and Get Features name a namespace
+NS_SPECIFIC = frozenset({F.ERROR_RECOVERY})
 #: CDW11 values sent to any feature
 GENERIC = (0, 1, 0xFFFF, 0xFFFFFFFF)
 THSEL_UNDER = 1 << 20
