@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import attrs
 from hypothesis import settings
 
 from nvmefuzz.fuzz.campaign import available, load
-from nvmefuzz.fuzz.machine import Observer, build_machine
+from nvmefuzz.fuzz.machine import BUILT, Observer, build_machine
 
 
 def machine_test(name: str, examples: int, steps: int):
@@ -56,3 +59,51 @@ def test_bare_machine_only_counts():
     test("runTest").runTest()
     assert obs.stats["examples"] >= 5 and obs.stats["steps"] > 0
     assert obs.stats["migrations"] == 0 and not obs.stats["action:enable"]
+
+
+def _run(camp, examples: int = 6, steps: int = 25) -> Observer:
+    obs = Observer()
+    test = build_machine(camp, obs).TestCase
+    test.settings = settings(max_examples=examples, stateful_step_count=steps, deadline=None,
+                             database=None)
+    test("runTest").runTest()
+    return obs
+
+
+def _only(**weights: int):
+    """The default campaign with every rule off except ``weights``."""
+    camp = load("default")
+    return attrs.evolve(camp, weights={r: weights.get(r, 0) for r in camp.weights})
+
+
+def test_campaign_queue_pairs_are_built_at_power_on():
+    """With no queue-creating rule, I/O runs only on the pairs the campaign starts with."""
+    with_pairs = _run(attrs.evolve(_only(io=3, consume=1), queue_pairs=2))
+    assert with_pairs.stats["action:create_cq"] > 0 and with_pairs.stats["action:io"] > 0
+    without = _run(_only(io=3, consume=1, migrate=1))
+    assert not without.stats["action:create_cq"] and not without.stats["action:io"]
+
+
+def test_a_migration_looks_at_what_it_may_have_lost():
+    """Read-backs right after a migration: register reads with no read rule enabled."""
+    obs = _run(_only(migrate=3, advance=1), examples=10)
+    assert obs.stats["migrations"] > 0
+    assert obs.stats["action:reg_read"] > 0          # what enabling set: CC, CSTS, AQA, ...
+    assert obs.stats["action:reg_read"] <= 2 * obs.stats["migrations"]
+
+
+def test_queue_creating_weight_counts_while_queues_are_few():
+    """Copies of create_cq past the first apply only below BUILT I/O CQs; the first always."""
+    rules = [r for r in build_machine(_only(create_cq=3, io=1)).setup_state().rules
+             if r.function.__name__.startswith("create_cq")]
+    assert len(rules) == 3
+
+    class Fake:
+        def __init__(self, cqs: int) -> None:
+            self.host = SimpleNamespace(sqs={0: SimpleNamespace(free=lambda: 1)},
+                                        cqs=dict.fromkeys(range(cqs + 1)))
+
+    def applicable(cqs: int) -> int:
+        return sum(all(p(Fake(cqs)) for p in r.preconditions) for r in rules)
+    assert applicable(0) == applicable(BUILT - 1) == 3
+    assert applicable(BUILT) == applicable(BUILT + 3) == 1

@@ -89,8 +89,10 @@ def test_with_profile_swaps_only_the_profile():
     ('name = "x"\nrefusals = "ignore"\n', "refusals"),
     ('name = "x"\nsteps = 0\n', "steps"),
     ('name = "x"\ncolour = "red"\n', "colour"),
+    ('name = "x"\nqueue_pairs = 5\n', "queue_pairs"),
+    ('name = "x"\nqueue_pairs = "two"\n', "queue_pairs"),
 ], ids=["toml", "rule", "profile", "waiver", "weight-high", "weight-negative", "weight-float",
-        "target", "refusals", "steps", "key"])
+        "target", "refusals", "steps", "key", "pairs-high", "pairs-text"])
 def test_bad_campaigns_name_the_bad_entry(text, needle):
     """Every mistake is a CampaignError whose message names the offending entry."""
     with pytest.raises(CampaignError) as info:

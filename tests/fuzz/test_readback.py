@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from nvmefuzz.fuzz.readback import CHANGED_NAMESPACES, ERROR_INFO, SMART, key, read_backs
+from nvmefuzz.fuzz.readback import (
+    AER, CHANGED_NAMESPACES, ENABLED, ERROR_INFO, SMART, STOPPED, TIMESTAMP, key, read_backs,
+)
 from nvmefuzz.fuzz.session import replay
 from nvmefuzz.fuzz.vocabulary import FEATURE_VALUES, GENERIC, feature_values
 from nvmefuzz.model import snapshot as snap
@@ -32,10 +34,11 @@ def _run(profile: str, steps: list[Step]):
 
 
 def test_set_features_reads_back_the_same_feature_and_selector():
-    """The temperature threshold read keeps THSEL/TMPSEL; its crossing is read in SMART."""
-    (get, smart) = read_backs(_set(F.TEMPERATURE_THRESHOLD, 1 << 20 | 0x150))
+    """The temperature threshold read keeps THSEL/TMPSEL; its crossing is read in SMART and
+    collected by an AER."""
+    (get, smart, aer) = read_backs(_set(F.TEMPERATURE_THRESHOLD, 1 << 20 | 0x150))
     assert get.args == {"opc": int(A.GET_FEATURES), "cdw10": 0x04, "cdw11": 1 << 20}
-    assert smart == SMART
+    assert smart == SMART and aer == AER
     (over,) = read_backs(_set(F.ARBITRATION, 0x03020107))[:1]
     assert "cdw11" not in over.args
 
@@ -57,7 +60,12 @@ def test_namespace_specific_and_data_features():
                                                                            "size": 4})]),
     (Step("reg_write", {"offset": 0x28, "value": 0}), [Step("reg_read", {"offset": 0x28,
                                                                            "size": 8})]),
-    (Step("environment", {"event": "ns_changed", "arg": 1}), [CHANGED_NAMESPACES]),
+    (Step("environment", {"event": "ns_changed", "arg": 1}), [CHANGED_NAMESPACES, AER]),
+    (Step("enable", {"asqs": 7, "acqs": 7}), list(ENABLED)),
+    (Step("disable", {}), list(STOPPED)),
+    (Step("shutdown", {"shn": 1}), list(STOPPED)),
+    (Step("advance", {"ns": 20_000}), [TIMESTAMP, SMART]),
+    (Step("advance", {"ns": 0}), []),
     (Step("admin", {"opc": 0x7F}), [ERROR_INFO]),
     (Step("ring_sq", {"qid": 9, "value": 3}), [ERROR_INFO]),
     (Step("ring_sq", {"qid": 1}), []),
@@ -88,6 +96,10 @@ def test_read_keys_identify_equal_reads():
     ("full-without-features.temp_thresh_lo", _set(F.TEMPERATURE_THRESHOLD, 1 << 20 | 0x100)),
     ("full-without-features.write_atomicity_dn", _set(F.WRITE_ATOMICITY, 1)),
     ("full-without-intms", Step("reg_write", {"offset": 0x0C, "value": 1})),
+    ("full-without-asq", Step("enable", {"asqs": 3, "acqs": 3})),
+    ("full-without-aqa", Step("enable", {"asqs": 3, "acqs": 3})),
+    ("full-without-csts", Step("shutdown", {"shn": 1})),
+    ("full+timestamp-rebased", Step("advance", {"ns": 3_600_000_000_000})),
 ])
 def test_a_change_then_migration_then_its_read_back_kills_the_loss(profile, change):
     """Change, migrate, read back: the profile that loses the state diverges, full does not."""

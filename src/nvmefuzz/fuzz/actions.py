@@ -112,8 +112,9 @@ def create_cq(host: Host, t: Target, a: dict) -> list[Observation]:
     qid, size = a["qid"], a["size"]
     if 0 < qid <= L.MAX_IO_QUEUE and qid not in host.cqs:   # never clobber a live queue
         t.mem_write(L.cq_base(qid), bytes(16 * min(size, 2048)))
-        if host.shadow:
+        if host.shadow:                # a fresh slot: no value, no EventIdx of an old queue
             t.mem_write(L.SHADOW_DB + 8 * qid + 4, bytes(4))
+            t.mem_write(L.EVENTIDX + 8 * qid + 4, bytes(4))
     sqe = SQE(A.CREATE_IO_CQ, cdw10=qid | (size - 1) << 16,
               cdw11=a.get("pc", 1) | a.get("ien", 1) << 1 | a.get("iv", 0) << 16,
               prp1=L.cq_base(qid) + a.get("misalign", 0))
@@ -124,6 +125,7 @@ def create_sq(host: Host, t: Target, a: dict) -> list[Observation]:
     qid, size = a["qid"], a["size"]
     if host.shadow and 0 < qid <= L.MAX_IO_QUEUE and qid not in host.sqs:
         t.mem_write(L.SHADOW_DB + 8 * qid, bytes(4))
+        t.mem_write(L.EVENTIDX + 8 * qid, bytes(4))
     sqe = SQE(A.CREATE_IO_SQ, cdw10=qid | (size - 1) << 16,
               cdw11=a.get("pc", 1) | a["cqid"] << 16,
               prp1=L.sq_base(qid) + a.get("misalign", 0))
@@ -158,8 +160,20 @@ def aer(host: Host, t: Target, a: dict) -> list[Observation]:
 
 def dbbuf(host: Host, t: Target, a: dict) -> list[Observation]:
     if not host.shadow:      # fresh pages; pages in use keep the values the host wrote
-        t.mem_write(L.SHADOW_DB, bytes(L.PAGE))
-        t.mem_write(L.EVENTIDX, bytes(L.PAGE))
+        # Each slot starts at the queue's current tail / head, in the shadow page and in the
+        # EventIdx page: the host's next update then passes the EventIdx and rings the MMIO
+        # doorbell, until the controller writes an EventIdx of its own (a zero EventIdx
+        # would let the host skip that doorbell for a queue already in use, and leave the
+        # fetch to whenever the controller happens to read the shadow value).
+        page = bytearray(L.PAGE)
+        for qid, sq in host.sqs.items():
+            if qid:
+                page[8 * qid:8 * qid + 4] = sq.tail.to_bytes(4, "little")
+        for qid, cq in host.cqs.items():
+            if qid:
+                page[8 * qid + 4:8 * qid + 8] = cq.head.to_bytes(4, "little")
+        t.mem_write(L.SHADOW_DB, bytes(page))
+        t.mem_write(L.EVENTIDX, bytes(page))
     sqe = SQE(A.DOORBELL_BUFFER_CONFIG, prp1=L.SHADOW_DB + a.get("misalign", 0),
               prp2=L.EVENTIDX)
     return _admin(host, t, sqe, a, effect=("dbbuf", 0))

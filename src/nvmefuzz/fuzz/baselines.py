@@ -7,8 +7,12 @@ seen, how many examples that took, and how long the reproducer it hands the user
 
 * ``state_machine``: the Hypothesis machine in batches as ``run_campaign`` runs them (seed
   ``seed * 1000003 + batch``, set on the machine class so it takes effect), stopping at the
-  first finding; ``steer=False`` is the
-  baseline without ``target()`` guidance.  The reproducer is Hypothesis's shrunk trace.
+  first finding.  The campaigns take batches in turn, 5 examples each in the first round,
+  doubling every round up to 80 (``batch_size``): every campaign gets a look within the first
+  second, and batches of 20 and more leave Hypothesis room for its target phase (from half
+  the batch on), where ``target()`` steers.  ``steer=False`` is the baseline without
+  ``target()`` guidance.  The reproducer is what ``run_campaign`` gives the user: Hypothesis'
+  shrunk trace after ``minimize`` deleted the steps it does not need.
 * ``random_walk``: Python's ``random.Random(seed)`` picks uniformly among the actions (and
   ``migrate``) and uniformly among each argument's values; no preconditions, no bundles, no
   shrinking: the reproducer is the walk up to the failing step.
@@ -33,11 +37,15 @@ from nvmefuzz.errors import Divergence
 from nvmefuzz.fuzz import walk
 from nvmefuzz.fuzz.campaign import Campaign
 from nvmefuzz.fuzz.machine import Observer, build_machine
+from nvmefuzz.fuzz.minimize import minimize
 from nvmefuzz.fuzz.session import Session
 from nvmefuzz.targets import TargetConfig
 from nvmefuzz.trace.schema import Step, Trace, Verdict
 
-BATCH = 10
+#: examples in the first batch of each campaign; each round of campaigns doubles it up to
+#: ``MAX_BATCH``, so every campaign gets a look early and later batches are long enough for
+#: Hypothesis' target phase (it runs in the second half of a batch of 20 or more)
+FIRST_BATCH, MAX_BATCH = 5, 80
 
 
 @attrs.frozen
@@ -84,19 +92,24 @@ class _FirstSeen(Observer):
             self.first = (time.monotonic(), self.stats["examples"] + 1, len(trace.steps))
 
 
-def state_machine(camps: Sequence[Campaign], seed: int, seconds: float, *, steer: bool = True,
-                  batch: int = BATCH) -> Kill:
+def batch_size(b: int, campaigns: int) -> int:
+    """Examples in batch ``b`` when ``campaigns`` campaigns take batches in turn."""
+    return min(MAX_BATCH, FIRST_BATCH << b // campaigns)
+
+
+def state_machine(camps: Sequence[Campaign], seed: int, seconds: float, *,
+                  steer: bool = True) -> Kill:
     """Batches of the Hypothesis machine until the first finding or the budget is spent."""
     name = "nvmefuzz" if steer else "unguided"
     obs = _FirstSeen()
     start = time.monotonic()
     b = 0
+    machines = [build_machine(camp, obs, steer=steer) for camp in camps]
     while time.monotonic() - start < seconds:
-        camp = camps[b % len(camps)]
-        machine = build_machine(camp, obs, steer=steer)
+        camp, machine = camps[b % len(camps)], machines[b % len(camps)]
         test = machine.TestCase
         test.settings = settings(
-            max_examples=batch, stateful_step_count=camp.steps, deadline=None, database=None,
+            max_examples=batch_size(b, len(camps)), stateful_step_count=camp.steps, deadline=None, database=None,
             derandomize=False, print_blob=False, report_multiple_bugs=False,
             suppress_health_check=list(HealthCheck),
             phases=[Phase.generate, Phase.target, Phase.shrink])
@@ -114,7 +127,8 @@ def state_machine(camps: Sequence[Campaign], seed: int, seconds: float, *, steer
         b += 1
         if failed and obs.first is not None and obs.last_failure is not None:
             seen, examples, raw = obs.first
-            trace = attrs.evolve(obs.last_failure, seed=seed)
+            # what ``run_campaign`` hands the user: Hypothesis' shrink, then step deletion
+            trace = minimize(attrs.evolve(obs.last_failure, seed=seed))
             return Kill(name, seen - start <= seconds, seen - start, examples,
                         len(trace.steps), raw, trace.verdict.signature,
                         time.monotonic() - seen, trace.encode())

@@ -7,6 +7,7 @@ A campaign is one TOML file in the top-level ``strategies/`` folder::
     target = "model"
     profile = "full"
     steps = 80              # steps per example (Hypothesis stateful_step_count)
+    queue_pairs = 0         # up to this many I/O queue pairs built at power-on (0..4)
     refusals = "finding"    # or "continue": a refused migration is counted, the run goes on
     waivers = []
     [weights]               # rule -> weight; 0 disables; rules not named keep the default
@@ -52,6 +53,7 @@ class Campaign:
     waivers: tuple[str, ...] = ()
     weights: dict[str, int] = attrs.Factory(lambda: dict(DEFAULT_WEIGHTS))
     msix: bool = True
+    queue_pairs: int = 0
 
     def with_profile(self, profile: str | None) -> Campaign:
         return self if profile is None else attrs.evolve(self, profile=profile)
@@ -63,7 +65,7 @@ def parse(text: str, origin: str = "<campaign>") -> Campaign:
     except tomllib.TOMLDecodeError as exc:
         raise CampaignError(f"{origin}: not valid TOML: {exc}") from None
     known = {"name", "description", "target", "profile", "steps", "refusals", "waivers",
-             "weights", "msix"}
+             "weights", "msix", "queue_pairs"}
     extra = set(data) - known
     if extra:
         raise CampaignError(f"{origin}: unknown keys {sorted(extra)}")
@@ -85,6 +87,7 @@ def parse(text: str, origin: str = "<campaign>") -> Campaign:
         waivers=tuple(data.get("waivers", ())),
         weights=weights,
         msix=bool(data.get("msix", True)),
+        queue_pairs=data.get("queue_pairs", 0),
     )
     validate(camp, origin)
     return camp
@@ -104,6 +107,8 @@ def validate(camp: Campaign, origin: str = "<campaign>") -> None:
         raise CampaignError(f"{origin}: unknown waivers {bad}; known: {sorted(WAIVERS)}")
     if not 1 <= camp.steps <= 10_000:
         raise CampaignError(f"{origin}: steps must be 1..10000")
+    if not isinstance(camp.queue_pairs, int) or not 0 <= camp.queue_pairs <= 4:
+        raise CampaignError(f"{origin}: queue_pairs must be an integer 0..4")
     if not any(camp.weights.values()):
         raise CampaignError(f"{origin}: every rule has weight 0")
 

@@ -6,20 +6,26 @@ How it works
 draw the arguments of one host action and hand a ``Step`` to the ``Session``; the session
 does all the work, so everything decided here ends up in the trace and replays without
 Hypothesis.  Rule weights come from the campaign: a rule of weight ``w`` is registered ``w``
-times (Hypothesis picks uniformly among applicable rules), weight 0 leaves it out.
+times (Hypothesis picks uniformly among applicable rules), weight 0 leaves it out.  The copies of a
+queue-creating rule past the first apply only while the host has fewer than ``BUILT`` I/O queues
+of that kind: queue pairs are built early, and later steps use them (one copy stays, so
+invalid and duplicate creations still happen).
 
+Every example starts with power-on and up to the campaign's ``queue_pairs`` I/O queue pairs
+(sizes, IEN and vector drawn); their ids join the bundles like those of later ``create_*`` steps.
 Preconditions read the twin's host view (which queues exist, which SQ has room) so most
 steps are legal; a share of every rule's draws is deliberately invalid (bad queue ids,
 sizes, vectors, doorbell values, opcodes, fields) or hostile but valid (an SQ tail rung
 past the host's own, so stale entries are fetched).  Three kinds of guidance come from the
 example's own past: Set Features draws CDW11 from the values that mean something for the
 FID drawn (``vocabulary``); half of the I/O commands reuse the SLBA of a recent one, so
-commands race on the same blocks; and the ``read_back`` rule repeats one of the reads that
+commands race on the same blocks (most often the blocks of the command just before); and the ``read_back`` rule repeats one of the reads that
 show what earlier steps changed (``readback``: the feature just set, the SMART counters
 after I/O, the register written).  Queue ids flow through the bundles
-``cqs`` and ``sqs``.  ``target()`` steers towards hard states (waiting completions on a full
-CQ, every AER slot used, queued events, I/O in flight) and ``event()`` counts the hard
-states migrations happened in.
+``cqs`` and ``sqs``.  A migration looks at once at what it may have lost: it may do up to two
+read-backs right after it.  ``target()`` steers towards migrations from hard states (the most
+waiting completions on a full CQ, AER slots used, queued events, I/O in flight, in-flight
+commands on the same blocks, unfetched SQ entries at any migration of the example) and ``event()`` counts the hard states migrations happened in.
 
 A divergence whose signature is in ``known`` (findings already in the corpus) ends the
 example quietly, so a run keeps looking for new ways to lose state.
@@ -48,13 +54,20 @@ from nvmefuzz.trace.schema import Step, Trace, Verdict
 
 QIDS = st.sampled_from([1, 2, 3, 4, 1, 2, 0, 65])
 SIZES = st.sampled_from([2, 3, 4, 8, 16, 32, 1, 4097])
+PAIR_SIZES = st.sampled_from([2, 3, 4, 8, 16, 32])       # valid only: a campaign's own pairs
 IO_OPS = st.sampled_from([IO.WRITE, IO.READ, IO.WRITE, IO.READ, IO.FLUSH, IO.WRITE_ZEROES,
                          IO.COMPARE, IO.DATASET_MANAGEMENT, IO.WRITE_UNCORRECTABLE])
+#: which recent I/O command a racing one reuses the blocks of (1: the latest, most often)
+RECENT = st.sampled_from([1, 1, 1, 1, 2, 3, 4, 8])
 NSIDS = st.sampled_from([1, 1, 1, 1, 1, 1, 0, 2, 0xFFFFFFFF, 257])
 FIDS = st.sampled_from([0x01, 0x02, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B, 0x0E,
                         0x16, 0x19, 0x03, 0x7F])
-HARD = ("waiting completions on a full CQ", "AER slots used", "queued events",
-        "I/O in flight")
+#: I/O queues of a kind (CQs, SQs) from which on only one copy of a queue-creating rule stays
+#: applicable: the rest of a campaign's weight builds queues early, then the queues are used
+BUILT = 2
+HARD = tuple(f"{name} at migration" for name in (
+    "waiting completions on a full CQ", "AER slots used", "queued events", "I/O in flight",
+    "commands in flight on the same blocks", "SQ entries not fetched"))
 
 
 class Observer:
@@ -79,6 +92,15 @@ def _has_admin(m: Any) -> bool:
 
 def _io_sqs(m: Any) -> list[int]:
     return sorted(q for q, s in m.host.sqs.items() if q and s.free() > 0)
+
+
+def _overlapping(inflight: list) -> int:
+    """Pairs of in-flight I/O commands whose LBA ranges overlap (a race a migration can
+    break: replayed, reordered or fetched twice, one of them shows in the data)."""
+    spans = [(r.sqe.cdw10 | r.sqe.cdw11 << 32, (r.sqe.cdw12 & 0xFFFF) + 1)
+             for r in inflight if r.sqid]
+    return sum(a < b + m and b < a + n
+               for i, (a, n) in enumerate(spans) for b, m in spans[i + 1:])
 
 
 def build_machine(camp: Campaign, observer: Observer | None = None,
@@ -129,7 +151,6 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
                 raise
             for read in read_backs(step):
                 self.readable.setdefault(read_key(read), read)
-            self._steer()
 
         def _since(self) -> int:
             idx = [i for i, s in enumerate(self.steps) if s.action == "migrate"]
@@ -140,17 +161,16 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
                          steps=tuple(self.steps), verdict=verdict, waivers=camp.waivers,
                          refusals=camp.refusals)
 
-        def _steer(self) -> None:
+        def _hard(self) -> None:
+            """Note how hard a state this migration starts from (the model shows its inside)."""
             ctrl = getattr(self.session.twin, "ctrl", None)
             if ctrl is None:
                 return
-            now = {
-                HARD[0]: sum(len(q.waiting) for q in ctrl.cqs.values() if q.full()),
-                HARD[1]: len(ctrl.aer_reqs),
-                HARD[2]: len(ctrl.aer_queue),
-                HARD[3]: len(ctrl.inflight),
-            }
-            for k, v in now.items():
+            now = (sum(len(q.waiting) for q in ctrl.cqs.values() if q.full()),
+                   len(ctrl.aer_reqs), len(ctrl.aer_queue), len(ctrl.inflight),
+                   _overlapping(ctrl.inflight),
+                   sum((q.tail - q.head) % q.size for q in ctrl.sqs.values() if q.sqid))
+            for k, v in zip(HARD, now):
                 if v > self.peak[k]:
                     self.peak[k] = v
 
@@ -163,9 +183,15 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             obs.example_done(stats)
             self.session.close()
 
-        @initialize()
-        def power_on(self) -> None:
+        @initialize(targets=(cqs, sqs), pairs=st.lists(
+            st.tuples(PAIR_SIZES, PAIR_SIZES, st.booleans(), st.sampled_from([0, 1])),
+            max_size=camp.queue_pairs))
+        def power_on(self, pairs: list[tuple[int, int, bool, int]]) -> Any:
             self.do("enable", asqs=7, acqs=7)
+            for qid, (cq_size, sq_size, ien, iv) in enumerate(pairs, 1):
+                self.do("create_cq", qid=qid, size=cq_size, ien=int(ien), iv=iv, pc=1)
+                self.do("create_sq", qid=qid, cqid=qid, size=sq_size, pc=1)
+            return multiple(*(q for q in self.host.sqs if q))
 
         # -------------------------------------------------------------- controller state
         def r_enable(self, asqs: int, acqs: int) -> None:
@@ -183,10 +209,13 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
         def r_register_read(self, offset: int) -> None:
             self.do("reg_read", offset=offset, size=8 if offset in (0, 0x28, 0x30) else 4)
 
-        def r_migrate(self) -> None:
+        def r_migrate(self, data: st.DataObject, looks: int) -> None:
             for name in self.session.hard_states():
                 event(f"migrated with {name}")
+            self._hard()
             self.do("migrate")
+            for _ in range(looks if self.readable else 0):   # what may the migration have lost?
+                self.r_read_back(data)
 
         # -------------------------------------------------------------- queues
         def r_create_cq(self, qid: int, size: int, ien: bool, iv: int, pc: int,
@@ -210,7 +239,7 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
                  offset: int, ring: bool, nsid: int, again: bool) -> None:
             qid = data.draw(st.sampled_from(_io_sqs(self)), label="qid")
             if again and self.lbas:    # the blocks of an earlier command: commands that race
-                slba = data.draw(st.sampled_from(self.lbas), label="slba")
+                slba = self.lbas[-min(data.draw(RECENT, label="recent"), len(self.lbas))]
             self.lbas = [*self.lbas[-7:], slba]
             extra: dict[str, Any] = {}
             if opc == IO.DATASET_MANAGEMENT:
@@ -307,7 +336,8 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
         "register_read": (Machine.r_register_read, {"offset": st.sampled_from(
             [0x00, 0x08, 0x0C, 0x10, 0x14, 0x1C, 0x20, 0x24, 0x28, 0x30, 0x1000])},
             always, None),
-        "migrate": (Machine.r_migrate, {}, always, None),
+        "migrate": (Machine.r_migrate, {"data": st.data(), "looks": st.sampled_from(
+            [0, 1, 1, 2])}, always, None),
         "create_cq": (Machine.r_create_cq, {
             "qid": QIDS, "size": SIZES, "ien": st.booleans(),
             "iv": st.sampled_from([0, 1, 2, 3, 0, 70]), "pc": st.sampled_from([1, 1, 1, 0]),
@@ -376,6 +406,9 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
                 return _fn(self, **kw)
             body.__name__ = f"{name}_{copy}" if copy else name
             target_kw = {"target": getattr(Machine, bundle)} if bundle else {}
+            if bundle and copy:     # a queue-building weight counts while queues are few
+                pre = (lambda m, _pre=table[name][2], _b=bundle:
+                       _pre(m) and len(getattr(m.host, _b)) <= BUILT)
             decorated = rule(**target_kw, **strategies)(precondition(pre)(body))
             setattr(Machine, body.__name__, decorated)
     # the name keys Hypothesis' example database: one key per campaign, target and profile

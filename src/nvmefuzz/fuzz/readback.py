@@ -5,14 +5,18 @@ How it works
 A host that changes controller state can look at it again: a Set Features is followed by the
 Get Features of the same feature (same temperature-threshold selector, same namespace), I/O
 by the SMART / Health log whose counters it moved, a register write by a read of that
-register, a namespace change by the Changed Namespace List, an invalid command or doorbell by
-the Error Information log.  ``read_backs(step)`` returns those reads as ordinary steps; the
-state machine keeps every read the steps of an example made available, and its
-``read_back`` rule picks one of them.  A change made before a migration is then looked at
+register, enabling or resetting the controller by reads of the registers that did it (CC,
+CSTS, AQA, ASQ, ACQ), time passing by the Timestamp feature and the SMART power-on hours, an
+event (a namespace change, a temperature threshold) by the log that reports it and by an
+Asynchronous Event Request that would collect it, an invalid command or doorbell by the Error
+Information log.  ``read_backs(step)`` returns those reads as ordinary steps; the
+state machine keeps every read the steps of an example made available; its ``read_back``
+rule picks one of them, and so does a migration right after it (the state most likely lost
+is the state changed before it).  A change made before a migration is then looked at
 after it far more often than uniform choice among all features, logs and registers would.
 
 Nothing here extends the vocabulary: every read is a step the ``get_features``,
-``get_log_page`` or ``register_read`` rules could also draw.  Log reads set RAE (Retain
+``get_log_page``, ``register_read`` or ``aer`` rules could also draw.  Log reads set RAE (Retain
 Asynchronous Event), so looking does not clear the events an AER is waiting for.
 """
 
@@ -22,7 +26,7 @@ from typing import Callable
 
 from nvmefuzz.fuzz.vocabulary import FEATURE_DATA, NS_SPECIFIC
 from nvmefuzz.protocol import regs
-from nvmefuzz.protocol.spec import AdminOpcode as A
+from nvmefuzz.protocol.spec import AdminOpcode as A, FeatureId as F
 from nvmefuzz.trace.schema import Step
 
 RAE = 1 << 15
@@ -41,6 +45,18 @@ def log_page(lid: int, dwords: int) -> Step:
 SMART = log_page(0x02, 128)
 ERROR_INFO = log_page(0x01, 16)
 CHANGED_NAMESPACES = log_page(0x04, 1024)
+TIMESTAMP = Step("admin", {"opc": int(A.GET_FEATURES), "cdw10": int(F.TIMESTAMP),
+                           "length": FEATURE_DATA[F.TIMESTAMP]})
+AER = Step("aer", {})
+
+
+def reg_read(off: int) -> Step:
+    return Step("reg_read", {"offset": off, "size": 8 if off in WIDE else 4})
+
+
+#: what enabling, resetting or shutting down the controller changed
+ENABLED = tuple(reg_read(off) for off in (regs.CC, regs.CSTS, regs.AQA, regs.ASQ, regs.ACQ))
+STOPPED = (reg_read(regs.CC), reg_read(regs.CSTS))
 
 
 def _features(args: dict) -> list[Step]:
@@ -53,8 +69,8 @@ def _features(args: dict) -> list[Step]:
     if fid in FEATURE_DATA:
         read["length"] = FEATURE_DATA[fid]
     out = [Step("admin", read)]
-    if fid == 0x04:                         # a threshold crossing is reported in SMART
-        out.append(SMART)
+    if fid == F.TEMPERATURE_THRESHOLD:      # a crossing is reported in SMART and by an AEN
+        out += [SMART, AER]
     return out
 
 
@@ -68,8 +84,7 @@ def _admin(args: dict) -> list[Step]:
 
 
 def _reg_write(args: dict) -> list[Step]:
-    off = args["offset"] & ~3
-    return [Step("reg_read", {"offset": off, "size": 8 if off in WIDE else 4})]
+    return [reg_read(args["offset"] & ~3)]
 
 
 def _doorbell(args: dict) -> list[Step]:
@@ -83,9 +98,14 @@ READS: dict[str, Callable[[dict], list[Step]]] = {
     "admin": _admin,
     "io": lambda a: [SMART],
     "reg_write": _reg_write,
+    "enable": lambda a: list(ENABLED),
+    "disable": lambda a: list(STOPPED),
+    "shutdown": lambda a: list(STOPPED),
+    "advance": lambda a: [TIMESTAMP, SMART] if a.get("ns") else [],
     "ring_sq": _doorbell,
     "ring_cq": _doorbell,
-    "environment": lambda a: [CHANGED_NAMESPACES] if a.get("event") == "ns_changed" else [],
+    "environment": lambda a: [CHANGED_NAMESPACES, AER] if a.get("event") == "ns_changed"
+    else [],
 }
 
 
