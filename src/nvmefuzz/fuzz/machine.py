@@ -6,26 +6,25 @@ How it works
 draw the arguments of one host action and hand a ``Step`` to the ``Session``; the session
 does all the work, so everything decided here ends up in the trace and replays without
 Hypothesis.  Rule weights come from the campaign: a rule of weight ``w`` is registered ``w``
-times (Hypothesis picks uniformly among applicable rules), weight 0 leaves it out.  The copies of a
-queue-creating rule past the first apply only while the host has fewer than ``BUILT`` I/O queues
-of that kind: queue pairs are built early, and later steps use them (one copy stays, so
+times (Hypothesis picks uniformly among applicable rules), weight 0 leaves it out.  The
+copies of a queue-creating rule past the first apply only while the host has fewer than
+``BUILT`` I/O queues of that kind: queues are built early and then used (one copy stays, so
 invalid and duplicate creations still happen).
 
 Every example starts with power-on and up to the campaign's ``queue_pairs`` I/O queue pairs
-(sizes, IEN and vector drawn); their ids join the bundles like those of later ``create_*`` steps.
+(sizes, IEN and vector drawn); queue ids flow through the bundles ``cqs`` and ``sqs``.
 Preconditions read the twin's host view (which queues exist, which SQ has room) so most
 steps are legal; a share of every rule's draws is deliberately invalid (bad queue ids,
 sizes, vectors, doorbell values, opcodes, fields) or hostile but valid (an SQ tail rung
-past the host's own, so stale entries are fetched).  Three kinds of guidance come from the
-example's own past: Set Features draws CDW11 from the values that mean something for the
-FID drawn (``vocabulary``); half of the I/O commands reuse the SLBA of a recent one, so
-commands race on the same blocks (most often the blocks of the command just before); and the ``read_back`` rule repeats one of the reads that
-show what earlier steps changed (``readback``: the feature just set, the SMART counters
-after I/O, the register written).  Queue ids flow through the bundles
-``cqs`` and ``sqs``.  A migration looks at once at what it may have lost: it may do up to two
-read-backs right after it.  ``target()`` steers towards migrations from hard states (the most
-waiting completions on a full CQ, AER slots used, queued events, I/O in flight, in-flight
-commands on the same blocks, unfetched SQ entries at any migration of the example) and ``event()`` counts the hard states migrations happened in.
+past the host's own, so stale entries are fetched).
+
+Guidance from the example's own past: Set Features draws CDW11 from the values that mean
+something for the FID drawn (``vocabulary``); half of the I/O commands reuse the SLBA of a
+recent one, most often the one just before, so commands race on the same blocks; the
+``read_back`` rule repeats one of the reads that show what earlier steps changed
+(``readback``), and a migration may do one or two of them right after it, so what it lost
+is looked at at once.  ``target()`` reports the hardest state any migration of the example
+started from (``hardness``) and ``event()`` counts the hard states migrations happened in.
 
 A divergence whose signature is in ``known`` (findings already in the corpus) ends the
 example quietly, so a run keeps looking for new ways to lose state.
@@ -45,6 +44,7 @@ from hypothesis.stateful import (
 
 from nvmefuzz.errors import Divergence
 from nvmefuzz.fuzz.campaign import Campaign
+from nvmefuzz.fuzz.hardness import TARGET, measure
 from nvmefuzz.fuzz.readback import key as read_key, read_backs
 from nvmefuzz.fuzz.session import Session
 from nvmefuzz.fuzz.vocabulary import FEATURE_DATA, NS_SPECIFIC, feature_values
@@ -65,10 +65,6 @@ FIDS = st.sampled_from([0x01, 0x02, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x
 #: I/O queues of a kind (CQs, SQs) from which on only one copy of a queue-creating rule stays
 #: applicable: the rest of a campaign's weight builds queues early, then the queues are used
 BUILT = 2
-HARD = tuple(f"{name} at migration" for name in (
-    "waiting completions on a full CQ", "AER slots used", "queued events", "I/O in flight",
-    "commands in flight on the same blocks", "SQ entries not fetched"))
-
 
 class Observer:
     """What a run wants to hear about: findings as they happen, and statistics."""
@@ -94,15 +90,6 @@ def _io_sqs(m: Any) -> list[int]:
     return sorted(q for q, s in m.host.sqs.items() if q and s.free() > 0)
 
 
-def _overlapping(inflight: list) -> int:
-    """Pairs of in-flight I/O commands whose LBA ranges overlap (a race a migration can
-    break: replayed, reordered or fetched twice, one of them shows in the data)."""
-    spans = [(r.sqe.cdw10 | r.sqe.cdw11 << 32, (r.sqe.cdw12 & 0xFFFF) + 1)
-             for r in inflight if r.sqid]
-    return sum(a < b + m and b < a + n
-               for i, (a, n) in enumerate(spans) for b, m in spans[i + 1:])
-
-
 def build_machine(camp: Campaign, observer: Observer | None = None,
                   known: frozenset[str] = frozenset(),
                   bare: bool = False, steer: bool = True) -> type[RuleBasedStateMachine]:
@@ -125,7 +112,7 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             self.host = self.session.twin_host
             self.steps: list[Step] = []
             self.dead = False
-            self.peak = dict.fromkeys(HARD, 0)
+            self.hardest = 0        # most hard-state kinds present at one migration
             self.readable: dict[tuple, Step] = {}    # reads that show what steps changed
             self.lbas: list[int] = []                # SLBAs of the latest I/O commands
 
@@ -163,21 +150,12 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
 
         def _hard(self) -> None:
             """Note how hard a state this migration starts from (the model shows its inside)."""
-            ctrl = getattr(self.session.twin, "ctrl", None)
-            if ctrl is None:
-                return
-            now = (sum(len(q.waiting) for q in ctrl.cqs.values() if q.full()),
-                   len(ctrl.aer_reqs), len(ctrl.aer_queue), len(ctrl.inflight),
-                   _overlapping(ctrl.inflight),
-                   sum((q.tail - q.head) % q.size for q in ctrl.sqs.values() if q.sqid))
-            for k, v in zip(HARD, now):
-                if v > self.peak[k]:
-                    self.peak[k] = v
+            counts = measure(getattr(self.session.twin, "ctrl", None))
+            self.hardest = max(self.hardest, sum(v > 0 for v in counts.values()))
 
         def teardown(self) -> None:
             if steer:
-                for k, v in self.peak.items():
-                    target(float(v), label=k)
+                target(float(self.hardest), label=TARGET)
             stats = self.session.stats
             stats.update({f"waived:{k}": v for k, v in self.session.comparator.suppressed.items()})
             obs.example_done(stats)

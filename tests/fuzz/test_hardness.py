@@ -1,0 +1,58 @@
+"""The hard-state scores: what they count on a model controller at a given moment."""
+
+from __future__ import annotations
+
+from nvmefuzz.fuzz.hardness import HARD, measure, overlapping
+from nvmefuzz.fuzz.session import Session
+from nvmefuzz.targets import TargetConfig
+from nvmefuzz.trace.schema import Step
+
+PAIR = [Step("enable", {"asqs": 7, "acqs": 7}),
+        Step("create_cq", {"qid": 1, "size": 8, "iv": 0}),
+        Step("create_sq", {"qid": 1, "cqid": 1, "size": 8})]
+
+
+def _io(opc: int, slba: int, nlb: int = 1, **extra) -> Step:
+    return Step("io", {"qid": 1, "opc": opc, "slba": slba, "nlb": nlb, "pattern": 1, **extra})
+
+
+def _scores(steps: list[Step]) -> dict[str, int]:
+    s = Session(TargetConfig(kind="model", profile="full"))
+    try:
+        for step in steps:
+            s.apply(step)
+        return measure(s.twin.ctrl)
+    finally:
+        s.close()
+
+
+def test_a_quiet_controller_scores_zero_everywhere():
+    assert _scores(PAIR) == dict.fromkeys(HARD, 0)
+
+
+def test_commands_in_flight_on_the_same_blocks_are_counted_in_pairs():
+    """A Read of blocks 0-3, a Write of block 2 (overlaps), a Write of block 9 (does not)."""
+    got = _scores(PAIR + [_io(2, 0, 4), _io(1, 2), _io(1, 9)])
+    assert got["I/O in flight at migration"] == 3
+    assert got["commands in flight on the same blocks at migration"] == 1
+    done = _scores(PAIR + [_io(2, 0, 4), _io(1, 2), Step("advance", {"ns": 100_000})])
+    assert done["I/O in flight at migration"] == 0
+    assert done["commands in flight on the same blocks at migration"] == 0
+
+
+def test_a_stalled_sq_and_completions_waiting_on_a_full_cq():
+    """A 2-entry CQ fills, its SQ's request pool is used up, the last Write stays unfetched."""
+    steps = [PAIR[0], Step("create_cq", {"qid": 1, "size": 2, "iv": 0}),
+             Step("create_sq", {"qid": 1, "cqid": 1, "size": 4}),
+             _io(1, 0), _io(1, 1), _io(1, 2), Step("advance", {"ns": 20_000}),
+             Step("consume", {"qid": 1, "ring": False}), _io(1, 3), _io(1, 4), _io(1, 5)]
+    got = _scores(steps)
+    assert got["waiting completions on a full CQ at migration"] == 2
+    assert got["SQ entries not fetched at migration"] == 1
+    assert got["I/O in flight at migration"] == 2
+    unrung = _scores(PAIR + [_io(1, 0, ring=False)])        # written, never rung: not counted
+    assert unrung["SQ entries not fetched at migration"] == 0
+
+
+def test_no_model_no_scores():
+    assert measure(None) == {} and overlapping([]) == 0
