@@ -109,7 +109,8 @@ def state_machine(camps: Sequence[Campaign], seed: int, seconds: float, *,
         camp, machine = camps[b % len(camps)], machines[b % len(camps)]
         test = machine.TestCase
         test.settings = settings(
-            max_examples=batch_size(b, len(camps)), stateful_step_count=camp.steps, deadline=None, database=None,
+            max_examples=batch_size(b, len(camps)), stateful_step_count=camp.steps,
+            deadline=None, database=None,
             derandomize=False, print_blob=False, report_multiple_bugs=False,
             suppress_health_check=list(HealthCheck),
             phases=[Phase.generate, Phase.target, Phase.shrink])
