@@ -107,3 +107,12 @@ def test_queue_creating_weight_counts_while_queues_are_few():
         return sum(all(p(Fake(cqs)) for p in r.preconditions) for r in rules)
     assert applicable(0) == applicable(BUILT - 1) == 3
     assert applicable(BUILT) == applicable(BUILT + 3) == 1
+
+
+def test_a_migration_may_let_the_guest_run_on():
+    """Settling after a migration: time passes and CQs with commands outstanding are consumed,
+    with neither the advance nor the consume rule enabled."""
+    obs = _run(attrs.evolve(_only(io=3, migrate=3), queue_pairs=1), examples=10)
+    assert obs.stats["migrations"] > 0 and obs.stats["action:io"] > 0
+    assert 0 < obs.stats["action:advance"] <= obs.stats["migrations"]
+    assert obs.stats["action:consume"] >= obs.stats["action:advance"]

@@ -1,8 +1,8 @@
-"""The hard-state scores: what they count on a model controller at a given moment."""
+"""The hard states: what they count on a model controller at a given moment."""
 
 from __future__ import annotations
 
-from nvmefuzz.fuzz.hardness import HARD, measure, overlapping
+from nvmefuzz.fuzz.hardness import STATES, measure, names, overlapping, score
 from nvmefuzz.fuzz.session import Session
 from nvmefuzz.targets import TargetConfig
 from nvmefuzz.trace.schema import Step
@@ -27,17 +27,21 @@ def _scores(steps: list[Step]) -> dict[str, int]:
 
 
 def test_a_quiet_controller_scores_zero_everywhere():
-    assert _scores(PAIR) == dict.fromkeys(HARD, 0)
+    assert _scores(PAIR) == dict.fromkeys(STATES, 0)
 
 
 def test_commands_in_flight_on_the_same_blocks_are_counted_in_pairs():
     """A Read of blocks 0-3, a Write of block 2 (overlaps), a Write of block 9 (does not)."""
     got = _scores(PAIR + [_io(2, 0, 4), _io(1, 2), _io(1, 9)])
-    assert got["I/O in flight at migration"] == 3
-    assert got["commands in flight on the same blocks at migration"] == 1
+    assert got["I/O in flight"] == 3
+    assert got["commands in flight on the same blocks"] == 1
+    assert got["a Read in flight ahead of a Write to its blocks"] == 1
+    behind = _scores(PAIR + [_io(1, 2), _io(2, 0, 4), _io(1, 2)])    # Write, Read, Write
+    assert behind["commands in flight on the same blocks"] == 3
+    assert behind["a Read in flight ahead of a Write to its blocks"] == 1
     done = _scores(PAIR + [_io(2, 0, 4), _io(1, 2), Step("advance", {"ns": 100_000})])
-    assert done["I/O in flight at migration"] == 0
-    assert done["commands in flight on the same blocks at migration"] == 0
+    assert done["I/O in flight"] == 0
+    assert done["commands in flight on the same blocks"] == 0
 
 
 def test_a_stalled_sq_and_completions_waiting_on_a_full_cq():
@@ -47,12 +51,24 @@ def test_a_stalled_sq_and_completions_waiting_on_a_full_cq():
              _io(1, 0), _io(1, 1), _io(1, 2), Step("advance", {"ns": 20_000}),
              Step("consume", {"qid": 1, "ring": False}), _io(1, 3), _io(1, 4), _io(1, 5)]
     got = _scores(steps)
-    assert got["waiting completions on a full CQ at migration"] == 2
-    assert got["SQ entries not fetched at migration"] == 1
-    assert got["I/O in flight at migration"] == 2
+    assert got["a full CQ with waiting completions"] == 2
+    assert got["SQ entries not fetched"] == 1
+    assert got["I/O in flight"] == 2
     unrung = _scores(PAIR + [_io(1, 0, ring=False)])        # written, never rung: not counted
-    assert unrung["SQ entries not fetched at migration"] == 0
+    assert unrung["SQ entries not fetched"] == 0
 
 
 def test_no_model_no_scores():
     assert measure(None) == {} and overlapping([]) == 0
+
+
+def test_aer_slots_events_and_shadow_doorbells():
+    aers = [PAIR[0]] + [Step("aer", {})] * 4 + [Step("dbbuf", {})]
+    got = _scores(aers)
+    assert got["AER requests outstanding"] == 4 and got["every AER slot used"] == 1
+    assert got["shadow doorbells on"] == 1 and got["events queued"] == 0
+    assert names(got) == ["AER requests outstanding", "every AER slot used",
+                          "shadow doorbells on"]
+    assert score(got) == 3
+    one = _scores([PAIR[0], Step("aer", {})])
+    assert one["AER requests outstanding"] == 1 and one["every AER slot used"] == 0

@@ -1,45 +1,89 @@
-"""How hard a state a migration starts from: the scores ``target()`` climbs.
+"""How hard a state the controller is in: what migrations are counted and scored by.
 
 How it works
 ------------
 Migration code goes wrong where the controller is busy: completions waiting on a full CQ,
-every AER slot taken, events queued for AERs not yet sent, I/O in flight (worse: two
-commands in flight on the same blocks, where a replayed, reordered or doubly fetched command
-shows in the data), SQ entries rung but not yet fetched.  ``measure(ctrl)`` counts each of
-these on the model's controller (the host cannot see them; on a target without a model it
-returns nothing).  The state machine reports with ``target()`` the most of these kinds that
-were present together at one migration of the example (0 to 6): Hypothesis' target phase
-then mutates examples towards migrations where several coincide -- a stalled SQ with
-completions waiting and commands in flight -- and, the score being small and bounded, gives
-the rest of the batch back to generation once it cannot climb further.
+AERs outstanding (every slot taken), events queued for AERs not yet sent, I/O in flight
+(worse: two commands in flight on the same blocks, where a replayed, reordered or doubly
+fetched command shows in the data; worst, a Read ahead of a Write to its blocks: a Write
+replayed twice or landed early changes what the Read returns), SQ entries rung but not yet fetched, shadow doorbells in
+use.  ``STATES`` is the one table of them: a name and how to count it on the model's
+controller.  ``measure(ctrl)`` gives every count (the host cannot see them; without a model
+it gives nothing) and ``names(counts)`` the states present.
+
+Two users read the table: the session counts, per migration, the states it started from
+(``migrated with ...`` statistics in every run summary), and the state machine reports with
+``target()`` the ``score`` of its hardest migration: the most states present together at one
+migration of the example, a small bounded number Hypothesis' target phase can climb.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Mapping
 
-#: the hard states, in ``measure``'s order
-HARD = tuple(f"{name} at migration" for name in (
-    "waiting completions on a full CQ", "AER slots used", "queued events", "I/O in flight",
-    "commands in flight on the same blocks", "SQ entries not fetched"))
-#: the one score ``target()`` climbs: how many of them one migration starts from at once
-TARGET = "hard states at one migration"
+from nvmefuzz.protocol.spec import IoOpcode as IO
+
+
+#: commands that read the medium, and that write it (a Write behind a Read of the same blocks
+#: is the hazard: replayed early or twice, it changes what the Read returns)
+READS = frozenset({IO.READ, IO.COMPARE})
+WRITES = frozenset({IO.WRITE, IO.WRITE_ZEROES, IO.WRITE_UNCORRECTABLE})
+
+
+def _spans(inflight: list) -> list[tuple[int, int, int]]:
+    """(opcode, SLBA, blocks) of each in-flight I/O command, in fetch order."""
+    return [(r.sqe.opc, r.sqe.cdw10 | r.sqe.cdw11 << 32, (r.sqe.cdw12 & 0xFFFF) + 1)
+            for r in inflight if r.sqid]
+
+
+def _pairs(inflight: list, first: frozenset | None = None, then: frozenset | None = None) -> int:
+    """Pairs of in-flight I/O commands, the earlier one's opcode in ``first`` and the later
+    one's in ``then`` (None: any), whose LBA ranges overlap."""
+    spans = _spans(inflight)
+    return sum(a < b + m and b < a + n
+               for i, (op1, a, n) in enumerate(spans) if first is None or op1 in first
+               for op2, b, m in spans[i + 1:] if then is None or op2 in then)
 
 
 def overlapping(inflight: list) -> int:
     """Pairs of in-flight I/O commands whose LBA ranges overlap."""
-    spans = [(r.sqe.cdw10 | r.sqe.cdw11 << 32, (r.sqe.cdw12 & 0xFFFF) + 1)
-             for r in inflight if r.sqid]
-    return sum(a < b + m and b < a + n
-               for i, (a, n) in enumerate(spans) for b, m in spans[i + 1:])
+    return _pairs(inflight)
+
+
+def _unfetched(ctrl: Any) -> int:
+    return sum((q.tail - q.head) % q.size for q in ctrl.sqs.values() if q.sqid)
+
+
+#: every hard state: its name (as in ``migrated with <name>``) and its count on a controller
+STATES: dict[str, Callable[[Any], int]] = {
+    "a full CQ with waiting completions":
+        lambda c: sum(len(q.waiting) for q in c.cqs.values() if q.full()),
+    "AER requests outstanding": lambda c: len(c.aer_reqs),
+    "every AER slot used": lambda c: int(len(c.aer_reqs) == c.config.aerl + 1),
+    "events queued": lambda c: len(c.aer_queue),
+    "I/O in flight": lambda c: len(c.inflight),
+    "commands in flight on the same blocks": lambda c: overlapping(c.inflight),
+    "a Read in flight ahead of a Write to its blocks":
+        lambda c: _pairs(c.inflight, READS, WRITES),
+    "SQ entries not fetched": _unfetched,
+    "shadow doorbells on": lambda c: int(c.dbbuf_enabled),
+}
+#: the one score ``target()`` climbs: how many of them one migration starts from at once
+TARGET = "hard states at one migration"
 
 
 def measure(ctrl: Any) -> dict[str, int]:
     """Each hard state's count on a model controller (``{}`` without one)."""
     if ctrl is None:
         return {}
-    counts = (sum(len(q.waiting) for q in ctrl.cqs.values() if q.full()),
-              len(ctrl.aer_reqs), len(ctrl.aer_queue), len(ctrl.inflight),
-              overlapping(ctrl.inflight),
-              sum((q.tail - q.head) % q.size for q in ctrl.sqs.values() if q.sqid))
-    return dict(zip(HARD, counts))
+    return {name: count(ctrl) for name, count in STATES.items()}
+
+
+def names(counts: Mapping[str, int]) -> list[str]:
+    """The hard states present, in ``STATES`` order."""
+    return [name for name, n in counts.items() if n]
+
+
+def score(counts: Mapping[str, int]) -> int:
+    """How many hard states are present together."""
+    return sum(n > 0 for n in counts.values())

@@ -23,8 +23,12 @@ something for the FID drawn (``vocabulary``); half of the I/O commands reuse the
 recent one, most often the one just before, so commands race on the same blocks; the
 ``read_back`` rule repeats one of the reads that show what earlier steps changed
 (``readback``), and a migration may do one or two of them right after it, so what it lost
-is looked at at once.  ``target()`` reports the hardest state any migration of the example
-started from (``hardness``) and ``event()`` counts the hard states migrations happened in.
+is looked at at once; it may also let the guest run on (time passes, every CQ with commands
+outstanding is consumed) so in-flight commands show what the migration did to them.
+
+Guidance (``hardness``): ``target()`` reports the most hard states any migration of the
+example started from, and ``event()`` counts the hard states migrations happened in.
+``steer=False`` drops ``target()``: the unguided baseline.
 
 A divergence whose signature is in ``known`` (findings already in the corpus) ends the
 example quietly, so a run keeps looking for new ways to lose state.
@@ -44,7 +48,7 @@ from hypothesis.stateful import (
 
 from nvmefuzz.errors import Divergence
 from nvmefuzz.fuzz.campaign import Campaign
-from nvmefuzz.fuzz.hardness import TARGET, measure
+from nvmefuzz.fuzz import hardness
 from nvmefuzz.fuzz.readback import key as read_key, read_backs
 from nvmefuzz.fuzz.session import Session
 from nvmefuzz.fuzz.vocabulary import FEATURE_DATA, NS_SPECIFIC, feature_values
@@ -65,6 +69,8 @@ FIDS = st.sampled_from([0x01, 0x02, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x
 #: I/O queues of a kind (CQs, SQs) from which on only one copy of a queue-creating rule stays
 #: applicable: the rest of a campaign's weight builds queues early, then the queues are used
 BUILT = 2
+#: virtual time a migration's ``settle`` lets pass: one I/O latency of the model
+SETTLE_NS = 20_000
 
 class Observer:
     """What a run wants to hear about: findings as they happen, and statistics."""
@@ -112,7 +118,8 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             self.host = self.session.twin_host
             self.steps: list[Step] = []
             self.dead = False
-            self.hardest = 0        # most hard-state kinds present at one migration
+            self.hardest = 0        # most hard states present together at one migration
+            self._counts: dict[str, int] | None = None     # hard states now (None: stale)
             self.readable: dict[tuple, Step] = {}    # reads that show what steps changed
             self.lbas: list[int] = []                # SLBAs of the latest I/O commands
 
@@ -125,6 +132,7 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
                 return
             step = Step(action, {k: v for k, v in args.items() if v is not None})
             self.steps.append(step)
+            self._counts = None
             try:
                 self.session.apply(step)
             except Divergence as exc:
@@ -148,14 +156,15 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
                          steps=tuple(self.steps), verdict=verdict, waivers=camp.waivers,
                          refusals=camp.refusals)
 
-        def _hard(self) -> None:
-            """Note how hard a state this migration starts from (the model shows its inside)."""
-            counts = measure(getattr(self.session.twin, "ctrl", None))
-            self.hardest = max(self.hardest, sum(v > 0 for v in counts.values()))
+        def hard_now(self) -> dict[str, int]:
+            """The hard states' counts now, on the twin (the model shows its inside)."""
+            if self._counts is None:
+                self._counts = hardness.measure(getattr(self.session.twin, "ctrl", None))
+            return self._counts
 
         def teardown(self) -> None:
             if steer:
-                target(float(self.hardest), label=TARGET)
+                target(float(self.hardest), label=hardness.TARGET)
             stats = self.session.stats
             stats.update({f"waived:{k}": v for k, v in self.session.comparator.suppressed.items()})
             obs.example_done(stats)
@@ -187,13 +196,25 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
         def r_register_read(self, offset: int) -> None:
             self.do("reg_read", offset=offset, size=8 if offset in (0, 0x28, 0x30) else 4)
 
-        def r_migrate(self, data: st.DataObject, looks: int) -> None:
-            for name in self.session.hard_states():
+        def r_migrate(self, data: st.DataObject, looks: int, settle: bool) -> None:
+            counts = self.hard_now()
+            for name in hardness.names(counts):
                 event(f"migrated with {name}")
-            self._hard()
+            self.hardest = max(self.hardest, hardness.score(counts))
             self.do("migrate")
             for _ in range(looks if self.readable else 0):   # what may the migration have lost?
                 self.r_read_back(data)
+            if settle:
+                self._settle()
+
+        def _settle(self) -> None:
+            """The guest runs on: time passes and every CQ with commands outstanding is consumed,
+            so what in-flight commands did across the migration is looked at."""
+            cqs = sorted({sq.cqid for sq in self.host.sqs.values() if sq.outstanding})
+            if cqs:
+                self.do("advance", ns=SETTLE_NS)
+            for cqid in cqs:
+                self.do("consume", qid=cqid)
 
         # -------------------------------------------------------------- queues
         def r_create_cq(self, qid: int, size: int, ien: bool, iv: int, pc: int,
@@ -315,7 +336,7 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             [0x00, 0x08, 0x0C, 0x10, 0x14, 0x1C, 0x20, 0x24, 0x28, 0x30, 0x1000])},
             always, None),
         "migrate": (Machine.r_migrate, {"data": st.data(), "looks": st.sampled_from(
-            [0, 1, 1, 2])}, always, None),
+            [0, 1, 1, 2]), "settle": st.booleans()}, always, None),
         "create_cq": (Machine.r_create_cq, {
             "qid": QIDS, "size": SIZES, "ien": st.booleans(),
             "iv": st.sampled_from([0, 1, 2, 3, 0, 70]), "pc": st.sampled_from([1, 1, 1, 0]),

@@ -25,6 +25,7 @@ import attrs
 from nvmefuzz.errors import (
     Divergence, NvmeFuzzError, TargetError, TargetTimeout, TraceFormatError,
 )
+from nvmefuzz.fuzz import hardness
 from nvmefuzz.fuzz.actions import ACTIONS, Observation, observe
 from nvmefuzz.fuzz.compare import TARGET_WAIVERS, WAIVERS, Comparator, canonical_order
 from nvmefuzz.fuzz.reorder import DoorbellTap, HostView, Ledger
@@ -153,23 +154,13 @@ class Session:
             self.stats[f"migrated with {name}"] += 1
 
     def hard_states(self) -> list[str]:
-        """Which hard states the controller is in right now, as the host can tell."""
-        host, ctrl = self.twin_host, getattr(self.twin, "ctrl", None)
-        out = []
+        """Which hard states the controller is in right now (``hardness.STATES``)."""
+        ctrl = getattr(self.twin, "ctrl", None)
         if ctrl is not None:          # the model lets us look inside; QEMU reports its own
-            if any(cq.waiting and cq.full() for cq in ctrl.cqs.values()):
-                out.append("a full CQ with waiting completions")
-            if ctrl.aer_reqs and len(ctrl.aer_reqs) == ctrl.config.aerl + 1:
-                out.append("every AER slot used")
-            if ctrl.aer_queue:
-                out.append("events queued")
-            if ctrl.inflight:
-                out.append("I/O in flight")
-            if ctrl.dbbuf_enabled:
-                out.append("shadow doorbells on")
-        elif any(sq.outstanding for sq in host.sqs.values()):
-            out.append("commands outstanding")
-        return out
+            return hardness.names(hardness.measure(ctrl))
+        if any(sq.outstanding for sq in self.twin_host.sqs.values()):
+            return ["commands outstanding"]
+        return []
 
     def close(self) -> None:
         self.twin.close()
