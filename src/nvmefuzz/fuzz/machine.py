@@ -25,10 +25,8 @@ recent one, most often the one just before, so commands race on the same blocks;
 (``readback``), and a migration may do one or two of them right after it, so what it lost
 is looked at at once; it may also let the guest run on (time passes, every CQ with commands
 outstanding is consumed) so in-flight commands show what the migration did to them.
-
-Guidance (``hardness``): ``target()`` reports the most hard states any migration of the
-example started from, and ``event()`` counts the hard states migrations happened in.
-``steer=False`` drops ``target()``: the unguided baseline.
+``target()`` reports the most hard states (``hardness``) any migration of the example started
+from (``steer=False`` drops it: the unguided baseline); ``event()`` counts them.
 
 A divergence whose signature is in ``known`` (findings already in the corpus) ends the
 example quietly, so a run keeps looking for new ways to lose state.
@@ -119,7 +117,6 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             self.steps: list[Step] = []
             self.dead = False
             self.hardest = 0        # most hard states present together at one migration
-            self._counts: dict[str, int] | None = None     # hard states now (None: stale)
             self.readable: dict[tuple, Step] = {}    # reads that show what steps changed
             self.lbas: list[int] = []                # SLBAs of the latest I/O commands
 
@@ -132,7 +129,6 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
                 return
             step = Step(action, {k: v for k, v in args.items() if v is not None})
             self.steps.append(step)
-            self._counts = None
             try:
                 self.session.apply(step)
             except Divergence as exc:
@@ -155,12 +151,6 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             return Trace(target=cfg.to_plain(), campaign=camp.name, seed=obs.seed,
                          steps=tuple(self.steps), verdict=verdict, waivers=camp.waivers,
                          refusals=camp.refusals)
-
-        def hard_now(self) -> dict[str, int]:
-            """The hard states' counts now, on the twin (the model shows its inside)."""
-            if self._counts is None:
-                self._counts = hardness.measure(getattr(self.session.twin, "ctrl", None))
-            return self._counts
 
         def teardown(self) -> None:
             if steer:
@@ -197,7 +187,7 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             self.do("reg_read", offset=offset, size=8 if offset in (0, 0x28, 0x30) else 4)
 
         def r_migrate(self, data: st.DataObject, looks: int, settle: bool) -> None:
-            counts = self.hard_now()
+            counts = hardness.measure(getattr(self.session.twin, "ctrl", None))  # model only
             for name in hardness.names(counts):
                 event(f"migrated with {name}")
             self.hardest = max(self.hardest, hardness.score(counts))
