@@ -13,7 +13,7 @@ it gives nothing) and ``names(counts)`` the states present.
 
 Two users read the table: the session counts, per migration, the states it started from
 (``migrated with ...`` statistics in every run summary), and the state machine reports with
-``target()`` the ``score`` of its hardest migration: the most states present together at one
+``target()`` its hardest migration: the most states present together at one
 migration of the example, a small bounded number Hypothesis' target phase can climb.
 """
 
@@ -82,8 +82,3 @@ def measure(ctrl: Any) -> dict[str, int]:
 def names(counts: Mapping[str, int]) -> list[str]:
     """The hard states present, in ``STATES`` order."""
     return [name for name, n in counts.items() if n]
-
-
-def score(counts: Mapping[str, int]) -> int:
-    """How many hard states are present together."""
-    return sum(n > 0 for n in counts.values())

@@ -187,11 +187,11 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             self.do("reg_read", offset=offset, size=8 if offset in (0, 0x28, 0x30) else 4)
 
         def r_migrate(self, data: st.DataObject, looks: int, settle: bool) -> None:
-            counts = hardness.measure(getattr(self.session.twin, "ctrl", None))  # model only
-            for name in hardness.names(counts):
+            self.session.migrated_from = []
+            self.do("migrate")                 # the session notes the hard states it left
+            for name in self.session.migrated_from:
                 event(f"migrated with {name}")
-            self.hardest = max(self.hardest, hardness.score(counts))
-            self.do("migrate")
+            self.hardest = max(self.hardest, len(self.session.migrated_from))
             for _ in range(looks if self.readable else 0):   # what may the migration have lost?
                 self.r_read_back(data)
             if settle:

@@ -77,6 +77,8 @@ class Session:
         self.stats: Counter = Counter()
         self.index = 0
         self.last_migration = -1
+        #: the hard states the latest migration started from (``hard_states``)
+        self.migrated_from: list[str] = []
         #: called with (index, step, twin observations, migrated observations) if set
         self.on_step = None
 
@@ -149,8 +151,9 @@ class Session:
         return [], []
 
     def _hard_states(self) -> None:
-        """Count the hard states a migration happened in (read off the twin's host view)."""
-        for name in self.hard_states():
+        """Note and count the hard states a migration happened in."""
+        self.migrated_from = self.hard_states()
+        for name in self.migrated_from:
             self.stats[f"migrated with {name}"] += 1
 
     def hard_states(self) -> list[str]:
