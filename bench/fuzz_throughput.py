@@ -19,9 +19,10 @@ import argparse
 import json
 import time
 
-from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule
 
+from nvmefuzz.fuzz.batch import batch_settings, run_batch
 from nvmefuzz.fuzz.campaign import load
 from nvmefuzz.fuzz.machine import Observer, build_machine
 
@@ -47,14 +48,11 @@ class Bare(RuleBasedStateMachine):
 
 
 def run(machine, seconds: float) -> float:
-    test = machine.TestCase
-    test.settings = settings(max_examples=10**9, stateful_step_count=STEPS, deadline=None,
-                             database=None, suppress_health_check=list(HealthCheck))
+    """Batches of 20 examples, as the fuzzer runs them, until ``seconds`` have passed."""
     start = time.perf_counter()
     done = 0
     while time.perf_counter() - start < seconds:
-        test.settings = settings(test.settings, max_examples=20)
-        test("runTest").runTest()
+        run_batch(machine, batch_settings(20, STEPS), done)
         done += 1
     return time.perf_counter() - start
 

@@ -6,7 +6,7 @@ the same wall-clock budget, drives the same ``Session`` with steps of the same v
 seen, how many examples that took, and how long the reproducer it hands the user is.
 
 * ``state_machine``: the Hypothesis machine in batches as ``run_campaign`` runs them (seed
-  ``seed * 1000003 + batch``, set on the machine class so it takes effect), stopping at the
+  ``seed * 1000003 + batch``, ``fuzz.batch``), stopping at the
   first finding.  The campaigns take batches in turn, 5 examples each in the first round,
   doubling every round up to 80 (``batch_size``): every campaign gets a look within the first
   second, and batches of 20 and more leave Hypothesis room for its target phase (from half
@@ -30,11 +30,9 @@ import time
 from typing import Callable, Sequence
 
 import attrs
-from hypothesis import HealthCheck, Phase, settings
-from hypothesis import seed as hyp_seed
-
 from nvmefuzz.errors import Divergence
 from nvmefuzz.fuzz import walk
+from nvmefuzz.fuzz.batch import batch_settings, run_batch
 from nvmefuzz.fuzz.campaign import Campaign
 from nvmefuzz.fuzz.machine import Observer, build_machine
 from nvmefuzz.fuzz.minimize import minimize
@@ -104,27 +102,14 @@ def state_machine(camps: Sequence[Campaign], seed: int, seconds: float, *,
     obs = _FirstSeen()
     start = time.monotonic()
     b = 0
-    machines = [build_machine(camp, obs, steer=steer) for camp in camps]
+    machines = []                   # each built when its campaign's first batch comes
     while time.monotonic() - start < seconds:
-        camp, machine = camps[b % len(camps)], machines[b % len(camps)]
-        test = machine.TestCase
-        test.settings = settings(
-            max_examples=batch_size(b, len(camps)), stateful_step_count=camp.steps,
-            deadline=None, database=None,
-            derandomize=False, print_blob=False, report_multiple_bugs=False,
-            suppress_health_check=list(HealthCheck),
-            phases=[Phase.generate, Phase.target, Phase.shrink])
-        failed = False
-        try:
-            # the seed goes on the machine class: Hypothesis reads it there and ignores it
-            # on a TestCase instance (every run would differ)
-            hyp_seed(seed * 1_000_003 + b)(machine)
-            test("runTest").runTest()
-        except Exception as exc:            # Hypothesis may wrap the Divergence
-            if not (isinstance(exc, Divergence) or isinstance(exc.__cause__, Divergence)
-                    or any(isinstance(e, Divergence) for e in getattr(exc, "exceptions", ()))):
-                raise
-            failed = True
+        camp = camps[b % len(camps)]
+        if b < len(camps):
+            machines.append(build_machine(camp, obs, steer=steer))
+        machine = machines[b % len(camps)]
+        failed = run_batch(machine, batch_settings(batch_size(b, len(camps)), camp.steps),
+                           seed * 1_000_003 + b) is not None
         b += 1
         if failed and obs.first is not None and obs.last_failure is not None:
             seen, examples, raw = obs.first

@@ -201,9 +201,9 @@ def generate(camp: Campaign, examples: int, seed: int = 0) -> list[tuple[Step, .
 
     The machine runs on the model (whose host view drives the preconditions) with the
     ``migrate`` rule at weight 0, so the draws are the campaign's with migrations removed."""
-    from hypothesis import HealthCheck, Phase, settings
-    from hypothesis import seed as hyp_seed
+    from hypothesis import Phase
 
+    from nvmefuzz.fuzz.batch import batch_settings, run_batch
     from nvmefuzz.fuzz.machine import build_machine
 
     weights = {**camp.weights, "migrate": 0}
@@ -217,13 +217,7 @@ def generate(camp: Campaign, examples: int, seed: int = 0) -> list[tuple[Step, .
         teardown(self)
 
     machine.teardown = keep
-    hyp_seed(seed)(machine)
-    test = machine.TestCase
-    test.settings = settings(max_examples=examples, stateful_step_count=camp.steps,
-                             deadline=None, database=None, derandomize=False,
-                             print_blob=False, suppress_health_check=list(HealthCheck),
-                             phases=[Phase.generate])
-    test("runTest").runTest()
+    run_batch(machine, batch_settings(examples, camp.steps, phases=(Phase.generate,)), seed)
     return drawn[:examples]
 
 

@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Callable
 
 import attrs
-from hypothesis import HealthCheck, Phase, settings
-from hypothesis import seed as hyp_seed
+from hypothesis import Phase
 from hypothesis.database import ExampleDatabase
 from hypothesis.internal.conjecture import engine
 
-from nvmefuzz.errors import Divergence
+from nvmefuzz.fuzz.batch import FUZZ_PHASES, batch_settings, run_batch
 from nvmefuzz.fuzz.campaign import Campaign
 from nvmefuzz.fuzz.database import KeepingDatabase
 from nvmefuzz.fuzz.machine import Observer, build_machine
@@ -127,30 +126,10 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
             n = max(5, min(n, int(remaining / per_example)))
         observer = RawWriter(out_dir, seed)
         machine = build_machine(camp, observer, frozenset(known), steer=steer)
-        # the seed must sit on the machine class: Hypothesis's stateful runner reads it
-        # from there and ignores one put on the TestCase instance
-        hyp_seed(seed * 1_000_003 + result.batches)(machine)
-        test = machine.TestCase
-        test.settings = settings(
-            max_examples=n, stateful_step_count=camp.steps, deadline=None,
-            database=database, derandomize=False, print_blob=False,
-            report_multiple_bugs=False, suppress_health_check=list(HealthCheck),
-            phases=[Phase.generate, Phase.target, Phase.shrink]
-            + ([Phase.reuse] if database is not None else []),
-        )
-        runner = test("runTest")
-        failure = None
-        try:
-            with _shrink_budget(None if seconds is None
-                                else seconds - (time.monotonic() - start)):
-                runner.runTest()
-        except Divergence as exc:
-            failure = exc
-        except Exception as exc:       # Hypothesis wraps some failures (e.g. Flaky)
-            if not isinstance(getattr(exc, "__cause__", None), Divergence) and not any(
-                    isinstance(e, Divergence) for e in getattr(exc, "exceptions", ())):
-                raise
-            failure = exc
+        config = batch_settings(n, camp.steps, database=database, phases=FUZZ_PHASES + (
+            (Phase.reuse,) if database is not None else ()))
+        with _shrink_budget(None if seconds is None else seconds - (time.monotonic() - start)):
+            failure = run_batch(machine, config, seed * 1_000_003 + result.batches)
         result.batches += 1
         done += max(1, observer.stats["examples"]) if failure is None else n
         result.stats.update(observer.stats)

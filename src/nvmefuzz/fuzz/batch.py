@@ -1,0 +1,89 @@
+"""One batch of a state machine: Hypothesis runs up to ``examples`` examples under one seed.
+
+How it works
+------------
+``run_batch`` gives Hypothesis a *factory* for the machine, not the machine class.
+Hypothesis names a stateful test by a digest of its factory's source. For a class that
+``build_machine`` made at run time, ``inspect`` parses the whole module again, fails to find
+the class, and falls back to the name. That costs about 10 ms on every batch, a tenth of a
+five-example batch. The factory has the machine's name and signature, so the digest, and with
+it the key in the example database, is the one the class had. It also carries the seed, because
+Hypothesis reads the seed from the factory.
+
+``batch_settings`` holds the settings every fuzzing batch shares: no deadline, no health
+checks, and none of Hypothesis' own reporting. A batch returns what ended it: the
+``Divergence`` or Hypothesis' wrapper around it (Flaky, an exception group). It returns
+None when the batch ended without one. Any other exception propagates. An ``Observer``
+hears of every finding as the machine meets it, and of every example's statistics.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import Counter
+from typing import Sequence
+
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis.database import ExampleDatabase
+from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
+
+from nvmefuzz.errors import Divergence
+from nvmefuzz.trace.schema import Trace
+
+#: generation, Hypothesis' target phase (``target()`` steers it) and shrinking
+FUZZ_PHASES = (Phase.generate, Phase.target, Phase.shrink)
+
+
+class Observer:
+    """What a run wants to hear about: findings as they happen, and statistics."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.stats: Counter = Counter()
+        self.last_failure: Trace | None = None
+        self.seed = seed
+
+    def finding(self, trace: Trace) -> None:
+        self.last_failure = trace
+
+    def example_done(self, stats: Counter) -> None:
+        self.stats.update(stats)
+        self.stats["examples"] += 1
+
+
+class Factory:
+    """Makes one machine per example. Its digest is its name: no source is parsed."""
+
+    def __init__(self, machine: type[RuleBasedStateMachine], seed: int) -> None:
+        self.machine = machine
+        self.__name__ = machine.__name__
+        self.__signature__ = inspect.signature(machine)
+        self._hypothesis_internal_use_seed = seed
+
+    def __call__(self) -> RuleBasedStateMachine:
+        return self.machine()
+
+
+def batch_settings(examples: int, steps: int, *, database: ExampleDatabase | None = None,
+                   phases: Sequence[Phase] = FUZZ_PHASES) -> settings:
+    return settings(max_examples=examples, stateful_step_count=steps, deadline=None,
+                    database=database, derandomize=False, print_blob=False,
+                    report_multiple_bugs=False, suppress_health_check=list(HealthCheck),
+                    phases=list(phases))
+
+
+def divergent(exc: BaseException) -> bool:
+    """Is ``exc`` a Divergence, or Hypothesis' wrapper around one?"""
+    return (isinstance(exc, Divergence) or isinstance(exc.__cause__, Divergence)
+            or any(isinstance(e, Divergence) for e in getattr(exc, "exceptions", ())))
+
+
+def run_batch(machine: type[RuleBasedStateMachine], config: settings,
+              seed: int) -> Exception | None:
+    """Run one batch of ``machine`` under ``config`` and Hypothesis seed ``seed``."""
+    try:
+        run_state_machine_as_test(Factory(machine, seed), settings=config)
+    except Exception as exc:
+        if not divergent(exc):
+            raise
+        return exc
+    return None

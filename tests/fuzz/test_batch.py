@@ -1,0 +1,67 @@
+"""One batch of a state machine: what ends it, the seed, and the example database key."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import Phase, settings
+from hypothesis.database import InMemoryExampleDatabase
+from hypothesis.stateful import RuleBasedStateMachine, rule
+
+from nvmefuzz.errors import Divergence
+from nvmefuzz.fuzz.batch import Observer, batch_settings, run_batch
+from nvmefuzz.fuzz.campaign import load
+from nvmefuzz.fuzz.machine import build_machine
+
+
+def _machine(profile: str, observer: Observer | None = None):
+    return build_machine(load("mutant-hunt-admin").with_profile(profile), observer)
+
+
+def test_a_batch_ends_with_the_divergence_it_found():
+    """A mutant that loses ACQ is caught; the observer heard of the finding first."""
+    obs = Observer()
+    failure = run_batch(_machine("full-without-acq", obs), batch_settings(50, 40), seed=1)
+    assert failure is not None
+    assert isinstance(failure, Divergence) or isinstance(failure.__cause__, Divergence)
+    assert obs.last_failure is not None and not obs.last_failure.verdict.ok
+
+
+def test_a_batch_without_a_finding_returns_none():
+    obs = Observer()
+    assert run_batch(_machine("full", obs), batch_settings(4, 30), seed=1) is None
+    assert obs.stats["examples"] == 4
+
+
+def test_the_same_seed_gives_the_same_examples():
+    runs = []
+    for _ in range(2):
+        obs = Observer()
+        run_batch(_machine("full", obs), batch_settings(4, 30), seed=7)
+        runs.append((obs.stats["steps"], obs.stats["migrations"]))
+    assert runs[0] == runs[1]
+
+
+def test_a_failure_saved_by_a_batch_replays_from_the_machine_class():
+    """The factory keeps the class's database key: a finding saved by a batch is the one
+    Hypothesis replays for the machine class itself (and for later runs of the fuzzer)."""
+    db = InMemoryExampleDatabase()
+    machine = _machine("full-without-acq")
+    assert run_batch(machine, batch_settings(50, 40, database=db), seed=1) is not None
+    test = machine.TestCase
+    test.settings = settings(database=db, phases=[Phase.reuse], deadline=None,
+                             stateful_step_count=40)
+    with pytest.raises(Exception) as caught:
+        test("runTest").runTest()
+    assert isinstance(caught.value, Divergence) or isinstance(caught.value.__cause__,
+                                                              Divergence)
+
+
+class _Broken(RuleBasedStateMachine):
+    @rule()
+    def fail(self) -> None:
+        raise ValueError("not a divergence")
+
+
+def test_an_error_that_is_not_a_divergence_propagates():
+    with pytest.raises(ValueError, match="not a divergence"):
+        run_batch(_Broken, batch_settings(3, 5, phases=(Phase.generate,)), seed=1)
