@@ -12,7 +12,8 @@ the state machines), signature.  Output:
 * ``reports/bench/traces/<strategy>/<mutant>.cbor``: each reproducer, replayable;
 * a full run (no ``--only``) copies the table and JSON to ``bench/results/``.
 
-Acceptance: nvmefuzz kills >= 95% of the killable mutants with a median time to kill <= 5 s
+The table also puts nvmefuzz head to head with each baseline, mutant by mutant.  ``--render
+JSON`` rewrites the table of an earlier run from its JSON.  Acceptance: nvmefuzz kills >= 95% of the killable mutants with a median time to kill <= 5 s
 (mutants it does not kill count as never) and a median reproducer <= 8 steps, each better than
 every baseline.  Usage: ``python bench/mutants.py --budget 15 --jobs 2 [--only PATTERN]``.
 """
@@ -71,6 +72,27 @@ def summarise(rows: list[dict], strategy: str) -> dict:
     }
 
 
+def head_to_head(rows: list[dict], strategies: list[str]) -> dict[str, dict[str, int]]:
+    """Per baseline, over the killable mutants: who killed first, and how many mutants both
+    killed after the same number of examples (the same examples up to the kill, so their
+    times differ by the clock alone)."""
+    out = {}
+    for rival in (s for s in strategies if s != "nvmefuzz"):
+        tally = dict.fromkeys(("nvmefuzz_first", "rival_first", "neither", "same_examples"), 0)
+        for row in (r for r in rows if r["killable"]):
+            ours, theirs = row["results"]["nvmefuzz"], row["results"][rival]
+            t_ours = ours["seconds"] if ours["killed"] else float("inf")
+            t_theirs = theirs["seconds"] if theirs["killed"] else float("inf")
+            if t_ours == t_theirs == float("inf"):
+                tally["neither"] += 1
+            else:
+                tally["nvmefuzz_first" if t_ours < t_theirs else "rival_first"] += 1
+            tally["same_examples"] += (ours["killed"] and theirs["killed"]
+                                       and ours["examples"] == theirs["examples"])
+        out[rival] = tally
+    return out
+
+
 def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
 
@@ -119,6 +141,14 @@ def markdown(report: dict) -> str:
             "random-walk; the whole workload for functional.", "",
             "## Acceptance", ""]
     out += [f"- [{'x' if ok else ' '}] {name}" for name, ok in report["acceptance"].items()]
+    out += ["", "## Head to head", "",
+            "Over the killable mutants, which of the two killed each one first; the last column "
+            "counts mutants both killed after the same number of examples: the same examples "
+            "up to the kill, so the times differ by the clock alone.", "",
+            "| baseline | nvmefuzz first | baseline first | neither | same examples |",
+            "|---|---|---|---|---|"]
+    out += [f"| {rival} | {t['nvmefuzz_first']} | {t['rival_first']} | {t['neither']} | "
+            f"{t['same_examples']} |" for rival, t in report.get("head_to_head", {}).items()]
     control = report["control"]
     out += ["", f"Control (`full`, must survive): "
             + ", ".join(f"{s} {'KILLED' if control[s]['killed'] else 'survived'}"
@@ -178,7 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--campaigns", default=",".join(CAMPAIGNS))
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
+    ap.add_argument("--render", type=Path, metavar="JSON",
+                    help="write the markdown table of an earlier run's mutants.json beside it")
     args = ap.parse_args(argv)
+    if args.render:
+        report = json.loads(args.render.read_text())
+        report["head_to_head"] = head_to_head(report["mutants"], report["meta"]["strategies"])
+        args.render.write_text(json.dumps(report, indent=1) + "\n")
+        args.render.with_suffix(".md").write_text(markdown(report))
+        return 0
 
     strategies = args.strategies.split(",")
     campaigns = tuple(args.campaigns.split(","))
@@ -214,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                  "wall_seconds": round(time.monotonic() - start, 1)},
         "summary": summary,
         "acceptance": acceptance(summary) if "nvmefuzz" in summary else {},
+        "head_to_head": head_to_head(rows, strategies) if "nvmefuzz" in summary else {},
         "control": results[CONTROL], "mutants": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)
