@@ -278,3 +278,21 @@ def test_replay_is_repeatable_step_by_step():
     assert [i for i, *_ in seen[0]] == [0, 1, 2, 3]
     last = seen[0][-1]
     assert last[2] != last[3]
+
+
+def test_shadow_doorbells_set_up_after_unrung_entries_still_ring_the_controller():
+    """The host sets the shadow and EventIdx slots to what the controller was last told, not
+    to its own tail: a command written before Doorbell Buffer Config but not rung is fetched
+    when the host next rings, so a design that kicks its SQs on load (qemu-11.1) shows
+    nothing the twin has not done already."""
+    steps = [ENABLE, Step("create_cq", {"qid": 1, "size": 4}),
+             Step("create_sq", {"qid": 1, "cqid": 1, "size": 4}),
+             Step("io", {**write(1, 0, 7).args, "ring": False}), Step("dbbuf", {}),
+             Step("ring_sq", {"qid": 1}), Step("advance", {"ns": 100_000}),
+             Step("consume", {"qid": 1})]
+    session = Session(TargetConfig(profile="full"), (), "finding")
+    for step in steps:
+        session.apply(step)
+    assert not session.twin_host.sqs[1].outstanding     # the write completed
+    assert session.twin_host.sqs[1].rung == 1
+    assert replay(trace("qemu-11.1", steps[:-2] + [Step("migrate", {})] + steps[-2:]))[0].ok

@@ -160,18 +160,20 @@ def aer(host: Host, t: Target, a: dict) -> list[Observation]:
 
 def dbbuf(host: Host, t: Target, a: dict) -> list[Observation]:
     if not host.shadow:      # fresh pages; pages in use keep the values the host wrote
-        # Each slot starts at the queue's current tail / head, in the shadow page and in the
-        # EventIdx page: the host's next update then passes the EventIdx and rings the MMIO
-        # doorbell, until the controller writes an EventIdx of its own (a zero EventIdx
-        # would let the host skip that doorbell for a queue already in use, and leave the
-        # fetch to whenever the controller happens to read the shadow value).
+        # Each slot starts at the tail / head the controller was last told, in the shadow
+        # page and in the EventIdx page: the host's next update then passes the EventIdx
+        # and rings the MMIO doorbell, until the controller writes an EventIdx of its own.
+        # (A zero EventIdx would let the host skip that doorbell for a queue already in
+        # use; the host's own tail, when entries were written but not rung, would let it
+        # skip the doorbell for them. Either leaves the fetch to whenever the controller
+        # happens to read the shadow value.)
         page = bytearray(L.PAGE)
         for qid, sq in host.sqs.items():
             if qid:
-                page[8 * qid:8 * qid + 4] = sq.tail.to_bytes(4, "little")
+                page[8 * qid:8 * qid + 4] = sq.rung.to_bytes(4, "little")
         for qid, cq in host.cqs.items():
             if qid:
-                page[8 * qid + 4:8 * qid + 8] = cq.head.to_bytes(4, "little")
+                page[8 * qid + 4:8 * qid + 8] = cq.rung.to_bytes(4, "little")
         t.mem_write(L.SHADOW_DB, bytes(page))
         t.mem_write(L.EVENTIDX, bytes(page))
     sqe = SQE(A.DOORBELL_BUFFER_CONFIG, prp1=L.SHADOW_DB + a.get("misalign", 0),

@@ -57,6 +57,7 @@ class HostSQ:
     size: int
     tail: int = 0
     head: int = 0
+    rung: int = 0               # the tail the controller was last told (MMIO or shadow)
     next_cid: int = 0
     outstanding: dict[int, Outstanding] = attrs.Factory(dict)
 
@@ -70,6 +71,7 @@ class HostCQ:
     size: int
     head: int = 0
     phase: int = 1
+    rung: int = 0               # the head the controller was last told (MMIO or shadow)
 
 
 @attrs.frozen
@@ -182,6 +184,8 @@ class Host:
         """Write SQ ``qid``'s tail doorbell: the host tail, or any ``value`` (even invalid)."""
         sq = self.sqs.get(qid)
         new = value if value is not None else (sq.tail if sq else 0)
+        if sq is not None and new < sq.size:       # an invalid value is not taken
+            sq.rung = new
         if self.shadow and sq is not None and value is None and qid:
             old = self._shadow(L.SHADOW_DB + 8 * qid, new)
             event = int.from_bytes(self.bus.mem_read(L.EVENTIDX + 8 * qid, 4), "little")
@@ -192,6 +196,8 @@ class Host:
     def ring_cq(self, qid: int, value: int | None = None) -> None:
         cq = self.cqs.get(qid)
         new = value if value is not None else (cq.head if cq else 0)
+        if cq is not None and new < cq.size:
+            cq.rung = new
         if self.shadow and cq is not None and value is None and qid:
             old = self._shadow(L.SHADOW_DB + 8 * qid + 4, new)
             event = int.from_bytes(self.bus.mem_read(L.EVENTIDX + 8 * qid + 4, 4), "little")
