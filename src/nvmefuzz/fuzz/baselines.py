@@ -5,12 +5,12 @@ the same wall-clock budget, drives the same ``Session`` with steps of the same v
 (``fuzz.actions``), and returns a ``Kill``: whether and when the first failing example was
 seen, how many examples that took, and how long the reproducer it hands the user is.
 
-* ``state_machine``: the Hypothesis machine in batches as ``run_campaign`` runs them (seed
-  ``seed * 1000003 + batch``, ``fuzz.batch``), stopping at the
-  first finding.  The campaigns take batches in turn, 5 examples each in the first round,
-  doubling every round up to 80 (``batch_size``): every campaign gets a look within the first
-  second, and batches of 20 and more leave Hypothesis room for its target phase (from half
-  the batch on), where ``target()`` steers.  ``steer=False`` is the baseline without
+* ``state_machine``: the Hypothesis machine in batches as ``run_campaign`` runs them
+  (``fuzz.batch``, seed ``seed * 1000003 + batch``), stopping at the first finding.  The
+  campaigns take batches in turn, 5 examples each in the first round, doubling every round
+  up to 80 (``batch_size``): every campaign gets a look within the first second, and
+  batches of 20 and more leave Hypothesis room for its target phase (from half the batch
+  on), where ``target()`` steers.  ``steer=False`` is the baseline without
   ``target()`` guidance.  The reproducer is what ``run_campaign`` gives the user: Hypothesis'
   shrunk trace after ``minimize`` deleted the steps it does not need.
 * ``random_walk``: Python's ``random.Random(seed)`` picks uniformly among the actions (and
@@ -30,6 +30,7 @@ import time
 from typing import Callable, Sequence
 
 import attrs
+
 from nvmefuzz.errors import Divergence
 from nvmefuzz.fuzz import walk
 from nvmefuzz.fuzz.batch import batch_settings, run_batch
