@@ -13,9 +13,11 @@ the state machines), signature.  Output:
 * a full run (no ``--only``) copies the table and JSON to ``bench/results/``.
 
 The table also puts nvmefuzz head to head with each baseline, mutant by mutant.  ``--render
-JSON`` rewrites the table of an earlier run from its JSON.  Acceptance: nvmefuzz kills >= 95% of the killable mutants with a median time to kill <= 5 s
+JSON`` rewrites the table of an earlier run from its JSON.
+
+Acceptance: nvmefuzz kills >= 95% of the killable mutants with a median time to kill <= 5 s
 (mutants it does not kill count as never) and a median reproducer <= 8 steps, each better than
-every baseline.  Usage: ``python bench/mutants.py --budget 15 --jobs 2 [--only PATTERN]``.
+every baseline.  Usage: ``python bench/mutants.py --budget 20 --jobs 2 [--only PATTERN]``.
 """
 
 from __future__ import annotations
