@@ -7,8 +7,7 @@ from hypothesis import Phase, settings
 from hypothesis.database import InMemoryExampleDatabase
 from hypothesis.stateful import RuleBasedStateMachine, rule
 
-from nvmefuzz.errors import Divergence
-from nvmefuzz.fuzz.batch import Observer, batch_settings, run_batch
+from nvmefuzz.fuzz.batch import Observer, batch_settings, divergent, run_batch
 from nvmefuzz.fuzz.campaign import load
 from nvmefuzz.fuzz.machine import build_machine
 
@@ -22,7 +21,7 @@ def test_a_batch_ends_with_the_divergence_it_found():
     obs = Observer()
     failure = run_batch(_machine("full-without-acq", obs), batch_settings(50, 40), seed=1)
     assert failure is not None
-    assert isinstance(failure, Divergence) or isinstance(failure.__cause__, Divergence)
+    assert divergent(failure)
     assert obs.last_failure is not None and not obs.last_failure.verdict.ok
 
 
@@ -52,8 +51,7 @@ def test_a_failure_saved_by_a_batch_replays_from_the_machine_class():
                              stateful_step_count=40)
     with pytest.raises(Exception) as caught:
         test("runTest").runTest()
-    assert isinstance(caught.value, Divergence) or isinstance(caught.value.__cause__,
-                                                              Divergence)
+    assert divergent(caught.value)
 
 
 class _Broken(RuleBasedStateMachine):
