@@ -17,7 +17,8 @@ JSON`` rewrites the table of an earlier run from its JSON.
 
 Acceptance: nvmefuzz kills >= 95% of the killable mutants with a median time to kill <= 5 s
 (mutants it does not kill count as never) and a median reproducer <= 8 steps, each better than
-every baseline.  Usage: ``python bench/mutants.py --budget 20 --jobs 2 [--only PATTERN]``.
+every baseline: beyond the 95% interval of a paired bootstrap over the mutants, so a gap of
+clock noise or of which mutants happen to be in the catalogue is a tie.  Usage: ``python bench/mutants.py --budget 20 --jobs 2 [--only PATTERN]``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import fnmatch
 import json
 import multiprocessing
 import platform
+import random
 import shutil
 import statistics
 import sys
@@ -44,6 +46,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CAMPAIGNS = ("mutant-hunt-admin", "mutant-hunt-io", "mutant-hunt-intx")
 CONTROL = "full"
 GOALS = {"kill_rate": 0.95, "median_seconds": 5.0, "median_length": 8}
+#: resamples of the paired bootstrap that judges "better than a baseline" (``compare``)
+RESAMPLES = 2000
+INF = float("inf")
 
 
 def hunt(job: tuple[str, str, tuple[str, ...], int, float]) -> tuple[str, str, dict, bytes]:
@@ -76,8 +81,9 @@ def summarise(rows: list[dict], strategy: str) -> dict:
 
 def head_to_head(rows: list[dict], strategies: list[str]) -> dict[str, dict[str, int]]:
     """Per baseline, over the killable mutants: who killed first, and how many mutants both
-    killed after the same number of examples (the same examples up to the kill, so their
-    times differ by the clock alone)."""
+    killed after the same number of examples (before Hypothesis' first target phase, in the
+    third round of batches, that means the same examples: their times differ by the clock
+    alone)."""
     out = {}
     for rival in (s for s in strategies if s != "nvmefuzz"):
         tally = dict.fromkeys(("nvmefuzz_first", "rival_first", "neither", "same_examples"), 0)
@@ -99,20 +105,77 @@ def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
 
 
-def acceptance(summary: dict) -> dict[str, bool]:
+def _statistics(res: list[dict]) -> dict[str, float]:
+    """The three figures the acceptance compares, with never (inf) for what was not reached."""
+    killed = [r for r in res if r["killed"]]
+    lengths = [r["length"] for r in killed]
+    return {"kill_rate": len(killed) / len(res) if res else 0.0,
+            "median_seconds": statistics.median(
+                r["seconds"] if r["killed"] else INF for r in res) if res else INF,
+            "median_length": statistics.median(lengths) if lengths else INF}
+
+
+def _minus(a: float, b: float) -> float:
+    return 0.0 if a == b else a - b            # never minus never is a tie, not nan
+
+
+def compare(rows: list[dict], rival: str) -> dict[str, dict[str, float]]:
+    """nvmefuzz minus ``rival`` on each figure, with a 95% interval from a paired bootstrap.
+
+    The mutants are resampled with replacement, each keeping both strategies' results, and
+    the figures are recomputed ``RESAMPLES`` times.  An interval that stays on one side of
+    zero is a difference that neither the choice of mutants nor the clock explains; one that
+    holds zero is a tie, however the point estimates fall.
+    """
+    pairs = [(r["results"]["nvmefuzz"], r["results"][rival]) for r in rows if r["killable"]]
+    rng = random.Random(0)
+    point = (_statistics([p[0] for p in pairs]), _statistics([p[1] for p in pairs]))
+    out = {k: {"difference": _minus(point[0][k], point[1][k])} for k in point[0]}
+    draws: dict[str, list[float]] = {k: [] for k in out}
+    for _ in range(RESAMPLES if pairs else 0):
+        sample = [pairs[rng.randrange(len(pairs))] for _ in pairs]
+        ours, theirs = _statistics([p[0] for p in sample]), _statistics([p[1] for p in sample])
+        for k, values in draws.items():
+            values.append(_minus(ours[k], theirs[k]))
+    for k, values in draws.items():
+        values.sort()
+        out[k]["low"] = values[int(0.025 * len(values))] if values else 0.0
+        out[k]["high"] = values[int(0.975 * len(values)) - 1] if values else 0.0
+    return out
+
+
+def better(diff: dict[str, dict[str, float]]) -> dict[str, bool]:
+    """Which figures are better for nvmefuzz beyond the bootstrap's 95% interval."""
+    return {"kill_rate": diff["kill_rate"]["low"] > 0,
+            "median_seconds": diff["median_seconds"]["high"] < 0,
+            "median_length": diff["median_length"]["high"] < 0}
+
+
+def acceptance(summary: dict, comparisons: dict[str, dict]) -> dict[str, bool]:
+    """The issue's goals; "better than every baseline" is judged by ``compare``'s intervals."""
     ours = summary["nvmefuzz"]
-    rivals = [s for name, s in summary.items() if name != "nvmefuzz"]
-    inf = float("inf")
-    sec = lambda s: inf if s["median_seconds"] is None else s["median_seconds"]  # noqa: E731
-    length = lambda s: inf if s["median_length"] is None else s["median_length"]  # noqa: E731
+    sec = INF if ours["median_seconds"] is None else ours["median_seconds"]
+    length = INF if ours["median_length"] is None else ours["median_length"]
+    wins = [better(d) for d in comparisons.values()]
     return {
         "kill rate >= 95% of killable": ours["kill_rate"] >= GOALS["kill_rate"],
-        "median time to kill <= 5 s": sec(ours) <= GOALS["median_seconds"],
-        "median shrunk length <= 8 steps": length(ours) <= GOALS["median_length"],
-        "kill rate above every baseline": all(ours["kill_rate"] > s["kill_rate"] for s in rivals),
-        "median time below every baseline": all(sec(ours) < sec(s) for s in rivals),
-        "median length below every baseline": all(length(ours) < length(s) for s in rivals),
+        "median time to kill <= 5 s": sec <= GOALS["median_seconds"],
+        "median shrunk length <= 8 steps": length <= GOALS["median_length"],
+        "kill rate above every baseline": all(w["kill_rate"] for w in wins),
+        "median time below every baseline": all(w["median_seconds"] for w in wins),
+        "median length below every baseline": all(w["median_length"] for w in wins),
     }
+
+
+def judge(report: dict) -> None:
+    """Fill in a report's comparisons, acceptance and head to head from its rows."""
+    rows, strategies = report["mutants"], report["meta"]["strategies"]
+    if "nvmefuzz" not in strategies:
+        report.update(comparisons={}, acceptance={}, head_to_head={})
+        return
+    report["comparisons"] = {s: compare(rows, s) for s in strategies if s != "nvmefuzz"}
+    report["acceptance"] = acceptance(report["summary"], report["comparisons"])
+    report["head_to_head"] = head_to_head(rows, strategies)
 
 
 # ---------------------------------------------------------------------- output
@@ -143,10 +206,22 @@ def markdown(report: dict) -> str:
             "random-walk; the whole workload for functional.", "",
             "## Acceptance", ""]
     out += [f"- [{'x' if ok else ' '}] {name}" for name, ok in report["acceptance"].items()]
+    out += ["", "\"Better\" means better beyond chance: nvmefuzz minus the baseline, with the "
+            f"95% interval of a paired bootstrap over the killable mutants ({RESAMPLES} "
+            "resamples). An interval holding zero is a tie, whatever the medians above say.",
+            "", "| baseline | kill rate | median time to kill | median reproducer |",
+            "|---|---|---|---|"]
+    for rival, diff in report.get("comparisons", {}).items():
+        wins = better(diff)
+        cells = [_interval(diff["kill_rate"], wins["kill_rate"], 100, " pt"),
+                 _interval(diff["median_seconds"], wins["median_seconds"], 1, " s"),
+                 _interval(diff["median_length"], wins["median_length"], 1, " steps")]
+        out.append(f"| {rival} | " + " | ".join(cells) + " |")
     out += ["", "## Head to head", "",
             "Over the killable mutants, which of the two killed each one first; the last column "
-            "counts mutants both killed after the same number of examples: the same examples "
-            "up to the kill, so the times differ by the clock alone.", "",
+            "counts mutants both killed after the same number of examples. Before Hypothesis' "
+            "first target phase (the third round of batches) that means the same examples up "
+            "to the kill, so the times differ by the clock alone.", "",
             "| baseline | nvmefuzz first | baseline first | neither | same examples |",
             "|---|---|---|---|---|"]
     out += [f"| {rival} | {t['nvmefuzz_first']} | {t['rival_first']} | {t['neither']} | "
@@ -166,6 +241,15 @@ def markdown(report: dict) -> str:
     out += ["", "## Not killable", ""]
     out += [f"- `{n}`: {why}" for n, why in M.NOT_KILLABLE.items()]
     return "\n".join(out) + "\n"
+
+
+def _interval(d: dict[str, float], win: bool, scale: float, unit: str) -> str:
+    """``-0.05 s (-0.1 .. -0.01) better``: a difference, its interval and the verdict (-inf:
+    nvmefuzz reached the median and the baseline never did)."""
+    def num(x: float) -> str:
+        return "+inf" if x == INF else "-inf" if x == -INF else f"{scale * x:+.3g}"
+    verdict = "better" if win else "tie" if d["low"] <= 0 <= d["high"] else "worse"
+    return f"{num(d['difference'])}{unit} ({num(d['low'])} .. {num(d['high'])}) {verdict}"
 
 
 def _fmt(x: float | None, unit: str = "", none: str = "-") -> str:
@@ -215,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.render:
         report = json.loads(args.render.read_text())
-        report["head_to_head"] = head_to_head(report["mutants"], report["meta"]["strategies"])
+        judge(report)
         args.render.write_text(json.dumps(report, indent=1) + "\n")
         args.render.with_suffix(".md").write_text(markdown(report))
         return 0
@@ -253,10 +337,9 @@ def main(argv: list[str] | None = None) -> int:
                  "machine": f"{platform.machine()} x{multiprocessing.cpu_count()}",
                  "wall_seconds": round(time.monotonic() - start, 1)},
         "summary": summary,
-        "acceptance": acceptance(summary) if "nvmefuzz" in summary else {},
-        "head_to_head": head_to_head(rows, strategies) if "nvmefuzz" in summary else {},
         "control": results[CONTROL], "mutants": rows,
     }
+    judge(report)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "mutants.json").write_text(json.dumps(report, indent=1) + "\n")
     (args.out / "mutants.md").write_text(markdown(report))

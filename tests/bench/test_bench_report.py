@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "mutants.py"
 _spec = importlib.util.spec_from_file_location("bench_mutants", BENCH)
 mutants = importlib.util.module_from_spec(_spec)
@@ -16,11 +18,11 @@ STRATEGIES = ["nvmefuzz", "unguided", "random-walk"]
 
 def _kill(seconds: float | None, examples: int = 1, length: int = 4) -> dict:
     return {"killed": seconds is not None, "seconds": seconds, "examples": examples,
-            "length": length if seconds is not None else None}
+            "length": length if seconds is not None else None, "signature": ""}
 
 
 def _row(name: str, killable: bool = True, **results: dict) -> dict:
-    return {"name": name, "killable": killable, "results": results}
+    return {"name": name, "kind": "behaviour", "killable": killable, "results": results}
 
 
 ROWS = [
@@ -50,9 +52,56 @@ def test_unkilled_mutants_count_as_never_in_the_median():
     assert mutants.summarise(ROWS, "unguided")["median_seconds"] == 1.125
 
 
-def test_acceptance_wants_strictly_better_than_every_baseline():
-    summary = {s: mutants.summarise(ROWS, s) for s in STRATEGIES}
-    verdict = mutants.acceptance(summary)
+def _rows(ours: list, theirs: list) -> list[dict]:
+    return [_row(f"m{i}", nvmefuzz=a, unguided=b) for i, (a, b) in enumerate(zip(ours, theirs))]
+
+
+def test_identical_results_are_a_tie_on_every_figure():
+    kills = [_kill(0.1 * (i + 1), i + 1, 3 + i % 4) for i in range(20)]
+    diff = mutants.compare(_rows(kills, kills), "unguided")
+    for figure in ("kill_rate", "median_seconds", "median_length"):
+        assert diff[figure] == {"difference": 0.0, "low": 0.0, "high": 0.0}
+    assert not any(mutants.better(diff).values())
+
+
+def test_clock_noise_between_the_same_examples_is_a_tie():
+    # the same examples up to each kill; the clock adds a few ms either way
+    ours = [_kill(0.1 + 0.01 * i, i + 1) for i in range(40)]
+    theirs = [_kill(r["seconds"] + (0.003 if i % 2 else -0.003), i + 1) for i, r in enumerate(ours)]
+    diff = mutants.compare(_rows(ours, theirs), "unguided")
+    assert diff["median_seconds"]["low"] < 0 < diff["median_seconds"]["high"]
+    assert mutants.better(diff)["median_seconds"] is False
+
+
+def test_one_more_kill_among_few_mutants_is_not_yet_better():
+    ours = [_kill(1.0) for _ in range(10)]
+    theirs = [_kill(1.0) for _ in range(9)] + [_kill(None)]
+    diff = mutants.compare(_rows(ours, theirs), "unguided")
+    assert diff["kill_rate"]["difference"] == pytest.approx(0.1)
+    assert diff["kill_rate"]["low"] == 0.0 and mutants.better(diff)["kill_rate"] is False
+
+
+def test_a_difference_on_most_mutants_is_better():
+    ours = [_kill(0.1, 3, 4) for _ in range(30)]
+    theirs = [_kill(None) for _ in range(15)] + [_kill(2.0, 40, 20) for _ in range(15)]
+    diff = mutants.compare(_rows(ours, theirs), "unguided")
+    # the rival's median is never in half the resamples, and 1.9 s later in the rest
+    assert diff["median_seconds"]["low"] == float("-inf")
+    assert diff["median_seconds"]["high"] == pytest.approx(-1.9)
+    assert diff["median_length"] == {"difference": -16.0, "low": -16.0, "high": -16.0}
+    assert mutants.better(diff) == {"kill_rate": True, "median_seconds": True,
+                                    "median_length": True}
+
+
+def test_acceptance_wants_better_than_every_baseline():
+    report = {"meta": {"strategies": STRATEGIES}, "mutants": ROWS,
+              "summary": {s: mutants.summarise(ROWS, s) for s in STRATEGIES}}
+    mutants.judge(report)
+    verdict = report["acceptance"]
     assert verdict["kill rate above every baseline"] is False      # 2 of 4 against 3 of 4
     assert verdict["median time to kill <= 5 s"] is False
     assert verdict["median length below every baseline"] is False  # 4 against 4: a tie
+    assert set(report["comparisons"]) == {"unguided", "random-walk"}
+    assert "| unguided | " in mutants.markdown({**report, "control": dict.fromkeys(STRATEGIES, _kill(None)), "meta": {
+        **report["meta"], "date": "d", "budget": 1, "seed": 1, "campaigns": [], "mutants": 5,
+        "killable": 4, "hypothesis": "h", "jobs": 1, "machine": "m"}})
