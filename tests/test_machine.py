@@ -5,10 +5,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import attrs
-from hypothesis import settings
+import pytest
+from hypothesis import Phase, given, settings, strategies as st
 
+from nvmefuzz.errors import Divergence
 from nvmefuzz.fuzz.campaign import available, load
 from nvmefuzz.fuzz.machine import BUILT, Observer, build_machine
+from nvmefuzz.protocol.spec import AdminOpcode as A
 
 
 def machine_test(name: str, examples: int, steps: int):
@@ -116,3 +119,40 @@ def test_a_migration_may_let_the_guest_run_on():
     assert obs.stats["migrations"] > 0 and obs.stats["action:io"] > 0
     assert 0 < obs.stats["action:advance"] <= obs.stats["migrations"]
     assert obs.stats["action:consume"] >= obs.stats["action:advance"]
+
+
+def _migrate_after_set_features(profile: str, explained: frozenset = frozenset()) -> list[str]:
+    """Power on, set Error Recovery, migrate drawing no read-backs and no settling; the
+    actions of the steps the migration took (it raises if one of them diverges)."""
+    machine = build_machine(load("default").with_profile(profile), explained=explained)
+    taken: list[str] = []
+
+    @given(st.none())
+    @settings(max_examples=1, database=None, phases=[Phase.generate])
+    def drive(_):
+        m = machine()
+        try:
+            m.power_on(pairs=[])
+            m.do("admin", opc=int(A.SET_FEATURES), cdw10=0x05, cdw11=0x10, nsid=1)
+            before = len(m.steps)
+            m.r_migrate(data=None, looks=0, settle=False)
+            taken.extend(s.action for s in m.steps[before:])
+        finally:
+            m.session.close()
+    drive()
+    return taken
+
+
+def test_a_migration_that_lost_state_reads_back_what_the_example_changed():
+    """Nothing lost (`full`): the migration alone.  Error Recovery lost: the migration reads
+    back everything the example changed, whatever it drew, and the Get Features shows it."""
+    assert _migrate_after_set_features("full") == ["migrate"]
+    with pytest.raises(Divergence) as exc:
+        _migrate_after_set_features("full-without-features.err_rec")
+    assert exc.value.signature == "divergence:cqe/admin/GET_FEATURES/fid=0x05/dw0"
+
+
+def test_a_loss_known_findings_explain_is_not_read_back():
+    """Error Recovery lost, but a known finding shows that: the migration alone."""
+    assert _migrate_after_set_features("full-without-features.err_rec",
+                                       frozenset({"features.err_rec"})) == ["migrate"]

@@ -58,6 +58,7 @@ def test_fuzz_full_profile_finds_nothing(tmp_path):
     assert data["examples"] >= 20 and data["steps"] > data["examples"]
     assert data["migrations"] > 0
     assert data["findings"] == []
+    assert data["migrations_that_lost_state"] == 0 and data["lost_at_migration"] == {}
     assert data["profile"] == "full" and data["campaign"] == "default"
     assert not (tmp_path / "corpus").exists() or not corpus.files(tmp_path / "corpus")
 
@@ -67,6 +68,10 @@ def test_fuzz_v3_patch_reports_findings(v3_run):
     work, proc, data = v3_run
     assert proc.returncode == FOUND, proc.stderr
     assert data["findings"]
+    # what the design lost inside, seen or not: the summary counts it per state path
+    assert 0 < data["migrations_that_lost_state"] <= data["migrations"]
+    assert set(data["lost_at_migration"]) & {"features.temp_thresh_hi", "host_writes",
+                                             "data_units_written", "changed_nsids"}
     for f in data["findings"]:
         trace_path = work / f["trace"]
         assert trace_path.is_file()

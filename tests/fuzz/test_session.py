@@ -88,6 +88,7 @@ def test_full_profile_migrates_every_hard_state():
         after = s.mig.ctrl
         assert after is not before
         assert s.stats["migrations"] == 1 and s.last_migration == len(HARD)
+        assert s.lost == [] and not s.stats["migrations that lost state"]
         assert len(after.inflight) == 2 and len(after.cqs[1].waiting) == 2
         assert len(after.aer_reqs) == 4 and len(after.aer_queue) == 1
         for step in AFTER:
@@ -98,6 +99,27 @@ def test_full_profile_migrates_every_hard_state():
         for name in ("a full CQ with waiting completions", "every AER slot used",
                      "events queued", "I/O in flight"):
             assert s.stats[f"migrated with {name}"] == 1
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("profile, lost", [
+    ("full-without-features.err_rec", ["features.err_rec"]),
+    ("full-without-cq.waiting", ["cq"]),
+    ("full+inflight-reads-dropped", ["inflight"]),
+])
+def test_a_migration_names_the_state_it_lost_before_the_guest_sees_it(profile, lost):
+    """The session compares the twin's state with the migrated controller's at once: what a
+    design lost is known at the migration, before any read shows it."""
+    s = Session(TargetConfig(profile=profile))
+    try:
+        for step in [*HARD, Step("admin", {"opc": int(A.SET_FEATURES), "cdw10": 0x05,
+                                           "cdw11": 0x10, "nsid": 1})]:
+            s.apply(step)
+        s.apply(Step("migrate"))
+        assert s.lost == lost
+        assert s.stats["migrations that lost state"] == 1
+        assert s.stats[f"lost at migration: {lost[0]}"] == 1
     finally:
         s.close()
 

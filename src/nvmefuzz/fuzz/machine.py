@@ -22,11 +22,13 @@ Guidance from the example's own past: Set Features draws CDW11 from the values t
 something for the FID drawn (``vocabulary``); half of the I/O commands reuse the SLBA of a
 recent one, most often the one just before, so commands race on the same blocks; the
 ``read_back`` rule repeats one of the reads that show what earlier steps changed
-(``readback``), and a migration may do one or two of them right after it, so what it lost
-is looked at at once; it may also let the guest run on (time passes, every CQ with commands
-outstanding is consumed) so in-flight commands show what the migration did to them.
-``target()`` reports the most hard states (``hardness``) any migration of the example started
-from (``steer=False`` drops it: the unguided baseline); ``event()`` counts them.
+(``readback``), and a migration may do one or two of them right after it; it may also let
+the guest run on (time passes, every CQ with commands outstanding is consumed).  A migration
+that lost state (``Session.lost``: the migrated model differs from its twin inside) no known
+finding explains (``explained``) reads back everything the example changed: a loss the model
+sees becomes one the guest sees (QEMU shows no insides).  ``target()`` reports the most hard
+states (``hardness``) any migration of the example started from (``steer=False`` drops it:
+the unguided baseline); ``event()`` counts them.
 
 A divergence whose signature is in ``known`` (findings already in the corpus) ends the
 example quietly, so a run keeps looking for new ways to lose state.
@@ -81,12 +83,14 @@ def _io_sqs(m: Any) -> list[int]:
 
 def build_machine(camp: Campaign, observer: Observer | None = None,
                   known: frozenset[str] = frozenset(),
-                  bare: bool = False, steer: bool = True) -> type[RuleBasedStateMachine]:
+                  bare: bool = False, steer: bool = True,
+                  explained: frozenset[str] = frozenset()) -> type[RuleBasedStateMachine]:
     """The state machine class for ``camp`` (its TestCase runs it under pytest).
 
     ``bare`` keeps the machine's shape (rules, weights, strategies, preconditions) but makes
     every step a no-op that is only counted: the baseline for measuring the fuzz loop's own
     cost on top of Hypothesis.  ``steer=False`` drops the ``target()`` guidance (a baseline).
+    ``explained``: lost state paths known findings already show (no read-back of them all).
     """
     cfg = TargetConfig(kind=camp.target, profile=camp.profile, msix=camp.msix)
     obs = observer or Observer()
@@ -179,6 +183,8 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             self.hardest = max(self.hardest, len(self.session.migrated_from))
             for _ in range(looks if self.readable else 0):   # what may the migration have lost?
                 self.r_read_back(data)
+            for read in list(self.readable.values()) if set(self.session.lost) - explained else ():
+                self.do(read.action, **read.args)          # a loss no known finding shows
             if settle:
                 self._settle()
 

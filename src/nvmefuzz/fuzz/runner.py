@@ -11,6 +11,8 @@ had no time to (bounded).  The raw (first seen) trace of a finding is
 written to the run's folder the moment it is seen, before shrinking starts, and the shrunk
 trace goes to the corpus under its signature.  Signatures already in the corpus are
 ``known``: examples that reach them end quietly, so later batches look for new findings.
+For the same reason the state paths those findings lose are ``explained``: a migration that
+loses only them is not followed by reading back everything (``machine``).
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from hypothesis.internal.conjecture import engine
 
 from nvmefuzz.fuzz.batch import FUZZ_PHASES, batch_settings, run_batch
 from nvmefuzz.fuzz.campaign import Campaign
+from nvmefuzz.errors import NvmeFuzzError
 from nvmefuzz.fuzz.database import KeepingDatabase
 from nvmefuzz.fuzz.machine import Observer, build_machine
 from nvmefuzz.fuzz.minimize import minimize
+from nvmefuzz.fuzz.session import lost_paths, replay
 from nvmefuzz.trace import corpus
 from nvmefuzz.trace.schema import Trace
 
@@ -91,11 +95,23 @@ def _shrink_budget(remaining: float | None):
         engine.MAX_SHRINKING_SECONDS = old
 
 
-def known_signatures(corpus_dir: Path | None, profile: str) -> set[str]:
+def known_findings(corpus_dir: Path | None, profile: str) -> list[Trace]:
+    """The corpus's findings on ``profile`` (unreadable files are the corpus's to report)."""
     if corpus_dir is None or not Path(corpus_dir).exists():
-        return set()
-    return {e.trace.verdict.signature for e in corpus.load_all(corpus_dir)
-            if e.trace is not None and e.trace.profile == profile and not e.trace.verdict.ok}
+        return []
+    return [e.trace for e in corpus.load_all(corpus_dir)
+            if e.trace is not None and e.trace.profile == profile and not e.trace.verdict.ok]
+
+
+def explained_losses(findings: list[Trace]) -> set[str]:
+    """The state paths the migrations of these findings' model traces lose (``Session.lost``):
+    a migration losing only those needs no read-back of everything, it would meet a known
+    finding.  Only model traces are replayed (QEMU shows no insides)."""
+    paths: set[str] = set()
+    for trace in (t for t in findings if t.target.get("kind", "model") == "model"):
+        with contextlib.suppress(NvmeFuzzError):   # a trace that no longer replays: nothing
+            paths |= lost_paths(replay(trace)[1])
+    return paths
 
 
 def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
@@ -111,7 +127,9 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
     result = RunResult(camp, seed)
     where = Trace(target={"kind": camp.target, "profile": camp.profile}, campaign=camp.name,
                   seed=seed, steps=()).profile            # the corpus folder it writes to
-    known = known_signatures(corpus_dir, where)
+    findings = known_findings(corpus_dir, where)
+    known = {t.verdict.signature for t in findings}
+    explained = explained_losses(findings)
     start = time.monotonic()
     done = 0
     while True:
@@ -125,7 +143,8 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
             remaining = seconds - (time.monotonic() - start)
             n = max(5, min(n, int(remaining / per_example)))
         observer = RawWriter(out_dir, seed)
-        machine = build_machine(camp, observer, frozenset(known), steer=steer)
+        machine = build_machine(camp, observer, frozenset(known), steer=steer,
+                                explained=frozenset(explained))
         config = batch_settings(n, camp.steps, database=database, phases=FUZZ_PHASES + (
             (Phase.reuse,) if database is not None else ()))
         with _shrink_budget(None if seconds is None else seconds - (time.monotonic() - start)):
@@ -142,6 +161,7 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
             result.findings.append(Finding(sig, trace.verdict.kind, trace, path,
                                            observer.raw.get(sig), new))
             known.add(sig)
+            explained |= explained_losses([trace])
         if progress is not None:
             result.elapsed = time.monotonic() - start
             progress(result)

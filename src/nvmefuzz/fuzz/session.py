@@ -13,6 +13,11 @@ A finding is raised as ``Divergence`` carrying its verdict class and the first d
 observation; the session records the step index and the number of steps since the last
 migration so a report can say where the state was lost.  ``replay`` runs a whole trace and
 returns its ``Verdict`` without Hypothesis.
+
+On the model both sides can be looked inside: after every completed migration ``lost`` names
+the state paths (``model.snapshot`` schema) on which the migrated controller differs from the
+twin, whether or not the guest has seen it yet, and the statistics count each
+(``lost at migration: <path>``).  The guest-visible comparison alone decides findings.
 """
 
 from __future__ import annotations
@@ -31,9 +36,19 @@ from nvmefuzz.fuzz.compare import TARGET_WAIVERS, WAIVERS, Comparator, canonical
 from nvmefuzz.fuzz.reorder import DoorbellTap, HostView, Ledger
 from nvmefuzz.host.driver import Host
 from nvmefuzz.model.profiles import get as get_profile
+from nvmefuzz.model.snapshot import capture
 from nvmefuzz.targets import TargetConfig, open_target
 from nvmefuzz.targets.base import COMPLETED, CRASHED, HUNG, REFUSED
 from nvmefuzz.trace.schema import PASS, Step, Trace, Verdict
+
+
+#: statistics key of a state path a migration lost (``Session.lost_state``)
+LOST_PREFIX = "lost at migration: "
+
+
+def lost_paths(stats: Counter) -> set[str]:
+    """The state paths the migrations counted in ``stats`` lost."""
+    return {k[len(LOST_PREFIX):] for k, n in stats.items() if k.startswith(LOST_PREFIX) and n}
 
 
 def _where(detail: str) -> str:
@@ -79,6 +94,8 @@ class Session:
         self.last_migration = -1
         #: the hard states the latest migration started from (``hard_states``)
         self.migrated_from: list[str] = []
+        #: the state paths the latest completed migration lost (``lost_state``)
+        self.lost: list[str] = []
         #: called with (index, step, twin observations, migrated observations) if set
         self.on_step = None
 
@@ -133,6 +150,7 @@ class Session:
 
     def _migrate(self) -> tuple[list[Observation], list[Observation]]:
         self.stats["migrations attempted"] += 1
+        self.lost = []
         self._hard_states()
         if self.profile.drains_inflight:
             self.twin.drain()
@@ -141,6 +159,10 @@ class Session:
         if outcome.kind == COMPLETED:
             self.stats["migrations"] += 1
             self.last_migration = self.index
+            self.lost = self.lost_state()
+            self.stats["migrations that lost state"] += bool(self.lost)
+            for path in self.lost:
+                self.stats[f"{LOST_PREFIX}{path}"] += 1
         elif outcome.kind == REFUSED:
             self.stats["refusals"] += 1
             if self.refusals == "finding":
@@ -164,6 +186,15 @@ class Session:
         if any(sq.outstanding for sq in self.twin_host.sqs.values()):
             return ["commands outstanding"]
         return []
+
+    def lost_state(self) -> list[str]:
+        """The state paths on which the migrated controller differs from its twin: what a
+        migration lost, seen or not yet seen by the guest (models only; ``[]`` on QEMU)."""
+        twin, mig = getattr(self.twin, "ctrl", None), getattr(self.mig, "ctrl", None)
+        if twin is None or mig is None:
+            return []
+        a, b = capture(twin), capture(mig)
+        return [path for path, value in a.items() if b.get(path) != value]
 
     def close(self) -> None:
         self.twin.close()
