@@ -28,9 +28,9 @@ from hypothesis import Phase
 from hypothesis.database import ExampleDatabase
 from hypothesis.internal.conjecture import engine
 
+from nvmefuzz.errors import NvmeFuzzError
 from nvmefuzz.fuzz.batch import FUZZ_PHASES, batch_settings, run_batch
 from nvmefuzz.fuzz.campaign import Campaign
-from nvmefuzz.errors import NvmeFuzzError
 from nvmefuzz.fuzz.database import KeepingDatabase
 from nvmefuzz.fuzz.machine import Observer, build_machine
 from nvmefuzz.fuzz.minimize import minimize
