@@ -18,7 +18,8 @@ JSON`` rewrites the table of an earlier run from its JSON.
 Acceptance: nvmefuzz kills >= 95% of the killable mutants with a median time to kill <= 5 s
 (mutants it does not kill count as never) and a median reproducer <= 8 steps, each better than
 every baseline: beyond the 95% interval of a paired bootstrap over the mutants, so a gap of
-clock noise or of which mutants happen to be in the catalogue is a tie.  Usage: ``python bench/mutants.py --budget 20 --jobs 2 [--only PATTERN]``.
+clock noise or of which mutants happen to be in the catalogue is a tie.
+Usage: ``python bench/mutants.py --budget 20 --jobs 2 [--only PATTERN]``.
 """
 
 from __future__ import annotations

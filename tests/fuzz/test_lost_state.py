@@ -31,7 +31,7 @@ def test_corpus_findings_explain_the_state_their_migrations_lose(profile, lost):
     assert {path.split(".")[0] for path in explained} <= {p.split(".")[0] for p in SCHEMA}
 
 
-def test_full_loses_nothing_and_an_empty_corpus_explains_nothing(tmp_path):
+def test_an_absent_corpus_explains_nothing(tmp_path):
     assert known_findings(tmp_path / "none", "full") == []
     assert explained_losses([]) == set()
 
