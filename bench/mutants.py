@@ -67,14 +67,14 @@ def summarise(rows: list[dict], strategy: str) -> dict:
     """Kill rate, medians and the kill-time curve of one strategy over the killable mutants."""
     res = [r["results"][strategy] for r in rows if r["killable"]]
     killed = [r for r in res if r["killed"]]
-    censored = sorted(r["seconds"] if r["killed"] else float("inf") for r in res)
-    median_all = _median(censored)
+    figures = _statistics(res)
     return {
         "killable": len(res), "killed": len(killed),
-        "kill_rate": round(len(killed) / len(res), 4) if res else 0.0,
-        "median_seconds": None if median_all in (None, float("inf")) else round(median_all, 3),
+        "kill_rate": round(figures["kill_rate"], 4),
+        "median_seconds": None if figures["median_seconds"] == INF
+        else round(figures["median_seconds"], 3),
         "median_seconds_killed": _r(_median([r["seconds"] for r in killed])),
-        "median_length": _median([r["length"] for r in killed]),
+        "median_length": None if figures["median_length"] == INF else figures["median_length"],
         "median_examples": _median([r["examples"] for r in killed]),
         "times": sorted(round(r["seconds"], 3) for r in killed),
     }
