@@ -64,9 +64,9 @@ def test_bare_machine_only_counts():
     assert obs.stats["migrations"] == 0 and not obs.stats["action:enable"]
 
 
-def _run(camp, examples: int = 6, steps: int = 25) -> Observer:
+def _run(camp, examples: int = 6, steps: int = 25, steer: bool = True) -> Observer:
     obs = Observer()
-    test = build_machine(camp, obs).TestCase
+    test = build_machine(camp, obs, steer=steer).TestCase
     test.settings = settings(max_examples=examples, stateful_step_count=steps, deadline=None,
                              database=None)
     test("runTest").runTest()
@@ -124,7 +124,8 @@ def test_a_migration_may_let_the_guest_run_on():
 def _migrate_after_set_features(profile: str, explained: frozenset = frozenset()) -> list[str]:
     """Power on, set Error Recovery, migrate drawing no read-backs and no settling; the
     actions of the steps the migration took (it raises if one of them diverges)."""
-    machine = build_machine(load("default").with_profile(profile), explained=explained)
+    machine = build_machine(load("default").with_profile(profile), explained=explained,
+                            steer=False)
     taken: list[str] = []
 
     @given(st.none())
@@ -156,3 +157,54 @@ def test_a_loss_known_findings_explain_is_not_read_back():
     """Error Recovery lost, but a known finding shows that: the migration alone."""
     assert _migrate_after_set_features("full-without-features.err_rec",
                                        frozenset({"features.err_rec"})) == ["migrate"]
+
+
+SET_ERR_REC = {"opc": int(A.SET_FEATURES), "cdw10": 0x05, "cdw11": 0x10, "nsid": 1}
+
+
+def _examples(machine, *examples: list[dict]) -> list[list[str]]:
+    """Run each example (power on, then ``admin`` steps with these arguments) on its own
+    instance of ``machine``, as Hypothesis runs them; the actions each example took."""
+    taken: list[list[str]] = []
+
+    @given(_=st.none())
+    @settings(max_examples=1, database=None, phases=[Phase.generate])
+    def drive(steps, _):
+        m = machine()
+        try:
+            m.power_on(pairs=[])
+            for args in steps:
+                m.do("admin", **args)
+            taken.append([s.action for s in m.steps])
+        finally:
+            m.teardown()
+    for steps in examples:
+        drive(steps=steps)
+    return taken
+
+
+def test_steering_migrates_where_no_migration_of_the_run_started_from():
+    """The first step after power-on, and the first Set Features that makes a new read-back
+    available, are followed by a migration nobody drew; the same change again is not."""
+    (taken,) = _examples(build_machine(_only(migrate=1)), [SET_ERR_REC, SET_ERR_REC])
+    assert taken == ["enable", "admin", "migrate", "admin"]
+    (unsteered,) = _examples(build_machine(_only(migrate=1), steer=False), [SET_ERR_REC] * 2)
+    assert unsteered == ["enable", "admin", "admin"]
+
+
+def test_steering_memory_changes_only_between_batches():
+    """Within a batch every example steers alike (Hypothesis replays choices and must get the
+    same steps); the next batch does not migrate again where the last one did."""
+    machine = build_machine(_only(migrate=1))
+    first, second = _examples(machine, [SET_ERR_REC], [SET_ERR_REC])
+    assert first == second == ["enable", "admin", "migrate"]
+    machine.before_batch()
+    assert _examples(machine, [SET_ERR_REC]) == [["enable", "admin"]]
+
+
+def test_steered_migrations_are_counted_and_dropped_with_the_guidance():
+    """A run counts its steered migrations; the unguided machine makes none."""
+    camp = attrs.evolve(_only(io=3, aer=1, migrate=1), queue_pairs=1)
+    guided, unguided = _run(camp, examples=8), _run(camp, examples=8, steer=False)
+    assert guided.stats["migrations steered"] > 0
+    assert unguided.stats["migrations steered"] == 0

@@ -10,8 +10,9 @@ seen, how many examples that took, and how long the reproducer it hands the user
   campaigns take batches in turn, 5 examples each in the first round, doubling every round
   up to 80 (``batch_size``): every campaign gets a look within the first second, and
   batches of 20 and more leave Hypothesis room for its target phase (from half the batch
-  on), where ``target()`` steers.  ``steer=False`` is the baseline without
-  ``target()`` guidance.  The reproducer is what ``run_campaign`` gives the user: Hypothesis'
+  on), where ``target()`` steers.  One ``hardness.Memory`` per campaign steers migrations
+  across the run's batches.  ``steer=False`` is the baseline without guidance (no steered
+  migrations, no ``target()``).  The reproducer is what ``run_campaign`` gives the user: Hypothesis'
   shrunk trace after ``minimize`` deleted the steps it does not need.
 * ``random_walk``: Python's ``random.Random(seed)`` picks uniformly among the actions (and
   ``migrate``) and uniformly among each argument's values; no preconditions, no bundles, no

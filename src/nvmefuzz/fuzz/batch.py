@@ -80,6 +80,7 @@ def divergent(exc: BaseException) -> bool:
 def run_batch(machine: type[RuleBasedStateMachine], config: settings,
               seed: int) -> Exception | None:
     """Run one batch of ``machine`` under ``config`` and Hypothesis seed ``seed``."""
+    getattr(machine, "before_batch", lambda: None)()
     try:
         run_state_machine_as_test(Factory(machine, seed), settings=config)
     except Exception as exc:

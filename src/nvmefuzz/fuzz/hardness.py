@@ -11,15 +11,18 @@ use.  ``STATES`` is the one table of them: a name and how to count it on the mod
 controller.  ``measure(ctrl)`` gives every count (the host cannot see them; without a model
 it gives nothing) and ``names(counts)`` the states present.
 
-Two users read the table: the session counts, per migration, the states it started from
+Three users read the table: the session counts, per migration, the states it started from
 (``migrated with ...`` statistics in every run summary), and the state machine reports with
 ``target()`` its hardest migration: the most states present together at one
-migration of the example, a small bounded number Hypothesis' target phase can climb.
+migration of the example, a small bounded number Hypothesis' target phase can climb, and
+it migrates unasked from sets of them no migration of the run started from (``Memory``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Hashable, Mapping
+
+import attrs
 
 from nvmefuzz.protocol.spec import IoOpcode as IO
 
@@ -82,3 +85,21 @@ def measure(ctrl: Any) -> dict[str, int]:
 def names(counts: Mapping[str, int]) -> list[str]:
     """The hard states present, in ``STATES`` order."""
     return [name for name, n in counts.items() if n]
+
+
+@attrs.define
+class Memory:
+    """What a run's migrations have started from: sets of hard states (``names``) and
+    changes (read-back keys), for steering.
+
+    A machine migrates unasked the first time an example is somewhere no migration of the run
+    started from.  ``seen`` changes only between batches (``commit``): within a batch the same
+    choices give the same steps, as Hypothesis needs when it replays and shrinks; what the
+    batch's examples met waits in ``pending`` until then."""
+
+    seen: set[Hashable] = attrs.Factory(set)
+    pending: set[Hashable] = attrs.Factory(set)
+
+    def commit(self) -> None:
+        self.seen |= self.pending
+        self.pending = set()

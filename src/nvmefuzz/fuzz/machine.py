@@ -26,9 +26,14 @@ recent one, most often the one just before, so commands race on the same blocks;
 the guest run on (time passes, every CQ with commands outstanding is consumed).  A migration
 that lost state (``Session.lost``: the migrated model differs from its twin inside) no known
 finding explains (``explained``) reads back everything the example changed: a loss the model
-sees becomes one the guest sees (QEMU shows no insides).  ``target()`` reports the most hard
-states (``hardness``) any migration of the example started from (``steer=False`` drops it:
-the unguided baseline); ``event()`` counts them.
+sees becomes one the guest sees (QEMU shows no insides).
+
+Guidance from the run: the machine migrates unasked (``migrations steered``) the first time
+an example is in a set of hard states (``hardness``) or has changed something (a read-back)
+no migration of the run started from; ``hardness.Memory`` holds what the run's migrations
+started from, and changes only between batches, so within a batch the same choices give the
+same steps.  ``target()`` reports the most hard states any migration of the example started
+from; ``event()`` counts them.  ``steer=False`` drops both (the unguided baseline).
 
 A divergence whose signature is in ``known`` (findings already in the corpus) ends the
 example quietly, so a run keeps looking for new ways to lose state.
@@ -37,7 +42,7 @@ example quietly, so a run keeps looking for new ways to lose state.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 from hypothesis import event, target
 from hypothesis import strategies as st
@@ -46,6 +51,7 @@ from hypothesis.stateful import (
 )
 
 from nvmefuzz.errors import Divergence
+from nvmefuzz.fuzz.arguments import ARGUMENTS, PAIR_SIZES, QIDS, RECENT, SIZES
 from nvmefuzz.fuzz.batch import Observer
 from nvmefuzz.fuzz.campaign import Campaign
 from nvmefuzz.fuzz import hardness
@@ -56,16 +62,6 @@ from nvmefuzz.protocol.spec import AdminOpcode as A, IoOpcode as IO
 from nvmefuzz.targets import TargetConfig
 from nvmefuzz.trace.schema import Step, Trace, Verdict
 
-QIDS = st.sampled_from([1, 2, 3, 4, 1, 2, 0, 65])
-SIZES = st.sampled_from([2, 3, 4, 8, 16, 32, 1, 4097])
-PAIR_SIZES = st.sampled_from([2, 3, 4, 8, 16, 32])       # valid only: a campaign's own pairs
-IO_OPS = st.sampled_from([IO.WRITE, IO.READ, IO.WRITE, IO.READ, IO.FLUSH, IO.WRITE_ZEROES,
-                         IO.COMPARE, IO.DATASET_MANAGEMENT, IO.WRITE_UNCORRECTABLE])
-#: which recent I/O command a racing one reuses the blocks of (1: the latest, most often)
-RECENT = st.sampled_from([1, 1, 1, 1, 2, 3, 4, 8])
-NSIDS = st.sampled_from([1, 1, 1, 1, 1, 1, 0, 2, 0xFFFFFFFF, 257])
-FIDS = st.sampled_from([0x01, 0x02, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B, 0x0E,
-                        0x16, 0x19, 0x03, 0x7F])
 #: I/O queues of a kind (CQs, SQs) from which on only one copy of a queue-creating rule stays
 #: applicable: the rest of a campaign's weight builds queues early, then the queues are used
 BUILT = 2
@@ -84,16 +80,21 @@ def _io_sqs(m: Any) -> list[int]:
 def build_machine(camp: Campaign, observer: Observer | None = None,
                   known: frozenset[str] = frozenset(),
                   bare: bool = False, steer: bool = True,
-                  explained: frozenset[str] = frozenset()) -> type[RuleBasedStateMachine]:
+                  explained: frozenset[str] = frozenset(),
+                  memory: hardness.Memory | None = None) -> type[RuleBasedStateMachine]:
     """The state machine class for ``camp`` (its TestCase runs it under pytest).
 
     ``bare`` keeps the machine's shape (rules, weights, strategies, preconditions) but makes
     every step a no-op that is only counted: the baseline for measuring the fuzz loop's own
-    cost on top of Hypothesis.  ``steer=False`` drops the ``target()`` guidance (a baseline).
+    cost on top of Hypothesis.  ``steer=False`` drops the guidance (steered migrations,
+    ``target()``): a baseline.
     ``explained``: lost state paths known findings already show (no read-back of them all).
+    ``memory``: what the run's migrations started from (one per run, kept across its
+    batches; a new one by default).
     """
     cfg = TargetConfig(kind=camp.target, profile=camp.profile, msix=camp.msix)
     obs = observer or Observer()
+    memory = memory if memory is not None else hardness.Memory()
 
     class Machine(RuleBasedStateMachine):
         cqs = Bundle("cqs")
@@ -108,6 +109,12 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             self.hardest = 0        # most hard states present together at one migration
             self.readable: dict[tuple, Step] = {}    # reads that show what steps changed
             self.lbas: list[int] = []                # SLBAs of the latest I/O commands
+            self.local: set[Hashable] = set()        # what migrations started from
+            self.steering = True                     # no unasked migration (yet)
+
+        @classmethod
+        def before_batch(cls) -> None:
+            memory.commit()
 
         # -------------------------------------------------------------- plumbing
         def do(self, action: str, **args: Any) -> None:
@@ -131,6 +138,22 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
                 raise
             for read in read_backs(step):
                 self.readable.setdefault(read_key(read), read)
+            if steer and not self.steering:
+                self._steer(step)
+
+        def _steer(self, step: Step) -> None:
+            """Migrate if the example is in hard states, or has changed something (a read-back),
+            no migration of the run started from (``hardness.Memory``)."""
+            hard = self.session.migrated_from if step.action == "migrate" else (
+                self.session.hard_states())
+            keys = {frozenset(hard), *self.readable}
+            new = step.action != "migrate" and not keys <= self.local | memory.seen
+            self.local |= keys
+            if new:
+                self.steering = True
+                self.session.stats["migrations steered"] += 1
+                self.r_migrate(None, looks=0, settle=False)
+            self.steering = False
 
         def _since(self) -> int:
             idx = [i for i, s in enumerate(self.steps) if s.action == "migrate"]
@@ -144,6 +167,7 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
         def teardown(self) -> None:
             if steer:
                 target(float(self.hardest), label=hardness.TARGET)
+                memory.pending |= self.local
             stats = self.session.stats
             stats.update({f"waived:{k}": v for k, v in self.session.comparator.suppressed.items()})
             obs.example_done(stats)
@@ -157,6 +181,7 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             for qid, (cq_size, sq_size, ien, iv) in enumerate(pairs, 1):
                 self.do("create_cq", qid=qid, size=cq_size, ien=int(ien), iv=iv, pc=1)
                 self.do("create_sq", qid=qid, cqid=qid, size=sq_size, pc=1)
+            self.steering = False
             return multiple(*(q for q in self.host.sqs if q))
 
         # -------------------------------------------------------------- controller state
@@ -304,90 +329,51 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
 
     always = lambda m: True  # noqa: E731
     admin_ok = _has_admin
-    table: dict[str, tuple[Callable, dict, Callable, Any]] = {
-        "enable": (Machine.r_enable, {"asqs": st.sampled_from([1, 3, 7, 31]),
-                                      "acqs": st.sampled_from([1, 3, 7, 31])},
-                   lambda m: 0 not in m.host.sqs, None),
-        "reset": (Machine.r_reset, {}, always, None),
-        "shutdown": (Machine.r_shutdown, {"shn": st.sampled_from([1, 2])}, always, None),
-        "register_write": (Machine.r_register_write, {
-            "offset": st.sampled_from([0x00, 0x08, 0x0C, 0x10, 0x18, 0x1C, 0x20, 0x38, 0x1002]),
-            "value": st.sampled_from([0, 1, 0xFFFFFFFF, 0x4E564D65, 2, 0x10])}, always, None),
-        "register_read": (Machine.r_register_read, {"offset": st.sampled_from(
-            [0x00, 0x08, 0x0C, 0x10, 0x14, 0x1C, 0x20, 0x24, 0x28, 0x30, 0x1000])},
-            always, None),
-        "migrate": (Machine.r_migrate, {"data": st.data(), "looks": st.sampled_from(
-            [0, 1, 1, 2]), "settle": st.booleans()}, always, None),
-        "create_cq": (Machine.r_create_cq, {
-            "qid": QIDS, "size": SIZES, "ien": st.booleans(),
-            "iv": st.sampled_from([0, 1, 2, 3, 0, 70]), "pc": st.sampled_from([1, 1, 1, 0]),
-            "misalign": st.sampled_from([0, 0, 0, 0, 0, 0, 0, 8])}, admin_ok, "cqs"),
-        "create_sq": (Machine.r_create_sq, {
+    #: each rule: its body, precondition, bundle and the strategies drawing from bundles
+    table: dict[str, tuple[Callable, Callable, Any, dict]] = {
+        "enable": (Machine.r_enable, lambda m: 0 not in m.host.sqs, None, {}),
+        "reset": (Machine.r_reset, always, None, {}),
+        "shutdown": (Machine.r_shutdown, always, None, {}),
+        "register_write": (Machine.r_register_write, always, None, {}),
+        "register_read": (Machine.r_register_read, always, None, {}),
+        "migrate": (Machine.r_migrate, always, None, {}),
+        "create_cq": (Machine.r_create_cq, admin_ok, "cqs", {}),
+        "create_sq": (Machine.r_create_sq, admin_ok, "sqs", {
             "qid": QIDS, "cqid": st.one_of(Machine.cqs, st.sampled_from([0, 5, 9])),
-            "size": SIZES, "pc": st.sampled_from([1, 1, 1, 1, 0])}, admin_ok, "sqs"),
-        "delete_sq": (Machine.r_delete_sq, {
-            "qid": st.one_of(consumes(Machine.sqs), st.sampled_from([0, 7]))}, admin_ok, None),
-        "delete_cq": (Machine.r_delete_cq, {
-            "qid": st.one_of(consumes(Machine.cqs), st.sampled_from([0, 7]))}, admin_ok, None),
-        "io": (Machine.r_io, {
-            "data": st.data(), "opc": IO_OPS,
-            "slba": st.one_of(st.integers(0, 63), st.integers((1 << 14) - 9, (1 << 14) + 1)),
-            "nlb": st.integers(1, 8), "pattern": st.integers(0, 255),
-            "offset": st.sampled_from([0, 0, 0, 0, 512, 3584]),
-            "ring": st.sampled_from([True, True, True, False]), "nsid": NSIDS,
-            "again": st.booleans()},
-            lambda m: bool(_io_sqs(m)), None),
-        "ring_sq": (Machine.r_ring_sq, {"data": st.data(), "ahead": st.sampled_from(
-            [0, 0, 0, 0, 1, 2])}, lambda m: bool(m.host.sqs), None),
-        "ring_cq": (Machine.r_ring_cq, {"data": st.data()}, lambda m: bool(m.host.cqs), None),
-        "bad_doorbell": (Machine.r_bad_doorbell, {
-            "data": st.data(), "cq": st.booleans(), "qid": st.sampled_from([0, 1, 2, 9, 64])},
-            always, None),
-        "consume": (Machine.r_consume, {"data": st.data(), "limit": st.sampled_from(
-            [1, 2, 64, 64]), "ring": st.sampled_from([True, True, True, False])},
-            lambda m: bool(m.host.cqs), None),
-        "advance": (Machine.r_advance, {"ns": st.sampled_from(
-            [0, 5_000, 10_000, 20_000, 100_000, 3_600_000_000_000])}, always, None),
-        "aer": (Machine.r_aer, {"reap": st.booleans()}, admin_ok, None),
-        "identify": (Machine.r_identify, {
-            "cns": st.sampled_from([0, 1, 2, 3, 5, 6, 7, 8, 0x20]),
-            "nsid": st.sampled_from([0, 1, 2, 0xFFFFFFFF])}, admin_ok, None),
-        "get_log_page": (Machine.r_get_log_page, {
-            "lid": st.sampled_from([1, 2, 3, 4, 5, 0x7F]), "rae": st.booleans(),
-            "numd": st.sampled_from([127, 15, 1023]), "offset": st.sampled_from([0, 0, 4, 3]),
-            "nsid": st.sampled_from([0xFFFFFFFF, 1, 0])}, admin_ok, None),
-        "get_features": (Machine.r_get_features, {
-            "fid": FIDS, "sel": st.sampled_from([0, 0, 1, 2, 3, 4]),
-            "cdw11": st.sampled_from([0, 1 << 20, 3 << 20, 1]),
-            "nsid": st.sampled_from([1, 1, 0, 2])}, admin_ok, None),
-        "set_features": (Machine.r_set_features, {
-            "data": st.data(), "fid": FIDS,
-            "save": st.sampled_from([False, False, False, True]),
-            "pattern": st.integers(0, 255), "nsid": st.sampled_from([1, 0, 2])},
-            admin_ok, None),
-        "temperature_event": (Machine.r_temperature_event, {
-            "hi": st.sampled_from([0x100, 0x140, 0x143])},
-            lambda m: 0 in m.host.sqs and m.host.sqs[0].free() > 1, None),
-        "abort": (Machine.r_abort, {"data": st.data()}, admin_ok, None),
-        "bad_admin": (Machine.r_bad_admin, {
-            "opc": st.sampled_from([0x18, 0x10, 0x0D, 0x7F, 0xC0, 0x06]),
-            "fuse": st.sampled_from([0, 0, 1]), "psdt": st.sampled_from([0, 0, 1])},
-            admin_ok, None),
-        "dbbuf": (Machine.r_dbbuf, {"misalign": st.sampled_from([0, 0, 0, 8])},
-                  admin_ok, None),
-        "ns_changed": (Machine.r_ns_changed, {}, always, None),
-        "read_back": (Machine.r_read_back, {"data": st.data()},
-                      lambda m: bool(m.readable), None),
+            "size": SIZES, "pc": st.sampled_from([1, 1, 1, 1, 0])}),
+        "delete_sq": (Machine.r_delete_sq, admin_ok, None, {
+            "qid": st.one_of(consumes(Machine.sqs), st.sampled_from([0, 7]))}),
+        "delete_cq": (Machine.r_delete_cq, admin_ok, None, {
+            "qid": st.one_of(consumes(Machine.cqs), st.sampled_from([0, 7]))}),
+        "io": (Machine.r_io, lambda m: bool(_io_sqs(m)), None, {}),
+        "ring_sq": (Machine.r_ring_sq, lambda m: bool(m.host.sqs), None, {}),
+        "ring_cq": (Machine.r_ring_cq, lambda m: bool(m.host.cqs), None, {}),
+        "bad_doorbell": (Machine.r_bad_doorbell, always, None, {}),
+        "consume": (Machine.r_consume, lambda m: bool(m.host.cqs), None, {}),
+        "advance": (Machine.r_advance, always, None, {}),
+        "aer": (Machine.r_aer, admin_ok, None, {}),
+        "identify": (Machine.r_identify, admin_ok, None, {}),
+        "get_log_page": (Machine.r_get_log_page, admin_ok, None, {}),
+        "get_features": (Machine.r_get_features, admin_ok, None, {}),
+        "set_features": (Machine.r_set_features, admin_ok, None, {}),
+        "temperature_event": (Machine.r_temperature_event,
+                              lambda m: 0 in m.host.sqs and m.host.sqs[0].free() > 1, None, {}),
+        "abort": (Machine.r_abort, admin_ok, None, {}),
+        "bad_admin": (Machine.r_bad_admin, admin_ok, None, {}),
+        "dbbuf": (Machine.r_dbbuf, admin_ok, None, {}),
+        "ns_changed": (Machine.r_ns_changed, always, None, {}),
+        "read_back": (Machine.r_read_back, lambda m: bool(m.readable), None, {}),
     }
     for name, weight in camp.weights.items():
-        fn, strategies, pre, bundle = table[name]
+        fn, pre, bundle, extra = table[name]
+        strategies = {**ARGUMENTS.get(name, {}), **extra}
         for copy in range(weight):
             def body(self, _fn=fn, **kw):
                 return _fn(self, **kw)
             body.__name__ = f"{name}_{copy}" if copy else name
             target_kw = {"target": getattr(Machine, bundle)} if bundle else {}
             if bundle and copy:     # a queue-building weight counts while queues are few
-                pre = (lambda m, _pre=table[name][2], _b=bundle:
+                pre = (lambda m, _pre=table[name][1], _b=bundle:
                        _pre(m) and len(getattr(m.host, _b)) <= BUILT)
             # a precondition that always holds is left out: Hypothesis checks every one
             # of them each time it considers the rule

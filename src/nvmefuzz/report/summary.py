@@ -33,6 +33,7 @@ def summary(result: RunResult) -> dict[str, Any]:
         "steps_per_s": round(steps / result.elapsed, 1) if result.elapsed else 0.0,
         "migrations": s["migrations"],
         "migrations_per_s": round(s["migrations"] / result.elapsed, 1) if result.elapsed else 0,
+        "migrations_steered": s["migrations steered"],
         "refusals": s["refusals"],
         "crashed": s["crashed"],
         "hung": s["hung"],
@@ -61,7 +62,7 @@ def table(data: dict[str, Any]) -> Table:
     t.add_column("what")
     t.add_column("value", justify="right")
     for key in ("elapsed_s", "examples", "steps", "steps_per_s", "migrations",
-                "migrations_per_s", "refusals", "crashed", "hung",
+                "migrations_per_s", "migrations_steered", "refusals", "crashed", "hung",
                 "state_bytes_per_migration"):
         t.add_row(key.replace("_", " "), str(data[key]))
     for name, n in data["hard_states_at_migration"].items():
