@@ -10,7 +10,7 @@ from hypothesis import Phase, given, settings, strategies as st
 
 from nvmefuzz.errors import Divergence
 from nvmefuzz.fuzz.campaign import available, load
-from nvmefuzz.fuzz.machine import BUILT, Observer, build_machine
+from nvmefuzz.fuzz.machine import BUILT, STEERED, Observer, build_machine
 from nvmefuzz.protocol.spec import AdminOpcode as A
 
 
@@ -200,6 +200,24 @@ def test_steering_memory_changes_only_between_batches():
     assert first == second == ["enable", "admin", "migrate"]
     machine.before_batch()
     assert _examples(machine, [SET_ERR_REC]) == [["enable", "admin"]]
+
+
+def _set(fid: int, cdw11: int) -> dict:
+    return {"opc": int(A.SET_FEATURES), "cdw10": fid, "cdw11": cdw11, "nsid": 1}
+
+
+def test_steering_is_capped_per_example_and_remembers_only_what_migrations_started_from():
+    """Five new features set: STEERED migrations follow the first ones; the next batch does
+    not migrate where they did, but does where the cap left the example unmigrated."""
+    assert STEERED == 3
+    example = [_set(0x05, 0x10), _set(0x06, 1), _set(0x08, 0x0105), _set(0x0B, 0x2),
+               _set(0x04, 0x150)]
+    machine = build_machine(_only(migrate=1))
+    (first,) = _examples(machine, example)
+    assert first == ["enable", *["admin", "migrate"] * 3, "admin", "admin"]
+    machine.before_batch()
+    (second,) = _examples(machine, example)
+    assert second == ["enable", "admin", "admin", "admin", *["admin", "migrate"] * 2]
 
 
 def test_steered_migrations_are_counted_and_dropped_with_the_guidance():

@@ -28,11 +28,11 @@ that lost state (``Session.lost``: the migrated model differs from its twin insi
 finding explains (``explained``) reads back everything the example changed: a loss the model
 sees becomes one the guest sees (QEMU shows no insides).
 
-Guidance from the run: the machine migrates unasked (``migrations steered``) the first time
-an example is in a set of hard states (``hardness``) or has changed something (a read-back)
-no migration of the run started from; ``hardness.Memory`` holds what the run's migrations
-started from, and changes only between batches, so within a batch the same choices give the
-same steps.  ``target()`` reports the most hard states any migration of the example started
+Guidance from the run: the machine migrates unasked (``migrations steered``, at most
+``STEERED`` per example) when an example is in a set of hard states (``hardness``) or has
+changed something (a read-back) no migration of the run started from; ``hardness.Memory``
+holds what the run's migrations started from, and changes only between batches, so within a
+batch the same choices give the same steps.  ``target()`` reports the most hard states any migration of the example started
 from; ``event()`` counts them.  ``steer=False`` drops both (the unguided baseline).
 
 A divergence whose signature is in ``known`` (findings already in the corpus) ends the
@@ -65,6 +65,8 @@ from nvmefuzz.trace.schema import Step, Trace, Verdict
 #: I/O queues of a kind (CQs, SQs) from which on only one copy of a queue-creating rule stays
 #: applicable: the rest of a campaign's weight builds queues early, then the queues are used
 BUILT = 2
+#: migrations one example may be steered into (each costs a save, a restore, a state diff)
+STEERED = 3
 #: virtual time a migration's ``settle`` lets pass: one I/O latency of the model
 SETTLE_NS = 20_000
 
@@ -110,6 +112,8 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             self.readable: dict[tuple, Step] = {}    # reads that show what steps changed
             self.lbas: list[int] = []                # SLBAs of the latest I/O commands
             self.local: set[Hashable] = set()        # what migrations started from
+            self.unmigrated: list[tuple] = []        # read-backs no migration has followed
+            self.steered = 0                         # migrations steered in this example
             self.steering = True                     # no unasked migration (yet)
 
         @classmethod
@@ -137,23 +141,29 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
                 obs.finding(self._trace(verdict))
                 raise
             for read in read_backs(step):
-                self.readable.setdefault(read_key(read), read)
+                if read_key(read) not in self.readable:
+                    self.readable[read_key(read)] = read
+                    self.unmigrated.append(read_key(read))
             if steer and not self.steering:
                 self._steer(step)
 
         def _steer(self, step: Step) -> None:
             """Migrate if the example is in hard states, or has changed something (a read-back),
-            no migration of the run started from (``hardness.Memory``)."""
-            hard = self.session.migrated_from if step.action == "migrate" else (
-                self.session.hard_states())
-            keys = {frozenset(hard), *self.readable}
-            new = step.action != "migrate" and not keys <= self.local | memory.seen
-            self.local |= keys
-            if new:
-                self.steering = True
+            no migration of the run started from (``hardness.Memory``); note what one did."""
+            asked = step.action == "migrate"
+            keys = [frozenset(self.session.migrated_from if asked else self.session.hard_states()),
+                    *self.unmigrated]
+            if not asked:
+                if self.steered >= STEERED or all(k in self.local or k in memory.seen
+                                                  for k in keys):
+                    return
+                self.steered += 1
                 self.session.stats["migrations steered"] += 1
+                self.steering = True
                 self.r_migrate(None, looks=0, settle=False)
-            self.steering = False
+                self.steering = False
+            self.local.update(keys)
+            self.unmigrated = []
 
         def _since(self) -> int:
             idx = [i for i, s in enumerate(self.steps) if s.action == "migrate"]
