@@ -6,16 +6,16 @@ Migration code goes wrong where the controller is busy: completions waiting on a
 AERs outstanding (every slot taken), events queued for AERs not yet sent, I/O in flight
 (worse: two commands in flight on the same blocks, where a replayed, reordered or doubly
 fetched command shows in the data; worst, a Read ahead of a Write to its blocks: a Write
-replayed twice or landed early changes what the Read returns), SQ entries rung but not yet fetched, shadow doorbells in
-use.  ``STATES`` is the one table of them: a name and how to count it on the model's
-controller.  ``measure(ctrl)`` gives every count (the host cannot see them; without a model
-it gives nothing) and ``names(counts)`` the states present.
+replayed twice or landed early changes what the Read returns), SQ entries rung but not yet
+fetched, shadow doorbells in use.  ``STATES`` is the one table of them: a name and how to
+count it on the model's controller.  ``measure(ctrl)`` gives every count (the host cannot
+see them; without a model it gives nothing) and ``names(counts)`` the states present.
 
 Three users read the table: the session counts, per migration, the states it started from
-(``migrated with ...`` statistics in every run summary), and the state machine reports with
-``target()`` its hardest migration: the most states present together at one
-migration of the example, a small bounded number Hypothesis' target phase can climb, and
-it migrates unasked from sets of them no migration of the run started from (``Memory``).
+(``migrated with ...`` statistics in every run summary); the state machine reports with
+``target()`` its hardest migration (the most states present together at one migration of
+the example, a small bounded number Hypothesis' target phase can climb); and it migrates
+unasked from sets of them no migration of the run started from yet (``Memory``).
 """
 
 from __future__ import annotations

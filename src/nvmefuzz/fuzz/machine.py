@@ -32,8 +32,9 @@ Guidance from the run: the machine migrates unasked (``migrations steered``, at 
 ``STEERED`` per example) when an example is in a set of hard states (``hardness``) or has
 changed something (a read-back) no migration of the run started from; ``hardness.Memory``
 holds what the run's migrations started from, and changes only between batches, so within a
-batch the same choices give the same steps.  ``target()`` reports the most hard states any migration of the example started
-from; ``event()`` counts them.  ``steer=False`` drops both (the unguided baseline).
+batch the same choices give the same steps.  ``target()`` reports the most hard states any
+migration of the example started from; ``event()`` counts them.  ``steer=False`` drops both
+(the unguided baseline).
 
 A divergence whose signature is in ``known`` (findings already in the corpus) ends the
 example quietly, so a run keeps looking for new ways to lose state.
@@ -114,7 +115,7 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             self.local: set[Hashable] = set()        # what migrations started from
             self.unmigrated: list[tuple] = []        # read-backs no migration has followed
             self.steered = 0                         # migrations steered in this example
-            self.steering = True                     # no unasked migration (yet)
+            self.hold = True               # no steering now: power-on, or a steered migration
 
         @classmethod
         def before_batch(cls) -> None:
@@ -141,27 +142,27 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
                 obs.finding(self._trace(verdict))
                 raise
             for read in read_backs(step):
-                if read_key(read) not in self.readable:
-                    self.readable[read_key(read)] = read
-                    self.unmigrated.append(read_key(read))
-            if steer and not self.steering:
+                if (k := read_key(read)) not in self.readable:
+                    self.readable[k] = read
+                    self.unmigrated.append(k)
+            if steer and not self.hold:
                 self._steer(step)
 
         def _steer(self, step: Step) -> None:
             """Migrate if the example is in hard states, or has changed something (a read-back),
             no migration of the run started from (``hardness.Memory``); note what one did."""
             asked = step.action == "migrate"
-            keys = [frozenset(self.session.migrated_from if asked else self.session.hard_states()),
-                    *self.unmigrated]
+            hard = self.session.migrated_from if asked else self.session.hard_states()
+            keys = [frozenset(hard), *self.unmigrated]
             if not asked:
                 if self.steered >= STEERED or all(k in self.local or k in memory.seen
                                                   for k in keys):
                     return
                 self.steered += 1
                 self.session.stats["migrations steered"] += 1
-                self.steering = True
+                self.hold = True
                 self.r_migrate(None, looks=0, settle=False)
-                self.steering = False
+                self.hold = False
             self.local.update(keys)
             self.unmigrated = []
 
@@ -191,7 +192,7 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             for qid, (cq_size, sq_size, ien, iv) in enumerate(pairs, 1):
                 self.do("create_cq", qid=qid, size=cq_size, ien=int(ien), iv=iv, pc=1)
                 self.do("create_sq", qid=qid, cqid=qid, size=sq_size, pc=1)
-            self.steering = False
+            self.hold = False
             return multiple(*(q for q in self.host.sqs if q))
 
         # -------------------------------------------------------------- controller state
