@@ -11,6 +11,7 @@ from hypothesis import Phase, given, settings, strategies as st
 from nvmefuzz.errors import Divergence
 from nvmefuzz.fuzz.campaign import available, load
 from nvmefuzz.fuzz.machine import BUILT, STEERED, Observer, build_machine
+from nvmefuzz.fuzz.runner import run_campaign
 from nvmefuzz.protocol.spec import AdminOpcode as A
 
 
@@ -226,3 +227,16 @@ def test_steered_migrations_are_counted_and_dropped_with_the_guidance():
     guided, unguided = _run(camp, examples=8), _run(camp, examples=8, steer=False)
     assert guided.stats["migrations steered"] > 0
     assert unguided.stats["migrations steered"] == 0
+
+
+def test_a_run_steers_less_as_its_batches_remember():
+    """``run_campaign`` keeps one memory for all its batches: once the first batch has
+    migrated from the states and changes the campaign reaches easily, later batches steer
+    fewer migrations (with a memory per batch each would steer about as many)."""
+    per_batch: list[int] = []
+    run_campaign(load("default"), seed=1, examples=80, batch=20,
+                 progress=lambda r: per_batch.append(r.stats["migrations steered"]
+                                                     - sum(per_batch)))
+    assert len(per_batch) == 4 and per_batch[0] > 0
+    assert max(per_batch[1:]) < per_batch[0]
+    assert sum(per_batch[1:]) < 3 * per_batch[0] * 0.8

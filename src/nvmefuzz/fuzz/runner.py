@@ -12,7 +12,9 @@ written to the run's folder the moment it is seen, before shrinking starts, and 
 trace goes to the corpus under its signature.  Signatures already in the corpus are
 ``known``: examples that reach them end quietly, so later batches look for new findings.
 For the same reason the state paths those findings lose are ``explained``: a migration that
-loses only them is not followed by reading back everything (``machine``).
+loses only them is not followed by reading back everything (``machine``).  One
+``hardness.Memory`` lasts the whole run: a migration is steered only where none of the run's
+earlier batches has migrated from.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from hypothesis.database import ExampleDatabase
 from hypothesis.internal.conjecture import engine
 
 from nvmefuzz.errors import NvmeFuzzError
+from nvmefuzz.fuzz import hardness
 from nvmefuzz.fuzz.batch import FUZZ_PHASES, batch_settings, run_batch
 from nvmefuzz.fuzz.campaign import Campaign
 from nvmefuzz.fuzz.database import KeepingDatabase
@@ -130,6 +133,7 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
     findings = known_findings(corpus_dir, where)
     known = {t.verdict.signature for t in findings}
     explained = explained_losses(findings)
+    memory = hardness.Memory()      # what the run's migrations started from, for steering
     start = time.monotonic()
     done = 0
     while True:
@@ -144,7 +148,7 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
             n = max(5, min(n, int(remaining / per_example)))
         observer = RawWriter(out_dir, seed)
         machine = build_machine(camp, observer, frozenset(known), steer=steer,
-                                explained=frozenset(explained))
+                                explained=frozenset(explained), memory=memory)
         config = batch_settings(n, camp.steps, database=database, phases=FUZZ_PHASES + (
             (Phase.reuse,) if database is not None else ()))
         with _shrink_budget(None if seconds is None else seconds - (time.monotonic() - start)):
