@@ -169,7 +169,8 @@ def replay(paths: tuple[Path, ...], verbose: bool) -> None:
             errors += 1
             t.add_row("[red]ERROR", str(e.path), e.trace.verdict.signature or "pass", str(exc))
             continue
-        same = verdict.kind == e.trace.verdict.kind and verdict.signature == e.trace.verdict.signature
+        want = e.trace.verdict
+        same = verdict.kind == want.kind and verdict.signature == want.signature
         if not same:
             regressions += 1
         status = "as expected" if same else ("[yellow]FIXED" if verdict.ok else "[red]CHANGED")

@@ -53,7 +53,8 @@ def test_data_difference_names_the_structure_field():
                             [cqe(SMART_LABEL, 2, sqid=0, data=b)])
     assert diff.label == f"{SMART_LABEL}/data.temperature"
     diff = first_difference([cqe("cqe/admin/GET_LOG_PAGE/lid=0x04", 2, data=bytes(8))],
-                            [cqe("cqe/admin/GET_LOG_PAGE/lid=0x04", 2, data=bytes(3) + b"x" + bytes(4))])
+                            [cqe("cqe/admin/GET_LOG_PAGE/lid=0x04", 2,
+                                 data=bytes(3) + b"x" + bytes(4))])
     assert diff.label == "cqe/admin/GET_LOG_PAGE/lid=0x04/data@0x3"
 
 

@@ -3,9 +3,10 @@
 A command stream is a list of small host operations (queue creation, I/O and admin commands,
 AERs, doorbells and shadow doorbells, consuming completions, time passing, Set Features,
 environment events) that ``Driver.apply`` runs through the real host driver against a
-``ModelTarget``.  Every decision the driver makes (skip an operation, which CID, which buffer) depends only on the host's own
-state, so two drivers in the same host state fed the same stream make the same calls: that is
-what lets (b) run one continuation against the original and the restored controller.
+``ModelTarget``.  Every decision the driver makes (skip an operation, which CID, which
+buffer) depends only on the host's own state, so two drivers in the same host state fed the
+same stream make the same calls: that is what lets (b) run one continuation against the
+original and the restored controller.
 
 The rules checked:
 

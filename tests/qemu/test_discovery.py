@@ -26,7 +26,8 @@ def fake_qemu(tmp_path, monkeypatch):
 
 
 def test_parse_version():
-    assert discovery.parse_version("QEMU emulator version 11.1.3 (Debian 1:11.1.3+ds-1)") == (11, 1, 3)
+    debian = "QEMU emulator version 11.1.3 (Debian 1:11.1.3+ds-1)"
+    assert discovery.parse_version(debian) == (11, 1, 3)
     assert discovery.parse_version("QEMU emulator version 7.2.0") == (7, 2, 0)
     assert discovery.parse_version("nonsense") is None
 

@@ -32,7 +32,8 @@ def open_database(url: str | Path | None) -> ExampleDatabase | None:
         except redis.exceptions.RedisError as exc:
             raise TargetUnavailable(f"cannot reach the example database at {text}: {exc}",
                                     exc) from None
-        return RedisExampleDatabase(client, expire_after=timedelta(days=90), key_prefix=b"nvmefuzz:")
+        return RedisExampleDatabase(client, expire_after=timedelta(days=90),
+                                    key_prefix=b"nvmefuzz:")
     return DirectoryBasedExampleDatabase(text)
 
 

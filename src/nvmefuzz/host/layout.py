@@ -2,8 +2,9 @@
 
 A fixed, deterministic layout inside the first 64 MiB (the RAM of the QEMU target's guest):
 admin queues, one 64 KiB window per I/O queue pair, a data window per submission slot (so a
-command's buffer never moves while it is in flight, for queues of up to 32 entries) and the shadow-doorbell pages.  Every
-address is page aligned unless a caller asks for an in-page offset on purpose.
+command's buffer never moves while it is in flight, for queues of up to 32 entries) and the
+shadow-doorbell pages.  Every address is page aligned unless a caller asks for an in-page
+offset on purpose.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """NVM command set: Read, Write, Compare, Write Zeroes, Flush, Dataset Management.
 
-``execute`` runs at fetch time: it checks the namespace, opcode, transfer size, LBA range and
-PRPs, exactly where QEMU fails a command synchronously; a command that passes goes in flight
-with ``due = now + io_latency_ns`` (Dataset Management without AD completes at once, as in QEMU).  ``finish`` runs when the backend is done (or is drained):
-data moves between guest memory and the namespace and the final status is decided.  PRPs are
-walked again at that point, so a command never carries mapped buffers (a migration saving an
-in-flight command only needs its SQE).
+``execute`` runs at fetch time: it checks the namespace, opcode, transfer size, LBA range
+and PRPs, exactly where QEMU fails a command synchronously; a command that passes goes in
+flight with ``due = now + io_latency_ns`` (Dataset Management without AD completes at once,
+as in QEMU).  ``finish`` runs when the backend is done (or is drained): data moves between
+guest memory and the namespace and the final status is decided.  PRPs are walked again at
+that point, so a command never carries mapped buffers (a migration saving an in-flight
+command only needs its SQE).
 """
 
 from __future__ import annotations

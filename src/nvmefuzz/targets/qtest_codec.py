@@ -9,10 +9,10 @@ one line, ``OK [VALUE]``, ``FAIL message`` or (for malformed ``write``/``b64writ
 ``IRQ raise N`` / ``IRQ lower N`` lines when an intercepted interrupt line changes level.
 
 This module only turns values into request lines (``format_*``, ``request``, ``requests``)
-and bytes into events (``ReplyParser``): ``feed(data)`` accepts bytes in arbitrary chunks and
-returns the complete ``Reply`` and ``Irq`` events they finished, in wire order.  It opens no socket and
-keeps no clock; ``qemu_process`` does the IO.  Numbers are formatted in hex, which QEMU parses
-with strtoul base 0.
+and bytes into events (``ReplyParser``): ``feed(data)`` accepts bytes in arbitrary chunks
+and returns the complete ``Reply`` and ``Irq`` events they finished, in wire order.  It
+opens no socket and keeps no clock; ``qemu_process`` does the IO.  Numbers are formatted in
+hex, which QEMU parses with strtoul base 0.
 
 Errors: a reply the protocol does not allow (garbage, an over-long line, a bad IRQ line) raises
 ``QtestProtocolError`` (a ``DeviceProtocolError``); a well-formed ``FAIL``/``ERR`` reply is an
@@ -139,7 +139,8 @@ class Reply:
         try:
             return int(self.text.split()[0], 0)
         except (ValueError, IndexError):
-            raise QtestProtocolError(f"qtest {what}: expected a number, got {self.text!r}") from None
+            raise QtestProtocolError(
+                f"qtest {what}: expected a number, got {self.text!r}") from None
 
     def data(self, length: int, what: str = "read") -> bytes:
         """The bytes of a ``read`` (``OK 0x<hex>``) reply."""

@@ -105,7 +105,8 @@ BEHAVIOURAL: tuple[Profile, ...] = (
             "CQs, counting CQs with interrupts disabled", "derived interrupt state recomputed "
             "wrongly", post_load=h.cq_pending_recounted),
     _mutant("host-behavior-defined-only", "only the four defined bytes of Host Behavior "
-            "Support are saved", "feature saved partially", decode_state=h.host_behavior_defined_only),
+            "Support are saved", "feature saved partially",
+            decode_state=h.host_behavior_defined_only),
     _mutant("err-rec-low-word", "Error Recovery is saved as its low 16 bits (TLER), upper "
             "bits lost", "feature saved partially", decode_state=h.err_rec_low_word),
     _mutant("used-not-recomputed", "each SQ's count of request objects in use is not "
