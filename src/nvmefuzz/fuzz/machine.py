@@ -152,11 +152,12 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             """Migrate if the example is in hard states, or has changed something (a read-back),
             no migration of the run started from (``hardness.Memory``); note what one did."""
             asked = step.action == "migrate"
+            if not asked and self.steered >= STEERED:
+                return                         # capped: no need to measure (a hot path)
             hard = self.session.migrated_from if asked else self.session.hard_states()
             keys = [frozenset(hard), *self.unmigrated]
             if not asked:
-                if self.steered >= STEERED or all(k in self.local or k in memory.seen
-                                                  for k in keys):
+                if all(k in self.local or k in memory.seen for k in keys):
                     return
                 self.steered += 1
                 self.session.stats["migrations steered"] += 1
