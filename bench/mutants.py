@@ -32,6 +32,7 @@ import platform
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -50,6 +51,19 @@ GOALS = {"kill_rate": 0.95, "median_seconds": 5.0, "median_length": 8}
 #: resamples of the paired bootstrap that judges "better than a baseline" (``compare``)
 RESAMPLES = 2000
 INF = float("inf")
+
+
+def checkout() -> str:
+    """The commit the bench runs, ``+changes`` when the tree has uncommitted edits ('' when
+    there is no git checkout): the results say what code they measured."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return ""
 
 
 def hunt(job: tuple[str, str, tuple[str, ...], int, float]) -> tuple[str, str, dict, bytes]:
@@ -188,7 +202,8 @@ def _cell(r: dict) -> str:
 
 def markdown(report: dict) -> str:
     meta, summary, strategies = report["meta"], report["summary"], report["meta"]["strategies"]
-    out = [f"# Mutant kill bench ({meta['date']})", "",
+    at = f", commit {meta['commit']}" if meta.get("commit") else ""
+    out = [f"# Mutant kill bench ({meta['date']}{at})", "",
            f"Budget {meta['budget']} s per mutant per strategy, seed {meta['seed']}, campaigns "
            f"{', '.join(meta['campaigns'])} (taken in turn), {meta['mutants']} mutants of which "
            f"{meta['killable']} killable, Hypothesis {meta['hypothesis']}, "
@@ -313,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             for s in strategies]
     results: dict[str, dict] = {}
     traces = args.out / "traces"
+    commit = checkout()
     start = time.monotonic()
     with multiprocessing.Pool(args.jobs, maxtasksperchild=1) as pool:   # fresh state per hunt
         for i, (name, s, kill, trace) in enumerate(pool.imap_unordered(hunt, jobs), 1):
@@ -334,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
                  "seed": args.seed, "jobs": args.jobs, "campaigns": list(campaigns),
                  "strategies": strategies, "mutants": len(rows),
                  "killable": sum(r["killable"] for r in rows), "only": args.only,
-                 "hypothesis": hypothesis.__version__,
+                 "hypothesis": hypothesis.__version__, "commit": commit,
                  "machine": f"{platform.machine()} x{multiprocessing.cpu_count()}",
                  "wall_seconds": round(time.monotonic() - start, 1)},
         "summary": summary,

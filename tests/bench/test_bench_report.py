@@ -4,6 +4,7 @@ check and the head-to-head tally, on hand-made rows."""
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -103,9 +104,20 @@ def test_acceptance_wants_better_than_every_baseline():
     assert verdict["median length below every baseline"] is False  # 4 against 4: a tie
     assert set(report["comparisons"]) == {"unguided", "random-walk"}
     meta = {**report["meta"], "date": "d", "budget": 1, "seed": 1, "campaigns": [],
-            "mutants": 5, "killable": 4, "hypothesis": "h", "jobs": 1, "machine": "m"}
+            "mutants": 5, "killable": 4, "hypothesis": "h", "jobs": 1, "machine": "m",
+            "commit": "abc1234+changes"}
     table = mutants.markdown({**report, "meta": meta,
                               "control": dict.fromkeys(STRATEGIES, _kill(None))})
+    assert table.startswith("# Mutant kill bench (d, commit abc1234+changes)")
     # four mutants decide nothing: every difference, one kill included, is a tie
     assert ("| unguided | -25 pt (-75 .. +0) tie | +inf s (-0.1 .. +inf) tie | "
             "+0 steps (+0 .. +inf) tie |") in table.splitlines()
+
+
+def test_the_results_name_the_commit_they_measured(monkeypatch, tmp_path):
+    """In a checkout: its short commit, marked when tracked files have changes; outside
+    one: nothing (the table then names no commit)."""
+    assert re.fullmatch(r"[0-9a-f]{7,}(\+changes)?", mutants.checkout())
+    monkeypatch.setattr(mutants, "ROOT", tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    assert mutants.checkout() == ""
