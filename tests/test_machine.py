@@ -75,9 +75,11 @@ def _run(camp, examples: int = 6, steps: int = 25, steer: bool = True) -> Observ
 
 
 def _only(**weights: int):
-    """The default campaign with every rule off except ``weights``."""
+    """The default campaign with every rule off except ``weights``, and no I/O queue pair
+    built at power-on."""
     camp = load("default")
-    return attrs.evolve(camp, weights={r: weights.get(r, 0) for r in camp.weights})
+    return attrs.evolve(camp, weights={r: weights.get(r, 0) for r in camp.weights},
+                        queue_pairs=0)
 
 
 def test_campaign_queue_pairs_are_built_at_power_on():
