@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import attrs
@@ -11,8 +12,10 @@ from hypothesis import Phase, given, settings, strategies as st
 from nvmefuzz.errors import Divergence
 from nvmefuzz.fuzz.campaign import available, load
 from nvmefuzz.fuzz.machine import BUILT, STEERED, Observer, build_machine
-from nvmefuzz.fuzz.runner import run_campaign
+from nvmefuzz.fuzz.runner import known_findings, run_campaign
 from nvmefuzz.protocol.spec import AdminOpcode as A
+
+CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 
 
 def machine_test(name: str, examples: int, steps: int):
@@ -242,3 +245,28 @@ def test_a_run_steers_less_as_its_batches_remember():
     assert len(per_batch) == 4 and per_batch[0] > 0
     assert max(per_batch[1:]) < per_batch[0]
     assert sum(per_batch[1:]) < 3 * per_batch[0] * 0.8
+
+
+def test_sq_exhaustion_saves_with_sq_entries_not_fetched_and_runs_on_after_a_refusal():
+    """The campaign's point: migrations start with SQ entries rung but not fetched (request
+    pools used up by I/O in flight), and a design that refuses such a save is not stopped
+    there: the refusal is counted and the source's next steps are compared with its twin's."""
+    camp = load("sq-exhaustion")
+    full = Observer()
+    test = build_machine(camp.with_profile("full"), full).TestCase
+    test.settings = settings(max_examples=30, stateful_step_count=80, deadline=None,
+                             database=None, derandomize=True)
+    test("runTest").runTest()
+    assert full.stats["migrated with SQ entries not fetched"] > 0
+    assert full.stats["refusals"] == 0
+
+    v3 = Observer()
+    # the v3 patch's known divergences end an example quietly; a refusal is not among them
+    known = frozenset(t.verdict.signature for t in known_findings(CORPUS, "qemu-v3-patch")
+                      if t.verdict.kind != "refused")
+    assert known
+    test = build_machine(camp.with_profile("qemu-v3-patch"), v3, known=known).TestCase
+    test.settings = settings(max_examples=30, stateful_step_count=80, deadline=None,
+                             database=None, derandomize=True)
+    test("runTest").runTest()           # every example ends quietly or meets a known finding
+    assert v3.stats["refusals"] > 0
