@@ -214,8 +214,45 @@ def test_a_duplicated_completion_is_a_finding():
     assert diff is not None and diff.label == "posted/io/extra"
 
 
-def test_a_completion_the_host_cannot_pair_is_compared_as_it_is():
-    """Completions of no outstanding command are never carried to another step."""
+def stray(cid: int, status: int = 0x400B):
+    """Consuming the completion of a stale SQ entry fetched again (no command of the host)."""
+    return ("cqe/unknown/q2", {"sqid": 1, "cid": cid, "status": status, "dw0": 0, "dw1": 0,
+                               "sqhd": 0, "phase": 1})
+
+
+def stale(*cids: int, status: int = 0):
+    """Those completions posted and not consumed yet."""
+    return ("posted/io", {"qid": CQ, "cqes": tuple(CQE(cid=c, sqid=1, status=status, sqhd=0,
+                                                       phase=1) for c in cids)})
+
+
+def test_completions_of_no_command_may_come_in_either_order():
+    """Stale entries fetched again complete in any order too: a full CQ shows another one on
+    each side, each side consumes its own first, and the other's in a later step."""
+    pair = Pair()
+    full = dict(synced=True, size=4)
+    assert pair.step([stale(5, 6, 8)], [stale(5, 7, 8)], view(**full), view(**full)) is None
+    assert pair.step([stray(5, 0), stray(6, 0), stray(8, 0), stale(7)],
+                     [stray(5, 0), stray(7, 0), stray(8, 0), stale(6)],
+                     view(**full), view(**full)) is None
+    assert pair.comparator.ledger.strays != ({}, {})
+    assert pair.step([stray(7, 0)], [stray(6, 0)], view(**full), view(**full)) is None
+    assert pair.comparator.ledger.strays == ({}, {})
+
+
+def test_a_completion_of_no_command_owed_where_the_cq_has_room_is_a_difference():
+    """One side consumed a stale entry's completion; the other has room and shows nothing."""
+    pair = Pair()
+    diff = pair.step([stray(5, 0), stray(6, 0)], [stray(5, 0), stray(7, 0)],
+                     view(synced=True), view(synced=True))
+    assert diff is not None and diff.label.startswith("cqe/unknown/q2")
+    pair = Pair()                         # the same while the CQs may be full: owed, not lost
+    assert pair.step([stray(5, 0), stray(6, 0)], [stray(5, 0), stray(7, 0)],
+                     view(), view()) is None
+
+
+def test_a_completion_the_host_cannot_pair_is_compared_by_content():
+    """A completion of no outstanding command is not paired with a command's completion."""
     pair = Pair()
     stray = ("cqe/unknown/q2", {"sqid": 1, "cid": 9, "status": 0, "dw0": 0, "dw1": 0,
                                 "sqhd": 0, "phase": 1})

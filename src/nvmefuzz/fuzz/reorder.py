@@ -38,8 +38,12 @@ The rules, per step:
    slot holds no completion.  A debt owed where there is room shows as that completion
    missing.  If the owing host forgot the command (a reset, a deleted SQ) the debt lapses: it
    is never posted.
-5. Completions the host cannot pair with a command it submitted (``cqe/unknown``, posted
-   entries of no outstanding command) take no part: they are compared as they are.
+5. Completions the host cannot pair with a command it submitted (``cqe/unknown``: stale SQ
+   entries fetched again after the host rang a tail past its own, or a completion posted
+   twice) have no key; they are matched by content (CQ, SQID, CID, status, DW0, DW1).  Such
+   completions complete in any order too, so one side may show a set the other shows in a
+   later step.  One a side consumed and the other has not is owed, as in rule 4, until the
+   owing side's CQ has room and does not show it posted: then it is a difference.
 
 Nothing else is forgiven: a lost or duplicated completion, or one with another status, result
 or data, is still a difference.
@@ -47,6 +51,7 @@ or data, is still a difference.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Mapping
 
 import attrs
@@ -57,6 +62,7 @@ from nvmefuzz.protocol import regs
 from nvmefuzz.targets.base import Target
 
 Key = tuple[int, int]                        # (SQID, CID)
+Stray = tuple[int, int, int, int, int, int]  # (CQID, SQID, CID, status, DW0, DW1)
 
 
 @attrs.frozen
@@ -163,12 +169,13 @@ class _Look:
 
     consumed: dict[Key, Observation] = attrs.Factory(dict)   # paired with a command
     loose: list[Observation] = attrs.Factory(list)           # cqe/unknown
+    strays: Counter = attrs.Factory(Counter)                  # posted, of no command
     posted: dict[int, int] = attrs.Factory(dict)              # CQID -> entries posted
     shown: dict[Key, Shown] = attrs.Factory(dict)
     twice: bool = False                                       # one key shown twice
 
 
-def _look(obs: list[Observation], view: HostView, seen: dict[Key, Shown]) -> _Look:
+def _look(obs: list[Observation], view: HostView) -> _Look:
     look = _Look()
 
     def show(key: Key, s: Shown) -> None:
@@ -178,8 +185,8 @@ def _look(obs: list[Observation], view: HostView, seen: dict[Key, Shown]) -> _Lo
     for label, f in obs:
         if label.startswith("cqe/"):
             key = (f["sqid"], f["cid"])
-            if label.startswith("cqe/unknown") and key not in seen:
-                look.loose.append((label, f))
+            if label.startswith("cqe/unknown"):     # the host had retired it, or never
+                look.loose.append((label, f))         # submitted it: no key (rule 5)
                 continue
             look.consumed[key] = (label, f)
             kind = "posted/admin" if view.cq_of.get(key[0], key[0]) == 0 else "posted/io"
@@ -189,9 +196,22 @@ def _look(obs: list[Observation], view: HostView, seen: dict[Key, Shown]) -> _Lo
             look.posted[f["qid"]] = len(f["cqes"])
             for e in f["cqes"]:
                 key = (e[0], e[1])
-                if key in view.outstanding or key in seen:
+                if key in view.outstanding:
                     show(key, Shown(tuple(e[2:5]), None, label, f["qid"]))
+                else:
+                    look.strays[(f["qid"], *e[:5])] += 1
     return look
+
+
+def _stray(o: Observation) -> Stray:
+    """A consumed completion of no command, by content (its label names the CQ)."""
+    f = o[1]
+    return (int(o[0].rsplit("/q", 1)[1]), f["sqid"], f["cid"], f["status"], f["dw0"], f["dw1"])
+
+
+def _room(view: HostView, look: _Look) -> set[int]:
+    """CQs certain to have a free slot: the controller holds none of their completions."""
+    return {q for q in view.synced if look.posted.get(q, 0) < view.cq_size.get(q, 0) - 1}
 
 
 def _synthetic(key: Key, s: Shown, label: str | None) -> Observation:
@@ -218,6 +238,8 @@ class Ledger:
     consumed: tuple[dict[Key, Observation], dict[Key, Observation]] = attrs.Factory(
         lambda: ({}, {}))
     aliased: set[Key] = attrs.Factory(set)
+    strays: tuple[dict[Stray, list[Observation]], dict[Stray, list[Observation]]] = (
+        attrs.Factory(lambda: ({}, {})))
 
     def owed(self) -> int:
         """Completions one side has shown that the other has not (yet)."""
@@ -226,7 +248,7 @@ class Ledger:
     def reconcile(self, twin: list[Observation], mig: list[Observation], twin_view: HostView,
                   mig_view: HostView) -> tuple[list[Observation], list[Observation]]:
         views = (twin_view, mig_view)
-        looks = tuple(_look(o, v, s) for o, v, s in zip((twin, mig), views, self.seen))
+        looks = (_look(twin, twin_view), _look(mig, mig_view))
         a, b = looks
         if (a.twice or b.twice or a.posted != b.posted
                 or len(a.consumed) + len(a.loose) != len(b.consumed) + len(b.loose)):
@@ -236,6 +258,7 @@ class Ledger:
         self._remember(looks, extra)
         runs = self._pair(looks)
         self._debts(looks, views, extra)
+        self._strays(looks, views, extra)
         self._forget(looks, views)
         return (self._rebuild(twin, runs[0], a, extra[0]),
                 self._rebuild(mig, runs[1], b, extra[1]))
@@ -273,7 +296,6 @@ class Ledger:
                 else:
                     self.consumed[x][key] = obs
         for x in (0, 1):
-            runs[x].extend(looks[x].loose)
             runs[x].sort(key=_sort_key)
         return runs
 
@@ -283,12 +305,31 @@ class Ledger:
         for x in (0, 1):
             y = 1 - x
             view = views[y]
-            room = {q for q in view.synced
-                    if looks[y].posted.get(q, 0) < view.cq_size.get(q, 0) - 1}
+            room = _room(view, looks[y])
             for key, s in self.seen[x].items():
                 if (key not in self.seen[y] and key in view.outstanding
                         and view.cq_of.get(key[0]) in room):
                     extra[x].append(_synthetic(key, s, s.label))
+
+    def _strays(self, looks: tuple[_Look, _Look], views: tuple[HostView, HostView],
+                extra) -> None:
+        """Rule 5: consumed completions of no command, matched by content across steps; one
+        owed where the CQ has room and nothing of it is posted is a difference."""
+        for x in (0, 1):
+            theirs = self.strays[1 - x]
+            for o in looks[x].loose:
+                k = _stray(o)
+                if theirs.get(k):
+                    theirs[k].pop()
+                    if not theirs[k]:
+                        del theirs[k]
+                else:
+                    self.strays[x].setdefault(k, []).append(o)
+        for x in (0, 1):
+            y = 1 - x
+            room = _room(views[y], looks[y])
+            for k in [k for k in self.strays[x] if k[0] in room and not looks[y].strays[k]]:
+                extra[x].extend(self.strays[x].pop(k))
 
     def _forget(self, looks: tuple[_Look, _Look], views: tuple[HostView, HostView]) -> None:
         """Drop completions whose command both hosts retired and neither shows any more."""
@@ -310,7 +351,8 @@ class Ledger:
         for label, f in obs:
             if label.startswith("cqe/"):
                 continue
-            if label.startswith("posted/"):
-                f = {**f, "cqes": tuple(e for e in f["cqes"] if (e[0], e[1]) not in look.shown)}
+            if label.startswith("posted/"):      # counted (rule 1), entries by rules 2-5
+                f = {**f, "cqes": tuple(e for e in f["cqes"] if (e[0], e[1]) not in look.shown
+                                        and (f["qid"], *e[:5]) not in look.strays)}
             out.append((label, f))
         return out + extra
