@@ -242,8 +242,10 @@ class Ledger:
         attrs.Factory(lambda: ({}, {})))
 
     def owed(self) -> int:
-        """Completions one side has shown that the other has not (yet)."""
-        return sum(len(a.keys() - b.keys()) for a, b in (self.seen, self.seen[::-1]))
+        """Completions one side has shown (or, of no command, consumed) that the other has
+        not (yet)."""
+        return (sum(len(a.keys() - b.keys()) for a, b in (self.seen, self.seen[::-1]))
+                + sum(len(v) for side in self.strays for v in side.values()))
 
     def reconcile(self, twin: list[Observation], mig: list[Observation], twin_view: HostView,
                   mig_view: HostView) -> tuple[list[Observation], list[Observation]]:
