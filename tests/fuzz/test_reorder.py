@@ -159,6 +159,38 @@ def test_host_view_finds_commands_sharing_a_data_buffer():
     assert HostView.of(host, tap).aliased == {(1, 1), (1, 2)}
 
 
+def test_host_view_finds_reads_racing_writes_to_their_blocks():
+    """Reads outstanding with a write to a shared block, or with a Dataset Management on
+    their namespace, are racy; a Read of other blocks or another namespace is not."""
+    host = Host(bus=None)
+    sq = host.sqs[1] = HostSQ(1, CQ, 16)
+
+    def cmd(opc: int, nsid: int, slba: int, nlb: int) -> Outstanding:
+        return Outstanding(opc, 0, 0, opc == 2, span=(nsid, slba, nlb))
+    sq.outstanding.update({1: cmd(2, 1, 20, 5),          # Read 20-24
+                           2: cmd(8, 1, 22, 5),          # Write Zeroes 22-26
+                           3: cmd(2, 1, 27, 2),          # Read 27-28: clear of it
+                           4: cmd(5, 2, 22, 1)})         # Compare, namespace 2
+    tap = DoorbellTap(open_target(TargetConfig()))
+    assert HostView.of(host, tap).racy == {(1, 1)}
+    sq.outstanding[5] = cmd(9, 2, 0, 1)                  # a deallocate on namespace 2
+    assert HostView.of(host, tap).racy == {(1, 1), (1, 4)}
+
+
+def test_data_of_a_read_racing_a_write_is_not_compared():
+    """The sides consume a racy Read in one step with different data: not a difference; its
+    status still is.  The same Read not racing is compared."""
+    for racy, mig_c, expect in ((True, done(C, data=b"\x07"), None),
+                                (False, done(C, data=b"\x07"), "cqe/io/READ/data@0x0"),
+                                (True, done(C, data=b"\x07", status=0x281), "cqe/io/READ/status")):
+        pair = Pair()
+        racing = HostView(frozenset({C}), {0: 0, 1: CQ}, {0: 8, CQ: 16}, frozenset({CQ}),
+                          racy=frozenset({C}) if racy else frozenset())
+        assert pair.step([posted(C)], [posted(C)], racing, racing) is None
+        diff = pair.step([done(C, data=b"\0")], [mig_c], view(synced=True), view(synced=True))
+        assert (diff and diff.label) == expect
+
+
 def test_wrong_status_is_found_across_steps():
     """The same completion with another status is a finding, whichever step shows it."""
     pair = Pair()

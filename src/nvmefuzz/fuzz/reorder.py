@@ -30,7 +30,11 @@ The rules, per step:
    the step where the second side consumes it -- except the data of a command whose buffer
    the host reused for another command while it was outstanding (``HostView.aliased``): the
    host reads data when it consumes, so when the sides consumed in different steps, a later
-   command's data or DMA may have replaced it on one side only.
+   command's data or DMA may have replaced it on one side only.  Nor is the data of a Read
+   or Compare the host had outstanding together with a write to any of its blocks (Write,
+   Write Zeroes, Write Uncorrectable, or a Dataset Management, whose ranges the host does
+   not track) compared, in any step (``HostView.racy``): NVMe orders no two commands, so
+   what it returns depends on which finished first.
 4. A completion one side has shown and the other has not is a debt.  It is legal only while
    the owing side may still hold it: its command is outstanding there and its CQ may be full.
    The CQ has room for certain when the controller's head is the host's (the host rang what
@@ -56,9 +60,11 @@ from typing import Mapping
 
 import attrs
 
+from nvmefuzz.fuzz import hardness
 from nvmefuzz.fuzz.actions import Observation
 from nvmefuzz.host.driver import Host
 from nvmefuzz.protocol import regs
+from nvmefuzz.protocol.spec import IoOpcode as IO
 from nvmefuzz.targets.base import Target
 
 Key = tuple[int, int]                        # (SQID, CID)
@@ -74,13 +80,14 @@ class HostView:
     cq_size: Mapping[int, int]               # CQID -> entries
     synced: frozenset[int]                   # CQs whose controller head is the host's head
     aliased: frozenset[Key] = frozenset()    # outstanding with a data buffer another shares
+    racy: frozenset[Key] = frozenset()       # Reads outstanding with a write to their blocks
 
     @classmethod
     def of(cls, host: Host, tap: DoorbellTap) -> HostView:
         return cls(frozenset((q, cid) for q, sq in host.sqs.items() for cid in sq.outstanding),
                    {q: sq.cqid for q, sq in host.sqs.items()},
                    {q: cq.size for q, cq in host.cqs.items()},
-                   tap.synced(host), _aliased(host))
+                   tap.synced(host), _aliased(host), _racy(host))
 
 
 def _aliased(host: Host) -> frozenset[Key]:
@@ -97,6 +104,22 @@ def _aliased(host: Host) -> frozenset[Key]:
         if end > reach:
             reach, owner = end, key
     return frozenset(out)
+
+
+def _racy(host: Host) -> frozenset[Key]:
+    """Outstanding Reads and Compares that share a block with an outstanding write (any block
+    of the namespace for a Dataset Management: its ranges are in its buffer)."""
+    io = [((q, cid), cmd.opc, cmd.span) for q, sq in host.sqs.items()
+          for cid, cmd in sq.outstanding.items() if cmd.span is not None]
+    writes = [(span, opc == IO.DATASET_MANAGEMENT) for _, opc, span in io
+              if opc in hardness.WRITES or opc == IO.DATASET_MANAGEMENT]
+
+    def hit(read: tuple[int, int, int], write: tuple[int, int, int], anywhere: bool) -> bool:
+        return read[0] == write[0] and (anywhere or (read[1] < write[1] + write[2]
+                                                     and write[1] < read[1] + read[2]))
+
+    return frozenset(key for key, opc, span in io if opc in hardness.READS
+                     and any(hit(span, w, dsm) for w, dsm in writes))
 
 
 class DoorbellTap:
@@ -238,6 +261,7 @@ class Ledger:
     consumed: tuple[dict[Key, Observation], dict[Key, Observation]] = attrs.Factory(
         lambda: ({}, {}))
     aliased: set[Key] = attrs.Factory(set)
+    racy: set[Key] = attrs.Factory(set)
     strays: tuple[dict[Stray, list[Observation]], dict[Stray, list[Observation]]] = (
         attrs.Factory(lambda: ({}, {})))
 
@@ -257,6 +281,7 @@ class Ledger:
             return twin, mig                              # rule 1: counts differ
         extra: tuple[list[Observation], list[Observation]] = ([], [])
         self.aliased |= twin_view.aliased | mig_view.aliased
+        self.racy |= twin_view.racy | mig_view.racy
         self._remember(looks, extra)
         runs = self._pair(looks)
         self._debts(looks, views, extra)
@@ -287,11 +312,14 @@ class Ledger:
             for key, obs in looks[x].consumed.items():
                 if key in looks[y].consumed:
                     if x == 0:
+                        other = looks[1].consumed[key]
+                        if key in self.racy:              # raced a write to its blocks
+                            obs, other = _without_data(obs), _without_data(other)
                         runs[0].append(obs)
-                        runs[1].append(looks[1].consumed[key])
+                        runs[1].append(other)
                 elif key in self.consumed[y]:
                     other = self.consumed[y].pop(key)
-                    if key in self.aliased:               # read at different times
+                    if key in self.aliased or key in self.racy:   # read at different times
                         obs, other = _without_data(obs), _without_data(other)
                     runs[x].append(obs)
                     runs[y].append(other)
@@ -341,6 +369,7 @@ class Ledger:
                 self.seen[0].pop(key, None)
                 self.seen[1].pop(key, None)
         self.aliased = {k for k in self.aliased if any(k in v.outstanding for v in views)}
+        self.racy = {k for k in self.racy if any(k in v.outstanding for v in views)}
         for x in (0, 1):
             waiting = self.consumed[x]
             for key in [k for k in waiting if k not in views[1 - x].outstanding]:

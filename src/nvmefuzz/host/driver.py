@@ -48,6 +48,8 @@ class Outstanding:
     #: host bookkeeping to apply if the command succeeds, e.g. ("create_cq", qid, size)
     effect: tuple = ()
     cdw10: int = 0
+    #: an I/O command's (NSID, SLBA, blocks); None on the admin queue
+    span: tuple[int, int, int] | None = None
 
 
 @attrs.define(slots=True)
@@ -164,8 +166,10 @@ class Host:
         sqe = attrs.evolve(sqe, cid=cid, prp1=sqe.prp1 or prp1, prp2=sqe.prp2 or prp2)
         self.bus.mem_write(L.sq_base(qid) + slot * SQE_SIZE, sqe.encode())
         sq.tail = (sq.tail + 1) % sq.size
+        slba = sqe.cdw10 | sqe.cdw11 << 32
+        span = (sqe.nsid, slba, (sqe.cdw12 & 0xFFFF) + 1) if qid else None
         sq.outstanding[cid] = Outstanding(sqe.opc, buffer, length, returns_data, effect,
-                                          sqe.cdw10)
+                                          sqe.cdw10, span)
         return cid
 
     def _prp2(self, qid: int, slot: int, buffer: int, length: int) -> int:
