@@ -318,3 +318,20 @@ def test_shadow_doorbells_set_up_after_unrung_entries_still_ring_the_controller(
     assert not session.twin_host.sqs[1].outstanding     # the write completed
     assert session.twin_host.sqs[1].rung == 1
     assert replay(trace("qemu-11.1", steps[:-2] + [Step("migrate", {})] + steps[-2:]))[0].ok
+
+
+def test_a_failed_command_returns_no_data():
+    """A Get Log Page that fails (Invalid Field: an offset past the log) in the admin SQ slot
+    a SMART log used before leaves that log in its buffer: not an observation, so the host
+    does not read it; the SMART log's own data is one."""
+    smart = Step("admin", {"opc": int(A.GET_LOG_PAGE), "nsid": 0xFFFFFFFF, "length": 512,
+                           "cdw10": 0x02 | 127 << 16})
+    past_end = Step("admin", {"opc": int(A.GET_LOG_PAGE), "nsid": 0xFFFFFFFF, "length": 64,
+                              "cdw10": 0x02 | 15 << 16, "cdw12": 4096})
+    seen: list = []
+    replay(trace("full", [ENABLE, smart] + [IDENTIFY] * 7 + [past_end]),
+           on_step=lambda i, step, twin, mig: seen.append(
+               [f for label, f in twin if label.startswith("cqe/admin/GET_LOG_PAGE")]))
+    (ok,), (failed,) = seen[1], seen[-1]
+    assert ok["status"] == 0 and any(ok["data"])
+    assert failed["status"] != 0 and "data" not in failed

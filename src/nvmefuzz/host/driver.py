@@ -78,7 +78,8 @@ class HostCQ:
 
 @attrs.frozen
 class Completion:
-    """A harvested CQE and, for commands that return data, the bytes they returned."""
+    """A harvested CQE and, for commands that return data and succeeded, the bytes they
+    returned."""
 
     cqid: int
     cqe: CQE
@@ -239,7 +240,8 @@ class Host:
             sq.head = cqe.sqhd
         cmd = sq.outstanding.pop(cqe.cid)
         data = None
-        if cmd.returns_data and cmd.length:
+        if cmd.returns_data and cmd.length and cqe.status == 0:
+            # a failed command's buffer holds whatever was there before: not an observation
             data = self.bus.mem_read(cmd.buffer, cmd.length)
         if cmd.effect and cqe.status == 0:
             self._apply(cmd.effect)
