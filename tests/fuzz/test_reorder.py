@@ -333,3 +333,21 @@ def test_tap_trusts_a_new_io_cq_and_forwards_the_rest():
     ACTIONS["reg_write"](host, tap, {"offset": regs.cq_head_doorbell(1) + 2, "size": 2,
                                      "value": 0})
     assert tap.synced(host) == frozenset()
+
+
+def test_a_cid_posted_again_by_a_stale_entry_on_both_sides_keeps_the_ledger_at_work():
+    """A command's completion and a stale entry's with the same CID posted on both sides:
+    no key for either, and a reordering of two other completions is still forgiven.  The
+    same CID twice on one side only is a difference."""
+    a_again = CQE(cid=A[1], sqid=A[0], status=0x400B, sqhd=3, phase=1)
+
+    def with_dup(*keys):
+        return ("posted/io", {"qid": CQ, "cqes": (*posted(A, *keys)[1]["cqes"], a_again)})
+    pair = Pair()
+    assert pair.step([with_dup(B, C)], [with_dup(C, B)], view(A, B, C), view(A, B, C)) is None
+    assert pair.step([done(B), with_dup(C)], [done(C), with_dup(B)], view(A, C),
+                     view(A, B)) is None
+    assert pair.step([done(C), with_dup()], [done(B), with_dup()], view(A), view(A)) is None
+    pair = Pair()
+    diff = pair.step([posted(A, B)], [with_dup()], view(A, B), view(A, B))
+    assert diff is not None and diff.label == "posted/io/cqes"

@@ -22,8 +22,9 @@ what is left.  A completion is known by (SQID, CID), unique while its command is
 
 The rules, per step:
 
-1. Both sides consumed as many completions, and show as many posted per CQ; otherwise the
-   lists are compared as they are (a lost or an extra completion).
+1. Both sides consumed as many completions, and show as many posted per CQ (and as many
+   entries of each CID posted more than once); otherwise the lists are compared as they
+   are (a lost, an extra or a duplicated completion).
 2. Every completion a side shows, consumed or posted, is remembered until both hosts have
    retired its command.  Once both sides have shown it, status, DW0 and DW1 must agree.
 3. A completion both sides consumed, in whatever steps, is compared whole (label, data) in
@@ -44,7 +45,8 @@ The rules, per step:
    is never posted.
 5. Completions the host cannot pair with a command it submitted (``cqe/unknown``: stale SQ
    entries fetched again after the host rang a tail past its own, or a completion posted
-   twice) have no key; they are matched by content (CQ, SQID, CID, status, DW0, DW1).  Such
+   twice, or a CID that several posted entries carry on both sides alike) have no key; they
+   are matched by content (CQ, SQID, CID, status, DW0, DW1).  Such
    completions complete in any order too, so one side may show a set the other shows in a
    later step.  One a side consumed and the other has not is owed, as in rule 4, until the
    owing side's CQ has room and does not show it posted: then it is a difference.
@@ -193,17 +195,13 @@ class _Look:
     consumed: dict[Key, Observation] = attrs.Factory(dict)   # paired with a command
     loose: list[Observation] = attrs.Factory(list)           # cqe/unknown
     strays: Counter = attrs.Factory(Counter)                  # posted, of no command
+    dups: dict[Key, int] = attrs.Factory(dict)                # CIDs posted more than once
     posted: dict[int, int] = attrs.Factory(dict)              # CQID -> entries posted
     shown: dict[Key, Shown] = attrs.Factory(dict)
-    twice: bool = False                                       # one key shown twice
 
 
 def _look(obs: list[Observation], view: HostView) -> _Look:
     look = _Look()
-
-    def show(key: Key, s: Shown) -> None:
-        look.twice |= key in look.shown
-        look.shown[key] = s
 
     for label, f in obs:
         if label.startswith("cqe/"):
@@ -213,15 +211,17 @@ def _look(obs: list[Observation], view: HostView) -> _Look:
                 continue
             look.consumed[key] = (label, f)
             kind = "posted/admin" if view.cq_of.get(key[0], key[0]) == 0 else "posted/io"
-            show(key, Shown((f["status"], f["dw0"], f["dw1"]), label, kind,
-                            view.cq_of.get(key[0], -1)))
+            look.shown[key] = Shown((f["status"], f["dw0"], f["dw1"]), label, kind,
+                                    view.cq_of.get(key[0], -1))
         elif label.startswith("posted/"):
             look.posted[f["qid"]] = len(f["cqes"])
+            keys = Counter((e[0], e[1]) for e in f["cqes"])
+            look.dups.update((k, n) for k, n in keys.items() if n > 1)
             for e in f["cqes"]:
                 key = (e[0], e[1])
-                if key in view.outstanding:
-                    show(key, Shown(tuple(e[2:5]), None, label, f["qid"]))
-                else:
+                if key in view.outstanding and keys[key] == 1:
+                    look.shown[key] = Shown(tuple(e[2:5]), None, label, f["qid"])
+                else:           # no command, or a CID posted again by a stale entry
                     look.strays[(f["qid"], *e[:5])] += 1
     return look
 
@@ -276,7 +276,7 @@ class Ledger:
         views = (twin_view, mig_view)
         looks = (_look(twin, twin_view), _look(mig, mig_view))
         a, b = looks
-        if (a.twice or b.twice or a.posted != b.posted
+        if (a.posted != b.posted or a.dups != b.dups
                 or len(a.consumed) + len(a.loose) != len(b.consumed) + len(b.loose)):
             return twin, mig                              # rule 1: counts differ
         extra: tuple[list[Observation], list[Observation]] = ([], [])
