@@ -35,15 +35,19 @@ WRITES = frozenset({IO.WRITE, IO.WRITE_ZEROES, IO.WRITE_UNCORRECTABLE})
 
 def _spans(inflight: list) -> list[tuple[int, int, int]]:
     """(opcode, SLBA, blocks) of each in-flight I/O command, in fetch order."""
-    return [(r.sqe.opc, r.sqe.cdw10 | r.sqe.cdw11 << 32, (r.sqe.cdw12 & 0xFFFF) + 1)
-            for r in inflight if r.sqid]
+    return [(r.sqe.opc, *r.sqe.lba_range) for r in inflight if r.sqid]
+
+
+def overlap(a: int, n: int, b: int, m: int) -> bool:
+    """Do the LBA ranges of ``n`` blocks from ``a`` and ``m`` blocks from ``b`` share one?"""
+    return a < b + m and b < a + n
 
 
 def _pairs(inflight: list, first: frozenset | None = None, then: frozenset | None = None) -> int:
     """Pairs of in-flight I/O commands, the earlier one's opcode in ``first`` and the later
     one's in ``then`` (None: any), whose LBA ranges overlap."""
     spans = _spans(inflight)
-    return sum(a < b + m and b < a + n
+    return sum(overlap(a, n, b, m)
                for i, (op1, a, n) in enumerate(spans) if first is None or op1 in first
                for op2, b, m in spans[i + 1:] if then is None or op2 in then)
 

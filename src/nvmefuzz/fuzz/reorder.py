@@ -117,8 +117,7 @@ def _racy(host: Host) -> frozenset[Key]:
               if opc in hardness.WRITES or opc == IO.DATASET_MANAGEMENT]
 
     def hit(read: tuple[int, int, int], write: tuple[int, int, int], anywhere: bool) -> bool:
-        return read[0] == write[0] and (anywhere or (read[1] < write[1] + write[2]
-                                                     and write[1] < read[1] + read[2]))
+        return read[0] == write[0] and (anywhere or hardness.overlap(*read[1:], *write[1:]))
 
     return frozenset(key for key, opc, span in io if opc in hardness.READS
                      and any(hit(span, w, dsm) for w, dsm in writes))

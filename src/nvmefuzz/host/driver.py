@@ -167,8 +167,7 @@ class Host:
         sqe = attrs.evolve(sqe, cid=cid, prp1=sqe.prp1 or prp1, prp2=sqe.prp2 or prp2)
         self.bus.mem_write(L.sq_base(qid) + slot * SQE_SIZE, sqe.encode())
         sq.tail = (sq.tail + 1) % sq.size
-        slba = sqe.cdw10 | sqe.cdw11 << 32
-        span = (sqe.nsid, slba, (sqe.cdw12 & 0xFFFF) + 1) if qid else None
+        span = (sqe.nsid, *sqe.lba_range) if qid else None
         sq.outstanding[cid] = Outstanding(sqe.opc, buffer, length, returns_data, effect,
                                           sqe.cdw10, span)
         return cid

@@ -25,10 +25,6 @@ DATA_OPS = (IO.READ, IO.WRITE, IO.COMPARE)
 U64 = (1 << 64) - 1                   # the SMART counters are u64 in QEMU and wrap
 
 
-def _range(sqe) -> tuple[int, int]:
-    return sqe.cdw10 | sqe.cdw11 << 32, (sqe.cdw12 & 0xFFFF) + 1
-
-
 def _nsid_status(ctrl: Controller, nsid: int) -> int | None:
     if nsid == 0 or nsid > ctrl.config.nn:          # also catches the broadcast NSID
         return S.INVALID_NSID | DNR
@@ -54,7 +50,7 @@ def execute(ctrl: Controller, req: Request) -> int | None:
     if sqe.psdt:
         return S.INVALID_FIELD | DNR
     if sqe.opc in DATA_OPS or sqe.opc == IO.WRITE_ZEROES:
-        slba, nlb = _range(sqe)
+        slba, nlb = sqe.lba_range
         length = nlb * ctrl.store.lba_size
         if sqe.opc in DATA_OPS and length > ctrl.page_size << ctrl.config.mdts:
             return S.INVALID_FIELD | DNR
@@ -101,7 +97,7 @@ def finish(ctrl: Controller, req: Request) -> int:
                 if nlb and slba + nlb <= store.nsze:
                     store.deallocate(slba, nlb)
         return S.SUCCESS
-    slba, nlb = _range(sqe)
+    slba, nlb = sqe.lba_range
     if sqe.opc == IO.WRITE_ZEROES:
         store.deallocate(slba, nlb)           # QEMU does no block accounting for it
         return S.SUCCESS

@@ -57,6 +57,11 @@ class SQE:
     cdw14: int = attrs.field(default=0, validator=_width(32))
     cdw15: int = attrs.field(default=0, validator=_width(32))
 
+    @property
+    def lba_range(self) -> tuple[int, int]:
+        """An NVM command's (SLBA, blocks): CDW10-11, and NLB (CDW12 15:0, 0's based) + 1."""
+        return self.cdw10 | self.cdw11 << 32, (self.cdw12 & 0xFFFF) + 1
+
     def encode(self) -> bytes:
         return _SQE.pack(
             self.opc, self.fuse | (self.psdt << 6), self.cid, self.nsid, self.cdw2, self.cdw3,
