@@ -440,3 +440,20 @@ def test_snapshot_of_one_config_is_refused_by_another(profile, other):
     assert other != rig.ctrl.config
     with pytest.raises(SnapshotError, match="configured"):
         snap.restore(blob, other, profiles.get(profile))
+
+
+@pytest.mark.parametrize("profile", ["qemu-11.1", "nvmecs-v0"])
+def test_a_draining_save_fetches_nothing_and_the_destination_fetches_what_it_freed(profile):
+    """pre_save stops SQ processing before it drains (QEMU cancels the SQ bottom halves, a
+    TP4159 Suspend stops fetching): the SQE pending behind SQ 1's used-up request pool stays
+    under the saved tail although the drain frees the pool, and the destination fetches it
+    at post_load, as the drained twin does."""
+    rig, twin = stalled(profile), stalled(profile)
+    _, dst = migrate(rig, profile)
+    assert rig.ctrl.inflight == [] and rig.ctrl.sqs[1].head == 1     # saved: not fetched
+    assert rig.ctrl.stop_processing is False
+    twin.ctrl.drain()                                # the twin drains as the session does
+    assert dst.ctrl.sqs[1].head == twin.ctrl.sqs[1].head == 2
+    assert len(dst.ctrl.inflight) == len(twin.ctrl.inflight) == 1
+    if profile == "qemu-11.1":                       # which also keeps CQ 2's waiting entries
+        assert finish_everything(dst) == finish_everything(twin)

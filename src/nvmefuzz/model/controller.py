@@ -286,6 +286,17 @@ class Controller:
         self.inflight = []
         self._run()
 
+    def quiesce(self) -> None:
+        """Stop fetching SQEs, then drain: the first steps of a save (QEMU cancels the SQ
+        bottom halves, a TP4159 Suspend stops processing commands).  SQEs a drained
+        completion would let a used-up request pool fetch stay in guest memory for whoever
+        schedules the SQs next (a destination's post_load)."""
+        self.stop_processing = True
+        try:
+            self.drain()
+        finally:
+            self.stop_processing = False
+
     # ------------------------------------------------------------------ SQ and CQ engines
     def _process_sq(self, sq: SubmissionQueue) -> None:
         from nvmefuzz.model import admin, nvm

@@ -9,8 +9,9 @@ Around it the design carries what any VFIO migration of a PCI function carries: 
 register image (CC, AQA, ASQ, ACQ, INTMS, CSTS) from which the destination re-derives the page
 size and re-creates the admin queues by enabling.  Everything else (admin queue positions,
 features, AER and event state, waiting completions, interrupt state, shadow doorbells,
-timestamps) is not in version 0 and is lost.  Suspend waits for outstanding commands, so
-in-flight I/O is drained before the state is read.
+timestamps) is not in version 0 and is lost.  Suspend stops fetching commands and waits for
+outstanding ones, so in-flight I/O is drained before the state is read, and SQEs not yet
+fetched stay under the saved SQ tails.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def decode_state(wire: object) -> dict:
 
 
 def pre_save(ctrl: Controller) -> None:
-    ctrl.drain()
+    ctrl.quiesce()                        # Suspend: no new command fetched, outstanding ones end
 
 
 def post_load(ctrl: Controller) -> None:

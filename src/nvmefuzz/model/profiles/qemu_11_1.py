@@ -13,7 +13,12 @@ sections 1.1-1.6.
 * not saved: the SMART I/O counters, the changed-namespace list; in-flight I/O never exists
   at save time because pre_save drains it.
 * pre_save: cancel SQ bottom halves, drain all AIO (completions post while draining), keep
-  what a full CQ cannot take.  post_load: rebuild CQs then SQs, schedule the CQ bottom half
+  what a full CQ cannot take.  After the cancel the model fetches no SQE, also not when a
+  drained completion frees a request of an SQ whose pool was used up: those SQEs stay in
+  guest memory under the saved tail for the destination to fetch.  (In QEMU such a
+  completion re-arms the SQ bottom half, and a command fetched inside the drain would be in
+  flight at save time, which pre_save asserts against; the reference notes' open race, not
+  modelled: the model must not report a silent loss QEMU's code cannot produce.)  post_load: rebuild CQs then SQs, schedule the CQ bottom half
   of every CQ that got waiting completions back, then schedule every SQ.
 """
 
@@ -27,7 +32,7 @@ NOT_SAVED = frozenset({
 
 
 def pre_save(ctrl: Controller) -> None:
-    ctrl.drain()
+    ctrl.quiesce()                        # qemu_bh_cancel(sq->bh), then nvme_ns_drain
 
 
 def post_load(ctrl: Controller) -> None:
