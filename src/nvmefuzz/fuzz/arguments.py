@@ -28,11 +28,21 @@ NSIDS = st.sampled_from([1, 1, 1, 1, 1, 1, 0, 2, 0xFFFFFFFF, 257])
 FIDS = st.sampled_from([0x01, 0x02, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B, 0x0E,
                         0x16, 0x19, 0x03, 0x7F])
 
+
+
+def pairs(most: int, least: int = 0) -> SearchStrategy:
+    """I/O queue pairs a driver builds: (CQ size, SQ size, IEN, interrupt vector) each."""
+    return st.lists(st.tuples(PAIR_SIZES, PAIR_SIZES, st.booleans(), st.sampled_from([0, 1])),
+                    min_size=least, max_size=max(most, least))
+
+
 #: the arguments of every rule that draws nothing from a bundle
 ARGUMENTS: dict[str, dict[str, SearchStrategy]] = {
     "enable": {"asqs": st.sampled_from([1, 3, 7, 31]), "acqs": st.sampled_from([1, 3, 7, 31])},
     "reset": {},
     "shutdown": {"shn": st.sampled_from([1, 2])},
+    "restart": {"shn": st.sampled_from([0, 0, 1, 2]), "asqs": st.sampled_from([3, 7, 31]),
+                "acqs": st.sampled_from([3, 7, 31]), "aer": st.booleans()},
     "register_write": {
         "offset": st.sampled_from([0x00, 0x08, 0x0C, 0x10, 0x18, 0x1C, 0x20, 0x38, 0x1002]),
         "value": st.sampled_from([0, 1, 0xFFFFFFFF, 0x4E564D65, 2, 0x10])},

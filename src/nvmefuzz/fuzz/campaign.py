@@ -35,7 +35,8 @@ DEFAULT_WEIGHTS: dict[str, int] = {
     "io": 6, "ring_sq": 2, "ring_cq": 1, "bad_doorbell": 1, "consume": 3, "advance": 3,
     "aer": 2, "identify": 1, "get_log_page": 2, "get_features": 1, "set_features": 2,
     "temperature_event": 1, "abort": 1, "bad_admin": 1, "dbbuf": 1, "ns_changed": 1,
-    "register_write": 1, "register_read": 1, "reset": 1, "shutdown": 1, "migrate": 2,
+    "register_write": 1, "register_read": 1, "reset": 1, "shutdown": 1, "restart": 0,
+    "migrate": 2,
     "read_back": 2,
 }
 

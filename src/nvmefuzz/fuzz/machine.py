@@ -9,10 +9,12 @@ Hypothesis.  Rule weights come from the campaign: a rule of weight ``w`` is regi
 times (Hypothesis picks uniformly among applicable rules), weight 0 leaves it out.  The
 copies of a queue-creating rule past the first apply only while the host has fewer than
 ``BUILT`` I/O queues of that kind: queues are built early and then used (one copy stays, so
-invalid and duplicate creations still happen).
+invalid and duplicate creations still happen).  Likewise the copies of a rule that resets
+the controller (``RESETS``) apply only while I/O commands are outstanding.
 
 Every example starts with power-on and up to the campaign's ``queue_pairs`` I/O queue pairs
-(sizes, IEN and vector drawn); queue ids flow through the bundles ``cqs`` and ``sqs``.
+(sizes, IEN and vector drawn); ``restart`` resets the controller as a driver does and builds
+pairs again; queue ids flow through the bundles ``cqs`` and ``sqs``.
 Preconditions read the twin's host view (which queues exist, which SQ has room) so most
 steps are legal; a share of every rule's draws is deliberately invalid (bad queue ids,
 sizes, vectors, doorbell values, opcodes, fields) or hostile but valid (an SQ tail rung
@@ -52,7 +54,7 @@ from hypothesis.stateful import (
 )
 
 from nvmefuzz.errors import Divergence
-from nvmefuzz.fuzz.arguments import ARGUMENTS, PAIR_SIZES, QIDS, RECENT, SIZES
+from nvmefuzz.fuzz.arguments import ARGUMENTS, QIDS, RECENT, SIZES, pairs
 from nvmefuzz.fuzz.batch import Observer
 from nvmefuzz.fuzz.campaign import Campaign
 from nvmefuzz.fuzz import hardness
@@ -66,6 +68,9 @@ from nvmefuzz.trace.schema import Step, Trace, Verdict
 #: I/O queues of a kind (CQs, SQs) from which on only one copy of a queue-creating rule stays
 #: applicable: the rest of a campaign's weight builds queues early, then the queues are used
 BUILT = 2
+#: rules that reset the controller: the copies of one past the first apply only while I/O
+#: commands are outstanding, so a storm of them hits a busy controller
+RESETS = frozenset({"reset", "shutdown", "restart"})
 #: migrations one example may be steered into (each costs a save, a restore, a state diff)
 STEERED = 3
 #: virtual time a migration's ``settle`` lets pass: one I/O latency of the model
@@ -74,6 +79,10 @@ SETTLE_NS = 20_000
 
 def _has_admin(m: Any) -> bool:
     return 0 in m.host.sqs and m.host.sqs[0].free() > 0
+
+
+def _io_busy(m: Any) -> bool:
+    return any(s.outstanding for q, s in m.host.sqs.items() if q)
 
 
 def _io_sqs(m: Any) -> list[int]:
@@ -185,15 +194,18 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             obs.example_done(stats)
             self.session.close()
 
-        @initialize(targets=(cqs, sqs), pairs=st.lists(
-            st.tuples(PAIR_SIZES, PAIR_SIZES, st.booleans(), st.sampled_from([0, 1])),
-            max_size=camp.queue_pairs))
+        @initialize(targets=(cqs, sqs), pairs=pairs(camp.queue_pairs))
         def power_on(self, pairs: list[tuple[int, int, bool, int]]) -> Any:
             self.do("enable", asqs=7, acqs=7)
+            built = self._build(pairs)
+            self.hold = False
+            return built
+
+        def _build(self, pairs: list[tuple[int, int, bool, int]]) -> Any:
+            """Create I/O queue pairs 1, 2, ... (CQ and SQ of the same id), as a driver does."""
             for qid, (cq_size, sq_size, ien, iv) in enumerate(pairs, 1):
                 self.do("create_cq", qid=qid, size=cq_size, ien=int(ien), iv=iv, pc=1)
                 self.do("create_sq", qid=qid, cqid=qid, size=sq_size, pc=1)
-            self.hold = False
             return multiple(*(q for q in self.host.sqs if q))
 
         # -------------------------------------------------------------- controller state
@@ -205,6 +217,19 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
 
         def r_shutdown(self, shn: int) -> None:
             self.do("shutdown", shn=shn)
+
+        def r_restart(self, shn: int, asqs: int, acqs: int,
+                      pairs: list[tuple[int, int, bool, int]], aer: bool) -> Any:
+            """A driver's controller reset: shut down (``shn``) or not, disable, enable, build
+            I/O queue pairs again and send an AER, whatever was outstanding."""
+            if shn:
+                self.do("shutdown", shn=shn)
+            self.do("disable")
+            self.do("enable", asqs=asqs, acqs=acqs)
+            built = self._build(pairs)
+            if aer:
+                self.do("aer", reap=False)
+            return built
 
         def r_register_write(self, offset: int, value: int) -> None:
             self.do("reg_write", offset=offset, size=4, value=value)
@@ -346,6 +371,8 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
         "enable": (Machine.r_enable, lambda m: 0 not in m.host.sqs, None, {}),
         "reset": (Machine.r_reset, always, None, {}),
         "shutdown": (Machine.r_shutdown, always, None, {}),
+        "restart": (Machine.r_restart, always, ("cqs", "sqs"), {
+            "pairs": pairs(camp.queue_pairs, least=1)}),
         "register_write": (Machine.r_register_write, always, None, {}),
         "register_read": (Machine.r_register_read, always, None, {}),
         "migrate": (Machine.r_migrate, always, None, {}),
@@ -383,10 +410,14 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             def body(self, _fn=fn, **kw):
                 return _fn(self, **kw)
             body.__name__ = f"{name}_{copy}" if copy else name
-            target_kw = {"target": getattr(Machine, bundle)} if bundle else {}
-            if bundle and copy:     # a queue-building weight counts while queues are few
-                pre = (lambda m, _pre=table[name][1], _b=bundle:
+            target_kw = ({"target": getattr(Machine, bundle)} if isinstance(bundle, str) else
+                         {"targets": tuple(getattr(Machine, b) for b in bundle)} if bundle
+                         else {})
+            if isinstance(bundle, str) and copy:   # a queue-building weight counts while
+                pre = (lambda m, _pre=table[name][1], _b=bundle:    # queues are few
                        _pre(m) and len(getattr(m.host, _b)) <= BUILT)
+            elif name in RESETS and copy:          # a reset's weight counts while I/O is busy
+                pre = (lambda m, _pre=table[name][1]: _pre(m) and _io_busy(m))
             # a precondition that always holds is left out: Hypothesis checks every one
             # of them each time it considers the rule
             gated = body if pre is always else precondition(pre)(body)

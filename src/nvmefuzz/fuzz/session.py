@@ -44,6 +44,9 @@ from nvmefuzz.trace.schema import PASS, Step, Trace, Verdict
 
 #: statistics key of a state path a migration lost (``Session.lost_state``)
 LOST_PREFIX = "lost at migration: "
+#: the steps that reset the controller, and the statistics key of a hard state one met
+RESET_ACTIONS = frozenset({"disable", "shutdown"})
+RESET_PREFIX = "reset with "
 
 
 def lost_paths(stats: Counter) -> set[str]:
@@ -106,6 +109,10 @@ class Session:
             if step.action == "migrate":
                 twin_obs, mig_obs = self._migrate()
             else:
+                if step.action in RESET_ACTIONS:
+                    self.stats["resets"] += 1
+                    for name in self.hard_states():
+                        self.stats[f"{RESET_PREFIX}{name}"] += 1
                 action = ACTIONS.get(step.action)
                 if action is None:
                     raise TraceFormatError(f"unknown action {step.action!r}")

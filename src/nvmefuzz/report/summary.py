@@ -2,8 +2,8 @@
 
 ``summary(result)`` is the single description of a fuzz run: budget used, examples, steps,
 migrations and refusals, findings with class, signature and trace path, waived differences,
-hard states reached at migration, the state paths migrations lost (model targets: whether or
-not the guest saw it), and the other ``event()`` statistics.
+hard states reached at migrations and at resets, the state paths migrations lost (model
+targets: whether or not the guest saw it), and the other ``event()`` statistics.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 from rich.table import Table
 
 from nvmefuzz.fuzz.runner import RunResult
-from nvmefuzz.fuzz.session import LOST_PREFIX
+from nvmefuzz.fuzz.session import LOST_PREFIX, RESET_PREFIX
 
 HARD_PREFIX = "migrated with "
 
@@ -41,6 +41,9 @@ def summary(result: RunResult) -> dict[str, Any]:
                                       if s["migrations"] else 0),
         "hard_states_at_migration": {k[len(HARD_PREFIX):]: v for k, v in sorted(s.items())
                                      if k.startswith(HARD_PREFIX)},
+        "resets": s["resets"],
+        "hard_states_at_reset": {k[len(RESET_PREFIX):]: v for k, v in sorted(s.items())
+                                 if k.startswith(RESET_PREFIX)},
         "migrations_that_lost_state": s["migrations that lost state"],
         "lost_at_migration": {k[len(LOST_PREFIX):]: v for k, v in sorted(s.items())
                               if k.startswith(LOST_PREFIX)},
@@ -67,6 +70,10 @@ def table(data: dict[str, Any]) -> Table:
         t.add_row(key.replace("_", " "), str(data[key]))
     for name, n in data["hard_states_at_migration"].items():
         t.add_row(f"migrated with {name}", str(n))
+    if data["resets"]:
+        t.add_row("resets", str(data["resets"]))
+    for name, n in data["hard_states_at_reset"].items():
+        t.add_row(f"{RESET_PREFIX}{name}", str(n))
     if data["migrations_that_lost_state"]:
         t.add_row("migrations that lost state", str(data["migrations_that_lost_state"]))
     for path, n in data["lost_at_migration"].items():
