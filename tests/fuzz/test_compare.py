@@ -122,14 +122,14 @@ def test_spurious_interrupt_covers_only_interrupts():
 
 
 def test_smart_waiver_covers_only_the_io_counters():
-    """smart-io-counters waives SMART bytes 32..95 (28..91 read at log offset 4), nothing else."""
+    """smart-io-counters waives SMART bytes 32..95, nothing else."""
     comp = Comparator((WAIVERS["smart-io-counters"],))
     twin = [cqe(SMART_LABEL, 1, sqid=0, data=smart())]
-    for off in (32, 47, 48, 64, 80, 95, 28):
+    for off in (32, 47, 48, 64, 80, 95):
         mig = [cqe(SMART_LABEL, 1, sqid=0, data=smart(**{f"o{off}": 1}))]
         assert comp.check(twin, mig) is None, off
-    assert comp.suppressed["smart-io-counters"] == 7
-    for off, field in ((0, "critical_warning"), (1, "temperature"), (27, None),
+    assert comp.suppressed["smart-io-counters"] == 6
+    for off, field in ((0, "critical_warning"), (1, "temperature"), (27, None), (28, None),
                        (96, "ctrl_busy_time"), (511, None)):
         mig = [cqe(SMART_LABEL, 1, sqid=0, data=smart(**{f"o{off}": 1}))]
         diff = comp.check(twin, mig)
@@ -137,9 +137,22 @@ def test_smart_waiver_covers_only_the_io_counters():
         assert diff.label == f"{SMART_LABEL}/" + (f"data.{field}" if field else f"data@{off:#x}")
     both = [cqe(SMART_LABEL, 1, sqid=0, data=smart(o40=1, o2=1))]
     assert comp.check(twin, both).label == f"{SMART_LABEL}/data.temperature"
-    spread = [cqe(SMART_LABEL, 1, sqid=0, data=smart(o28=1, o95=1))]   # no one offset fits
-    assert comp.check(twin, spread).label == f"{SMART_LABEL}/data@0x1c"
-    assert comp.suppressed["smart-io-counters"] == 7
+    spread = [cqe(SMART_LABEL, 1, sqid=0, data=smart(o31=1, o95=1))]
+    assert comp.check(twin, spread).label == f"{SMART_LABEL}/data@0x1f"
+    assert comp.suppressed["smart-io-counters"] == 6
+
+
+def test_smart_data_read_at_a_log_offset_is_judged_where_it_lies_in_the_log():
+    """Read at offset 4 (``at``), data byte 28 is log byte 32 (Data Units Read): waived, and
+    named as that field when no waiver applies; data byte 24 is reserved log byte 28."""
+    twin = [cqe(SMART_LABEL, 1, sqid=0, data=smart()[:508], at=4)]
+    counter = [cqe(SMART_LABEL, 1, sqid=0, data=smart(o28=1)[:508], at=4)]
+    reserved = [cqe(SMART_LABEL, 1, sqid=0, data=smart(o24=1)[:508], at=4)]
+    waived = Comparator((WAIVERS["smart-io-counters"],))
+    assert waived.check(twin, counter) is None
+    assert waived.check(twin, reserved).label == f"{SMART_LABEL}/data@0x1c"
+    strict = Comparator(())
+    assert strict.check(twin, counter).label == f"{SMART_LABEL}/data.data_units_read"
 
 
 def test_smart_waiver_keeps_other_fields_of_the_completion():

@@ -335,3 +335,22 @@ def test_a_failed_command_returns_no_data():
     (ok,), (failed,) = seen[1], seen[-1]
     assert ok["status"] == 0 and any(ok["data"])
     assert failed["status"] != 0 and "data" not in failed
+
+
+def test_a_log_read_at_an_offset_names_the_field_where_it_lies_in_the_log():
+    """A SMART log read from byte 4 (LPOL) that differs in Data Units Read (log byte 32) is
+    signed with that field, as a read from byte 0 is, not with the byte's place in the
+    buffer: one loss, one signature."""
+    def smart(lpo: int) -> Step:
+        return Step("admin", {"opc": int(A.GET_LOG_PAGE), "nsid": 0xFFFFFFFF, "length": 508,
+                              "cdw10": 0x02 | 126 << 16, "cdw12": lpo})
+    steps = [ENABLE, Step("create_cq", {"qid": 1, "size": 2}),
+             Step("create_sq", {"qid": 1, "cqid": 1, "size": 2}), read(1, 0), Step("migrate")]
+    seen: list = []
+    verdicts = [replay(trace("qemu-11.1", steps + [smart(lpo)]),
+                       on_step=lambda i, step, twin, mig: seen.append(twin))[0]
+                for lpo in (4, 0)]
+    assert [v.signature for v in verdicts] == [
+        "divergence:cqe/admin/GET_LOG_PAGE/lid=0x02/data.data_units_read"] * 2
+    at = [f.get("at") for obs in seen for label, f in obs if "GET_LOG_PAGE" in label]
+    assert at == [4, None]

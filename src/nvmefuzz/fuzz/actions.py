@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from nvmefuzz.host import layout as L
-from nvmefuzz.host.driver import Completion, Host, pattern_bytes
+from nvmefuzz.host.driver import Completion, Host, Outstanding, pattern_bytes
 from nvmefuzz.protocol import regs
 from nvmefuzz.protocol.queues import CQE, SQE
 from nvmefuzz.protocol.spec import AdminOpcode as A, IoOpcode as IO
@@ -35,20 +35,25 @@ SELECTOR = {A.GET_FEATURES: "fid", A.SET_FEATURES: "fid", A.GET_LOG_PAGE: "lid",
             A.IDENTIFY: "cns"}
 
 
-def completion_obs(c: Completion, opc: int | None, cdw10: int = 0) -> Observation:
-    """A completion as the guest saw it; the label names the command (and its selector)."""
+def completion_obs(c: Completion, cmd: Outstanding | None) -> Observation:
+    """A completion as the guest saw it; the label names the command (and its selector).
+    Data a command returned comes with ``at``, where it starts in its structure (a Get Log
+    Page's offset), when that is not 0."""
     cqe = c.cqe
-    if not c.known or opc is None:
+    if not c.known or cmd is None:
         label = f"cqe/unknown/q{c.cqid}"
     else:
+        opc = cmd.opc
         kind, names = ("admin", ADMIN_NAMES) if c.cqid == 0 else ("io", IO_NAMES)
         label = f"cqe/{kind}/{names.get(opc, f'0x{opc:02x}')}"
         if c.cqid == 0 and opc in SELECTOR:
-            label += f"/{SELECTOR[opc]}={cdw10 & 0xFF:#04x}"
+            label += f"/{SELECTOR[opc]}={cmd.cdw10 & 0xFF:#04x}"
     fields = {"sqid": cqe.sqid, "cid": cqe.cid, "status": cqe.status, "dw0": cqe.dw0,
               "dw1": cqe.dw1, "sqhd": cqe.sqhd, "phase": cqe.phase}
     if c.data is not None:
         fields["data"] = c.data
+        if cmd is not None and cmd.at:
+            fields["at"] = cmd.at
     return label, fields
 
 
@@ -60,7 +65,7 @@ def _reap(host: Host, qid: int, limit: int = 1 << 16, ring: bool = True) -> list
     out = []
     for c in done:
         cmd = sq_cmds.get(c.cqe.sqid, {}).get(c.cqe.cid)
-        out.append(completion_obs(c, cmd.opc if cmd else None, cmd.cdw10 if cmd else 0))
+        out.append(completion_obs(c, cmd))
     return out
 
 

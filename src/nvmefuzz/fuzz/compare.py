@@ -49,26 +49,21 @@ def _extra_interrupts_only(twin: Any, mig: Any) -> bool:
 
 
 #: SMART / Health log bytes holding the I/O counters (Data Units Read and Written, Host Read
-#: and Write Commands), and the dword-aligned log offsets a host reads it at
+#: and Write Commands)
 SMART_COUNTERS = (32, 96)
-SMART_OFFSETS = (0, 4)
 
 
 def _smart_counters_only(twin: Any, mig: Any) -> bool:
-    """Only SMART I/O counter bytes differ, and the rest of the completion agrees.
-
-    The observation does not carry the log offset: read at offset 4, the counters are data
-    bytes 28..91, so a difference is waived if it lies in the counters at one of
-    ``SMART_OFFSETS`` (bytes 28..31 are reserved, always zero, at offset 0)."""
+    """Only SMART I/O counter bytes differ, and the rest of the completion agrees (the data
+    starts at byte ``at`` of the log: the Get Log Page's offset)."""
     if not twin or not mig or "data" not in twin or "data" not in mig:
         return False
     a, b = twin["data"], mig["data"]
     rest = lambda f: {k: v for k, v in f.items() if k != "data"}  # noqa: E731
     if len(a) != len(b) or rest(twin) != rest(mig):
         return False
-    diffs = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
-    lo, hi = SMART_COUNTERS
-    return any(all(lo <= i + o < hi for i in diffs) for o in SMART_OFFSETS)
+    at, (lo, hi) = twin.get("at", 0), SMART_COUNTERS
+    return all(lo <= at + i < hi for i, (x, y) in enumerate(zip(a, b)) if x != y)
 
 
 WAIVERS: dict[str, Waiver] = {w.name: w for w in (
@@ -94,8 +89,10 @@ TARGET_WAIVERS: dict[str, tuple[str, ...]] = {"qemu": ("smart-io-counters",)}
 DATA_LAYOUTS = {"lid=0x02": SMART_LOG, "cns=0x01": ID_CTRL, "cns=0x00": ID_NS}
 
 
-def _data_field(label: str, a: bytes, b: bytes) -> str:
-    at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+def _data_field(label: str, a: bytes, b: bytes, base: int = 0) -> str:
+    """The first differing field of data that starts at byte ``base`` of its structure, or
+    that byte's offset in the structure."""
+    at = base + next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
     layout = next((lay for key, lay in DATA_LAYOUTS.items() if f"/{key}" in label), ())
     for name, off, size in layout:
         if off <= at < off + size:
@@ -107,7 +104,7 @@ def _diff_fields(label: str, a: dict, b: dict) -> str:
     for key in sorted(set(a) | set(b)):
         if a.get(key) != b.get(key):
             if key == "data" and isinstance(a.get(key), bytes) and isinstance(b.get(key), bytes):
-                return _data_field(label, a[key], b[key])
+                return _data_field(label, a[key], b[key], a.get("at", 0))
             return key
     return ""
 

@@ -27,6 +27,9 @@ from nvmefuzz.errors import IllegalCommand
 from nvmefuzz.host import layout as L
 from nvmefuzz.protocol import regs
 from nvmefuzz.protocol.queues import CQE, CQE_SIZE, SQE, SQE_SIZE
+from nvmefuzz.protocol.spec import AdminOpcode
+
+GET_LOG_PAGE = int(AdminOpcode.GET_LOG_PAGE)
 
 
 class Bus(Protocol):
@@ -50,6 +53,8 @@ class Outstanding:
     cdw10: int = 0
     #: an I/O command's (NSID, SLBA, blocks); None on the admin queue
     span: tuple[int, int, int] | None = None
+    #: where the data returned starts in the structure it is part of (a Get Log Page's LPO)
+    at: int = 0
 
 
 @attrs.define(slots=True)
@@ -149,7 +154,10 @@ class Host:
 
         ``length`` bytes of buffer are described with PRP1/PRP2 (a PRP list beyond two
         pages), starting ``offset`` bytes into the slot's first page; ``data`` is written
-        there first.  ``unmapped`` points PRP1 outside guest RAM.
+        there first.  A buffer the host will read back (``returns_data``) is cleared first,
+        so bytes the controller does not transfer (a log shorter than the length asked for)
+        read as zero, not as what an earlier command left in the slot.  ``unmapped`` points
+        PRP1 outside guest RAM.
         """
         sq = self.sqs.get(qid)
         if sq is None:
@@ -160,6 +168,8 @@ class Host:
         buffer = L.data_slot(qid, slot) + offset
         if data is not None:
             self.bus.mem_write(buffer, data)
+        elif returns_data and length:
+            self.bus.mem_write(buffer, bytes(length))
         prp1, prp2 = (L.UNMAPPED if unmapped else buffer), 0
         if length:
             prp2 = self._prp2(qid, slot, buffer, length)
@@ -168,8 +178,9 @@ class Host:
         self.bus.mem_write(L.sq_base(qid) + slot * SQE_SIZE, sqe.encode())
         sq.tail = (sq.tail + 1) % sq.size
         span = (sqe.nsid, *sqe.lba_range) if qid else None
+        at = sqe.lpo if not qid and sqe.opc == GET_LOG_PAGE else 0
         sq.outstanding[cid] = Outstanding(sqe.opc, buffer, length, returns_data, effect,
-                                          sqe.cdw10, span)
+                                          sqe.cdw10, span, at)
         return cid
 
     def _prp2(self, qid: int, slot: int, buffer: int, length: int) -> int:

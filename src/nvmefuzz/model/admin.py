@@ -136,7 +136,7 @@ def get_log_page(ctrl: Controller, req: Request) -> int:
     sqe = req.sqe
     lid, rae = sqe.cdw10 & 0xFF, (sqe.cdw10 >> 15) & 1
     length = ((((sqe.cdw11 & 0xFFFF) << 16) | (sqe.cdw10 >> 16)) + 1) * 4
-    offset = sqe.cdw12 | sqe.cdw13 << 32
+    offset = sqe.lpo
     if offset & 3 or length > (ctrl.page_size << ctrl.config.mdts):
         return S.INVALID_FIELD | DNR
     log = identify.log_page(ctrl, lid, sqe.nsid)

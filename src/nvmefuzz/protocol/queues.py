@@ -62,6 +62,11 @@ class SQE:
         """An NVM command's (SLBA, blocks): CDW10-11, and NLB (CDW12 15:0, 0's based) + 1."""
         return self.cdw10 | self.cdw11 << 32, (self.cdw12 & 0xFFFF) + 1
 
+    @property
+    def lpo(self) -> int:
+        """Get Log Page's Log Page Offset: LPOL (CDW12) and LPOU (CDW13), in bytes."""
+        return self.cdw12 | self.cdw13 << 32
+
     def encode(self) -> bytes:
         return _SQE.pack(
             self.opc, self.fuse | (self.psdt << 6), self.cid, self.nsid, self.cdw2, self.cdw3,
