@@ -29,7 +29,6 @@ FIDS = st.sampled_from([0x01, 0x02, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x
                         0x16, 0x19, 0x03, 0x7F])
 
 
-
 def pairs(most: int, least: int = 0) -> SearchStrategy:
     """I/O queue pairs a driver builds: (CQ size, SQ size, IEN, interrupt vector) each."""
     return st.lists(st.tuples(PAIR_SIZES, PAIR_SIZES, st.booleans(), st.sampled_from([0, 1])),
