@@ -152,6 +152,7 @@ def test_report_opens_in_headless_chromium(first, tmp_path):
     dom = _chromium_run(html, tmp_path / "profile-dom", "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert "new findings" in dom.stdout and "Hard states reached at migration" in dom.stdout
+    assert "Hard states met by resets" in dom.stdout
     for f in first.summary["findings"]:
         assert f["signature"] in dom.stdout
         assert f"nvmefuzz repro {f['trace'] or f['raw_trace']}" in dom.stdout
@@ -280,12 +281,14 @@ def test_collect_keeps_the_shortest_trace_per_signature(tmp_path):
                      "trace": None, "raw_trace": None, "detail": "d", "new": True}]
         (d / "summary.json").write_text(json.dumps({
             "examples": 10, "steps": 100, "migrations": 5, "elapsed_s": 2.0,
-            "hard_states_at_migration": {"events queued": k + 1}, "findings": findings}))
+            "hard_states_at_migration": {"events queued": k + 1}, "resets": 2 * k,
+            "hard_states_at_reset": {"I/O in flight": k}, "findings": findings}))
     s = report.collect(tmp_path, state, [])
     assert [(f["signature"], f["slice"], f["steps"], f["new"]) for f in s["findings"]] == [
         ("divergence:a", 1, 4, True), ("divergence:b", 0, 1, False)]
     assert s["exit"] == 1
     assert s["totals"]["examples"] == 20 and s["totals"]["steps_per_s"] == 50.0
     assert s["hard_states"] == {"events queued": 3}
+    assert s["totals"]["resets"] == 2 and s["hard_states_at_reset"] == {"I/O in flight": 1}
     failures = ET.fromstring(report.junit(s).encode()).iter("failure")
     assert [f.get("message") for f in failures] == ["divergence:a"]

@@ -47,6 +47,7 @@ def _coverage(folder: Path) -> dict:
 def collect(folder: Path, state: dict, corpus_rows: list[dict]) -> dict:
     totals: Counter = Counter()
     hard: Counter = Counter()
+    at_reset: Counter = Counter()
     findings: dict[str, dict] = {}
     slices, timeline = [], []
     known = set(state["meta"].get("known", []))
@@ -56,10 +57,12 @@ def collect(folder: Path, state: dict, corpus_rows: list[dict]) -> dict:
         summary = {}
         if (d / "summary.json").exists():
             summary = json.loads((d / "summary.json").read_text())
-            for k in ("examples", "steps", "migrations", "refusals", "crashed", "hung"):
+            for k in ("examples", "steps", "migrations", "refusals", "crashed", "hung",
+                      "resets"):
                 totals[k] += summary.get(k, 0)
             elapsed += summary.get("elapsed_s", 0)
             hard.update(summary.get("hard_states_at_migration", {}))
+            at_reset.update(summary.get("hard_states_at_reset", {}))
             for f in summary.get("findings", []):
                 old = findings.get(f["signature"])
                 if old is None or f["steps"] < old["steps"]:
@@ -114,7 +117,7 @@ def collect(folder: Path, state: dict, corpus_rows: list[dict]) -> dict:
     exit_code = 2 if (failed or errors) else 1 if (new or regress) else 0
     return {
         "meta": state["meta"], "exit": exit_code, "totals": totals_d,
-        "hard_states": dict(hard), "slices": slices,
+        "hard_states": dict(hard), "hard_states_at_reset": dict(at_reset), "slices": slices,
         "findings": sorted(findings.values(), key=lambda f: f["signature"]),
         "corpus": {"total": len(corpus_rows), "regressions": len(regress),
                    "errors": len(errors), "rows": corpus_rows},
@@ -228,6 +231,10 @@ def html(summary: dict, images: list[tuple[str, str]]) -> str:
                   "<p>Reproduce:</p><pre>" + h.escape("\n".join(f["repro"])) + "</pre>"]
     parts += ["<h2>Hard states reached at migration</h2>",
               _table(["state", "migrations"], sorted(summary["hard_states"].items())),
+              f"<h2>Hard states met by resets</h2><p>{summary['totals'].get('resets', 0)} "
+              "resets (disable or shutdown)</p>",
+              _table(["state", "resets"],
+                     sorted(summary.get("hard_states_at_reset", {}).items())),
               "<h2>Campaigns</h2>",
               _table(["#", "campaign", "seed", "status", "examples", "steps", "migrations",
                       "findings"],
