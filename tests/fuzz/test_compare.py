@@ -58,6 +58,14 @@ def test_data_difference_names_the_structure_field():
     assert diff.label == "cqe/admin/GET_LOG_PAGE/lid=0x04/data@0x3"
 
 
+def test_blocks_read_differ_as_one_field_wherever_they_first_differ():
+    """Data an I/O command read is signed ``data``, whichever block differs first."""
+    labels = {first_difference([cqe("cqe/io/READ", 1, data=bytes(4096))],
+                               [cqe("cqe/io/READ", 1, data=bytes(at) + b"x" +
+                                    bytes(4095 - at))]).label for at in (0, 0x400, 0xA00)}
+    assert labels == {"cqe/io/READ/data"}
+
+
 def test_extra_observation_on_the_migrated_side():
     """An observation only the migrated side made is 'label/extra'."""
     diff = first_difference([cqe("cqe/io/WRITE", 1)], [cqe("cqe/io/WRITE", 1), irq(1)])

@@ -122,7 +122,7 @@ def test_wrong_data_is_found_when_the_second_side_consumes():
         assert pair.step(twin, mig, view(*tv, synced=True), view(*mv, synced=True)) is None
     diff = pair.step([done(B)], [done(C, data=b"\x07")], view(synced=True), view(synced=True))
     assert diff is not None
-    assert diff.label == "cqe/io/READ/data@0x0"
+    assert diff.label == "cqe/io/READ/data"
     assert diff.twin["data"] == b"\0" and diff.mig["data"] == b"\x07"
 
 
@@ -141,7 +141,7 @@ def test_data_of_a_reused_buffer_is_not_compared_across_steps():
                 return diff
         return None
     assert run(True, done(C, data=b"\x07")) is None
-    assert run(False, done(C, data=b"\x07")).label == "cqe/io/READ/data@0x0"
+    assert run(False, done(C, data=b"\x07")).label == "cqe/io/READ/data"
     diff = run(True, done(C, data=b"\x07", status=0x281))
     assert diff is not None and diff.label == "cqe/io/READ/status"
 
@@ -181,7 +181,7 @@ def test_data_of_a_read_racing_a_write_is_not_compared():
     """The sides consume a racy Read in one step with different data: not a difference; its
     status still is.  The same Read not racing is compared."""
     for racy, mig_c, expect in ((True, done(C, data=b"\x07"), None),
-                                (False, done(C, data=b"\x07"), "cqe/io/READ/data@0x0"),
+                                (False, done(C, data=b"\x07"), "cqe/io/READ/data"),
                                 (True, done(C, data=b"\x07", status=0x281), "cqe/io/READ/status")):
         pair = Pair()
         racing = HostView(frozenset({C}), {0: 0, 1: CQ}, {0: 8, CQ: 16}, frozenset({CQ}),

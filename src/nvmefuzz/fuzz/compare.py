@@ -91,7 +91,11 @@ DATA_LAYOUTS = {"lid=0x02": SMART_LOG, "cns=0x01": ID_CTRL, "cns=0x00": ID_NS}
 
 def _data_field(label: str, a: bytes, b: bytes, base: int = 0) -> str:
     """The first differing field of data that starts at byte ``base`` of its structure, or
-    that byte's offset in the structure."""
+    that byte's offset in the structure.  Blocks an I/O command read have no structure:
+    which of them differs first says nothing about what was lost, so their data is one
+    field (one loss, one signature, wherever the blocks read start)."""
+    if label.startswith("cqe/io/"):
+        return "data"
     at = base + next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
     layout = next((lay for key, lay in DATA_LAYOUTS.items() if f"/{key}" in label), ())
     for name, off, size in layout:
