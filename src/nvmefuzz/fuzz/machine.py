@@ -59,7 +59,7 @@ from nvmefuzz.fuzz.batch import Observer
 from nvmefuzz.fuzz.campaign import Campaign
 from nvmefuzz.fuzz import hardness
 from nvmefuzz.fuzz.readback import key as read_key, read_backs
-from nvmefuzz.fuzz.session import Session
+from nvmefuzz.fuzz.session import HARD_PREFIX, Session
 from nvmefuzz.fuzz.vocabulary import FEATURE_DATA, NS_SPECIFIC, feature_values
 from nvmefuzz.protocol.spec import AdminOpcode as A, IoOpcode as IO
 from nvmefuzz.targets import TargetConfig
@@ -241,7 +241,7 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             self.session.migrated_from = []
             self.do("migrate")                 # the session notes the hard states it left
             for name in self.session.migrated_from:
-                event(f"migrated with {name}")
+                event(f"{HARD_PREFIX}{name}")
             self.hardest = max(self.hardest, len(self.session.migrated_from))
             for _ in range(looks if self.readable else 0):   # what may the migration have lost?
                 self.r_read_back(data)

@@ -44,9 +44,11 @@ from nvmefuzz.trace.schema import PASS, Step, Trace, Verdict
 
 #: statistics key of a state path a migration lost (``Session.lost_state``)
 LOST_PREFIX = "lost at migration: "
-#: the steps that reset the controller, and the statistics key of a hard state one met
-RESET_ACTIONS = frozenset({"disable", "shutdown"})
+#: statistics keys of a hard state a migration, and a reset, started from
+HARD_PREFIX = "migrated with "
 RESET_PREFIX = "reset with "
+#: the steps that reset the controller
+RESET_ACTIONS = frozenset({"disable", "shutdown"})
 
 
 def lost_paths(stats: Counter) -> set[str]:
@@ -111,8 +113,7 @@ class Session:
             else:
                 if step.action in RESET_ACTIONS:
                     self.stats["resets"] += 1
-                    for name in self.hard_states():
-                        self.stats[f"{RESET_PREFIX}{name}"] += 1
+                    self._count_hard(RESET_PREFIX)
                 action = ACTIONS.get(step.action)
                 if action is None:
                     raise TraceFormatError(f"unknown action {step.action!r}")
@@ -158,7 +159,7 @@ class Session:
     def _migrate(self) -> tuple[list[Observation], list[Observation]]:
         self.stats["migrations attempted"] += 1
         self.lost = []
-        self._hard_states()
+        self.migrated_from = self._count_hard(HARD_PREFIX)
         if self.profile.drains_inflight:
             self.twin.drain()
         outcome = self.mig.migrate()
@@ -179,11 +180,12 @@ class Session:
             self._fail(outcome.kind, _where(outcome.detail), outcome.detail)
         return [], []
 
-    def _hard_states(self) -> None:
-        """Note and count the hard states a migration happened in."""
-        self.migrated_from = self.hard_states()
-        for name in self.migrated_from:
-            self.stats[f"migrated with {name}"] += 1
+    def _count_hard(self, prefix: str) -> list[str]:
+        """Count, under ``prefix``, the hard states a migration or a reset met; return them."""
+        states = self.hard_states()
+        for name in states:
+            self.stats[f"{prefix}{name}"] += 1
+        return states
 
     def hard_states(self) -> list[str]:
         """Which hard states the controller is in right now (``hardness.STATES``)."""

@@ -154,10 +154,11 @@ class Host:
 
         ``length`` bytes of buffer are described with PRP1/PRP2 (a PRP list beyond two
         pages), starting ``offset`` bytes into the slot's first page; ``data`` is written
-        there first.  A buffer the host will read back (``returns_data``) is cleared first,
-        so bytes the controller does not transfer (a log shorter than the length asked for)
-        read as zero, not as what an earlier command left in the slot.  ``unmapped`` points
-        PRP1 outside guest RAM.
+        there first.  An admin command's buffer the host will read back (``returns_data``)
+        is cleared first, so bytes the controller does not transfer (a log shorter than the
+        length asked for) read as zero, not as what an earlier command left in the slot; a
+        Read that succeeds transfers all its blocks.  ``unmapped`` points PRP1 outside guest
+        RAM.
         """
         sq = self.sqs.get(qid)
         if sq is None:
@@ -168,7 +169,7 @@ class Host:
         buffer = L.data_slot(qid, slot) + offset
         if data is not None:
             self.bus.mem_write(buffer, data)
-        elif returns_data and length:
+        elif returns_data and length and not qid:
             self.bus.mem_write(buffer, bytes(length))
         prp1, prp2 = (L.UNMAPPED if unmapped else buffer), 0
         if length:

@@ -13,9 +13,12 @@ from typing import Any
 from rich.table import Table
 
 from nvmefuzz.fuzz.runner import RunResult
-from nvmefuzz.fuzz.session import LOST_PREFIX, RESET_PREFIX
+from nvmefuzz.fuzz.session import HARD_PREFIX, LOST_PREFIX, RESET_PREFIX
 
-HARD_PREFIX = "migrated with "
+
+def _under(stats: dict, prefix: str) -> dict[str, int]:
+    """The statistics whose key starts with ``prefix``, keyed by the rest, sorted."""
+    return {k[len(prefix):]: v for k, v in sorted(stats.items()) if k.startswith(prefix)}
 
 
 def summary(result: RunResult) -> dict[str, Any]:
@@ -39,16 +42,13 @@ def summary(result: RunResult) -> dict[str, Any]:
         "hung": s["hung"],
         "state_bytes_per_migration": (s["state bytes"] // s["migrations"]
                                       if s["migrations"] else 0),
-        "hard_states_at_migration": {k[len(HARD_PREFIX):]: v for k, v in sorted(s.items())
-                                     if k.startswith(HARD_PREFIX)},
+        "hard_states_at_migration": _under(s, HARD_PREFIX),
         "resets": s["resets"],
-        "hard_states_at_reset": {k[len(RESET_PREFIX):]: v for k, v in sorted(s.items())
-                                 if k.startswith(RESET_PREFIX)},
+        "hard_states_at_reset": _under(s, RESET_PREFIX),
         "migrations_that_lost_state": s["migrations that lost state"],
-        "lost_at_migration": {k[len(LOST_PREFIX):]: v for k, v in sorted(s.items())
-                              if k.startswith(LOST_PREFIX)},
-        "actions": {k[7:]: v for k, v in sorted(s.items()) if k.startswith("action:")},
-        "waived": {k[7:]: v for k, v in sorted(s.items()) if k.startswith("waived:")},
+        "lost_at_migration": _under(s, LOST_PREFIX),
+        "actions": _under(s, "action:"),
+        "waived": _under(s, "waived:"),
         "findings": [
             {"class": f.kind, "signature": f.signature, "steps": len(f.trace.steps),
              "trace": str(f.path) if f.path else None,
@@ -69,7 +69,7 @@ def table(data: dict[str, Any]) -> Table:
                 "state_bytes_per_migration"):
         t.add_row(key.replace("_", " "), str(data[key]))
     for name, n in data["hard_states_at_migration"].items():
-        t.add_row(f"migrated with {name}", str(n))
+        t.add_row(f"{HARD_PREFIX}{name}", str(n))
     if data["resets"]:
         t.add_row("resets", str(data["resets"]))
     for name, n in data["hard_states_at_reset"].items():
