@@ -47,16 +47,17 @@ def qemu_binary():
 
 @pytest.fixture
 def make_target(qemu_binary):
-    """``make_target(**TargetConfig fields, device_props=..., reply_timeout=...)``; closed
-    after the test."""
+    """``make_target(**TargetConfig fields, device_props=..., drive=..., reply_timeout=...)``;
+    closed after the test."""
     from nvmefuzz.targets.base import TargetConfig
     from nvmefuzz.targets.qemu import QemuTarget
+    from nvmefuzz.targets.qemu_argv import PLAIN
 
     made = []
 
-    def make(device_props: str = "", reply_timeout: float = 10.0, **cfg):
+    def make(device_props: str = "", reply_timeout: float = 10.0, drive=PLAIN, **cfg):
         t = QemuTarget(TargetConfig(kind="qemu", **cfg), qemu_binary,
-                       device_props=device_props, reply_timeout=reply_timeout)
+                       device_props=device_props, reply_timeout=reply_timeout, drive=drive)
         made.append(t)
         return t
 

@@ -9,7 +9,7 @@ import pytest
 
 from nvmefuzz.errors import TargetUnavailable
 from nvmefuzz.targets import discovery
-from nvmefuzz.targets.qemu_process import build_argv
+from nvmefuzz.targets.qemu_argv import build_argv
 
 
 @pytest.fixture

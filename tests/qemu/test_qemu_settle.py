@@ -119,7 +119,7 @@ def test_the_virtual_clock_is_carried_across_a_migration(make_target):
 
 def test_trace_options_enable_each_counted_event():
     """One -trace option per event (QEMU keeps only the last enable= of an option)."""
-    from nvmefuzz.targets.qemu_process import TRACE_EVENTS, trace_args
+    from nvmefuzz.targets.qemu_argv import TRACE_EVENTS, trace_args
 
     args = trace_args("/t/x.trace")
     assert args[::2] == ["-trace"] * len(TRACE_EVENTS)

@@ -90,7 +90,8 @@ from nvmefuzz.targets import qtest_codec as Q
 from nvmefuzz.targets.base import MigrationOutcome, TargetConfig
 from nvmefuzz.targets.discovery import QemuBinary, find_qemu
 from nvmefuzz.targets.qemu_migration import WarmPool, migrate
-from nvmefuzz.targets.qemu_process import NVME_SLOT, QemuProcess, Workspace
+from nvmefuzz.targets.qemu_argv import NVME_SLOT, PLAIN, Drive
+from nvmefuzz.targets.qemu_process import QemuProcess, Workspace
 
 BAR0 = 0xC000_0000
 PCI_ID = 0x0010_1B36
@@ -140,9 +141,11 @@ class QemuTarget:
 
     def __init__(self, cfg: TargetConfig, binary: QemuBinary | None = None,
                  pool_size: int = 1, reply_timeout: float = 10.0,
-                 device_props: str = "", tap: Callable[..., None] | None = None) -> None:
+                 device_props: str = "", tap: Callable[..., None] | None = None,
+                 drive: Drive = PLAIN) -> None:
         """``device_props`` are extra ``-device nvme`` properties (tests use it to make QEMU
-        add a migration blocker); source and destinations always get the same ones."""
+        add a migration blocker), ``drive`` block-layer options and injected faults; source
+        and destinations always get the same ones."""
         self.cfg = cfg
         self.binary = binary or find_qemu()
         self.device_props = device_props
@@ -168,7 +171,7 @@ class QemuTarget:
         self.pool: WarmPool | None = None
         self.proc: QemuProcess | None = None
         try:
-            kw = {"reply_timeout": reply_timeout, "device_props": device_props}
+            kw = {"reply_timeout": reply_timeout, "device_props": device_props, "drive": drive}
             self.proc = QemuProcess(self.ws, **kw).connect()
             self.pool = WarmPool(self.ws, pool_size, **kw)
             self.vectors = 0

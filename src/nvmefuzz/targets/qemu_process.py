@@ -2,12 +2,10 @@
 
 How it works
 ------------
-``build_argv`` (pure) gives the command line: ``-accel qtest`` with a qtest socket QEMU
-connects to, a QMP socket it listens on, a 64 MiB q35 machine with no default devices and one
-``nvme`` device at bus 0 device 4 backed by a raw image. The drive passes discards down
-(``discard=unmap``): the controller reports DLFEAT=1 (deallocated blocks read as zeroes), which
-QEMU only honours when Dataset Management can really deallocate. Every path on it is a path
-inside the chroot when QEMU runs chrooted (``QemuBinary.guest_path``).
+``qemu_argv.build_argv`` (pure) gives the command line: a qtest socket QEMU connects to, a QMP
+socket it listens on, one ``nvme`` device on a raw image (``Drive`` options and injected
+faults on request). Every path on it is a path inside the chroot when QEMU runs chrooted
+(``QemuBinary.guest_path``).
 
 ``QemuProcess`` starts one such process inside a private folder (``Workspace``: one per target,
 holding the disk image, sockets, stderr logs, trace logs and migration files; removed on close
@@ -43,47 +41,13 @@ import weakref
 
 from nvmefuzz.errors import TargetCrashed, TargetError, TargetTimeout
 from nvmefuzz.targets.discovery import QemuBinary
+from nvmefuzz.targets.qemu_argv import PLAIN, Drive, build_argv
 from nvmefuzz.targets.qtest_codec import Irq, Reply, ReplyParser, requests
 
 logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
-NVME_SLOT = 4
-MACHINE = ("-machine", "q35", "-m", "64M")
 #: bytes asked of the qtest socket per recv (a larger buffer costs an allocation each time)
 RECV_SIZE = 1 << 16
-
-
-#: the trace events the settle logic counts, and the register reads that mark its rounds
-#: (see ``targets.qemu``)
-TRACE_EVENTS = ("pci_nvme_io_cmd", "pci_nvme_admin_cmd", "pci_nvme_enqueue_req_completion",
-                "pci_nvme_mmio_read")
-
-
-def trace_args(trace_file: str) -> list[str]:
-    """``-trace`` options enabling ``TRACE_EVENTS`` into ``trace_file`` (one option each:
-    QEMU keeps only the last ``enable=`` of a single option)."""
-    out: list[str] = []
-    for ev in TRACE_EVENTS[:-1]:
-        out += ["-trace", f"enable={ev}"]
-    return out + ["-trace", f"enable={TRACE_EVENTS[-1]},file={trace_file}"]
-
-
-def build_argv(binary: QemuBinary, qtest_sock: str, qmp_sock: str, image: str, *,
-               serial: str = "nvmefuzz", incoming: bool = False,
-               fast_qmp_sock: str | None = None, device_props: str = "",
-               trace_file: str | None = None) -> list[str]:
-    """QEMU's command line; socket and image paths are as QEMU sees them."""
-    fast = ["-qmp", f"unix:{fast_qmp_sock},server=on,wait=off"] if fast_qmp_sock else []
-    trace = trace_args(trace_file) if trace_file else []
-    argv = [*binary.argv, "-accel", "qtest", "-qtest", f"unix:{qtest_sock}",
-            "-qtest-log", "none", "-qmp", f"unix:{qmp_sock},server=on,wait=off", *fast,
-            *trace, "-display", "none", "-nodefaults", *MACHINE,
-            "-drive", f"id=drv0,if=none,file={image},format=raw,discard=unmap",
-            "-device", f"nvme,drive=drv0,serial={serial},addr={NVME_SLOT:02x}.0"
-            + (f",{device_props}" if device_props else "")]
-    if incoming:
-        argv += ["-incoming", "defer"]
-    return argv
 
 
 # ---------------------------------------------------------------------- cleanup
@@ -135,7 +99,8 @@ def _run(coro, timeout: float):
 
 class QemuProcess:
     def __init__(self, ws: Workspace, *, incoming: bool = False, reply_timeout: float = 10.0,
-                 serial: str = "nvmefuzz", device_props: str = "") -> None:
+                 serial: str = "nvmefuzz", device_props: str = "",
+                 drive: Drive = PLAIN) -> None:
         self.ws, self.binary, self.incoming = ws, ws.binary, incoming
         self.reply_timeout = reply_timeout
         base = ws.path("qemu")
@@ -146,7 +111,7 @@ class QemuProcess:
         self.argv = build_argv(self.binary, g(self.qtest_path), g(self.qmp_path),
                                g(ws.image), serial=serial, incoming=incoming,
                                fast_qmp_sock=g(self.fast_path), device_props=device_props,
-                               trace_file=g(self.trace_path))
+                               drive=drive, trace_file=g(self.trace_path))
         self._trace_fh = None
         self._trace_rest = b""
         self._listen = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

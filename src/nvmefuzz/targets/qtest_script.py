@@ -121,7 +121,7 @@ def qemu_argv(binary_argv: list[str], incoming: bool, device_props: str = "") ->
     """The reproducer's QEMU command line: the target's, with qtest on stdio and QMP on a TCP
     port (``$PORT``); the image is ``$GUEST/disk.img``."""
     from nvmefuzz.targets.discovery import QemuBinary
-    from nvmefuzz.targets.qemu_process import build_argv
+    from nvmefuzz.targets.qemu_argv import build_argv
 
     b = QemuBinary(tuple(binary_argv), (0, 0, 0), "repro")
     argv = build_argv(b, "QTEST", "QMP", "$GUEST/disk.img", incoming=incoming,
