@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import Phase, settings
 from hypothesis.database import InMemoryExampleDatabase
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule
 
+from nvmefuzz.errors import Divergence
 from nvmefuzz.fuzz.batch import Observer, batch_settings, divergent, run_batch
 from nvmefuzz.fuzz.campaign import load
 from nvmefuzz.fuzz.machine import build_machine
@@ -63,3 +65,25 @@ class _Broken(RuleBasedStateMachine):
 def test_an_error_that_is_not_a_divergence_propagates():
     with pytest.raises(ValueError, match="not a divergence"):
         run_batch(_Broken, batch_settings(3, 5, phases=(Phase.generate,)), seed=1)
+
+
+class _DrawsLessOnReplay(RuleBasedStateMachine):
+    """A target that diverges, then behaves differently when Hypothesis replays the example
+    (as a real QEMU may): Hypothesis raises FlakyStrategyDefinition while handling it."""
+
+    runs = 0
+
+    @rule(data=st.data())
+    def step(self, data) -> None:
+        type(self).runs += 1
+        if type(self).runs == 3:
+            data.draw(st.integers(0, 9))
+            raise Divergence("divergence", "x", "first time")
+        if type(self).runs > 3:
+            raise Divergence("divergence", "x", "again, drawing less")
+
+
+def test_a_finding_that_replays_differently_still_ends_the_batch_as_a_finding():
+    _DrawsLessOnReplay.runs = 0
+    failure = run_batch(_DrawsLessOnReplay, batch_settings(20, 5), seed=3)
+    assert failure is not None and divergent(failure)

@@ -90,5 +90,6 @@ ARGUMENTS: dict[str, dict[str, SearchStrategy]] = {
         "fuse": st.sampled_from([0, 0, 1]), "psdt": st.sampled_from([0, 0, 1])},
     "dbbuf": {"misalign": st.sampled_from([0, 0, 0, 8])},
     "ns_changed": {},
+    "hold_io": {"on": st.sampled_from([True, True, False])},
     "read_back": {"data": st.data()},
 }

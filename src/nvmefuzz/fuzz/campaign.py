@@ -36,7 +36,7 @@ DEFAULT_WEIGHTS: dict[str, int] = {
     "aer": 2, "identify": 1, "get_log_page": 2, "get_features": 1, "set_features": 2,
     "temperature_event": 1, "abort": 1, "bad_admin": 1, "dbbuf": 1, "ns_changed": 1,
     "register_write": 1, "register_read": 1, "reset": 1, "shutdown": 1, "restart": 0,
-    "migrate": 2, "read_back": 2,
+    "migrate": 2, "read_back": 2, "hold_io": 0,
 }
 
 TARGETS = ("model", "qemu")

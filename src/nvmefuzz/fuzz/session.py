@@ -38,7 +38,7 @@ from nvmefuzz.host.driver import Host
 from nvmefuzz.model.profiles import get as get_profile
 from nvmefuzz.model.snapshot import capture
 from nvmefuzz.targets import TargetConfig, open_target
-from nvmefuzz.targets.base import COMPLETED, CRASHED, HUNG, REFUSED
+from nvmefuzz.targets.base import COMPLETED, CRASHED, HOLD_IO, HUNG, REFUSED
 from nvmefuzz.trace.schema import PASS, Step, Trace, Verdict
 
 
@@ -162,6 +162,7 @@ class Session:
         self.migrated_from = self._count_hard(HARD_PREFIX)
         if self.profile.drains_inflight:
             self.twin.drain()
+        self.twin.environment(HOLD_IO, 0)        # a migration ends a hold (targets.base)
         outcome = self.mig.migrate()
         self.stats["state bytes"] += outcome.size
         if outcome.kind == COMPLETED:
@@ -179,6 +180,10 @@ class Session:
             self.stats[outcome.kind] += 1
             self._fail(outcome.kind, _where(outcome.detail), outcome.detail)
         return [], []
+
+    def held(self) -> bool:
+        """Does the backend hold I/O (``HOLD_IO``)?  Both sides always agree."""
+        return bool(getattr(self.twin, "held", False))
 
     def _count_hard(self, prefix: str) -> list[str]:
         """Count, under ``prefix``, the hard states a migration or a reset met; return them."""

@@ -56,8 +56,9 @@ class Controller:
         #: observable interrupt log: ("msix", vector) per message, ("intx", level) per change
         self.irq_log: list[tuple[str, int]] = []
         self._sched: dict[tuple[str, int], None] = {}
-        #: set by a save hook that stops SQ processing (QEMU's stop_processing_sq)
-        self.stop_processing = False
+        #: a save hook stopped SQ processing (QEMU's stop_processing_sq); the backend holds
+        #: reads and writes (``nvm.HELD``) in flight until released or drained
+        self.stop_processing = self.held = False
         self.power_on()
 
     # ------------------------------------------------------------------ power and reset
@@ -266,8 +267,9 @@ class Controller:
 
         self.now += ns
         while self.inflight:
-            req = min(self.inflight, key=lambda r: r.due)
-            if req.due > self.now:
+            req = min((r for r in self.inflight if not (self.held and r.sqe.opc in nvm.HELD)),
+                      key=lambda r: r.due, default=None)
+            if req is None or req.due > self.now:
                 break
             self.inflight.remove(req)
             req.status = nvm.finish(self, req)

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from nvmefuzz.model.state import Request
 
 DATA_OPS = (IO.READ, IO.WRITE, IO.COMPARE)
+#: what a held backend keeps in flight: the reads and writes (QEMU's throttled requests);
+#: Flush, Dataset Management and Write Uncorrectable complete as usual
+HELD = frozenset({IO.READ, IO.WRITE, IO.COMPARE, IO.WRITE_ZEROES})
 U64 = (1 << 64) - 1                   # the SMART counters are u64 in QEMU and wrap
 
 

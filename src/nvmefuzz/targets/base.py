@@ -18,6 +18,10 @@ from typing import Protocol
 import attrs
 
 COMPLETED, REFUSED, CRASHED, HUNG = "completed", "refused", "crashed", "hung"
+#: environment events: the namespace changed (arg: NSID); the backend holds the guest's reads
+#: and writes in flight (arg 1) or lets them finish (arg 0).  A migration ends a hold: the
+#: destination's backend is another one, and the session releases the twin's.
+NS_CHANGED, HOLD_IO = "ns_changed", "hold_io"
 
 
 @attrs.frozen
@@ -43,10 +47,11 @@ class Target(Protocol):
     def irq_events(self) -> list[tuple[str, int]]:
         """Interrupt events since the last call: ("msix", vector) or ("intx", level)."""
     def drain(self) -> None:
-        """Finish in-flight I/O now (the twin's side of a design that drains at save)."""
+        """Finish in-flight I/O now, held I/O included (the twin's side of a migration that
+        drains)."""
     def migrate(self) -> MigrationOutcome: ...
     def environment(self, event: str, arg: int) -> bool:
-        """Apply an environment event (e.g. "ns_changed"); False if unsupported."""
+        """Apply an environment event (``NS_CHANGED``, ``HOLD_IO``); False if unsupported."""
     def close(self) -> None: ...
 
 

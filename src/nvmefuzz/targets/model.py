@@ -14,7 +14,8 @@ from nvmefuzz.model.controller import GUEST_RAM, Controller
 from nvmefuzz.model.memory import GuestMemory, NamespaceStore
 from nvmefuzz.model.profiles import get as get_profile
 from nvmefuzz.model.state import Config
-from nvmefuzz.targets.base import COMPLETED, CRASHED, REFUSED, MigrationOutcome, TargetConfig
+from nvmefuzz.targets.base import (COMPLETED, CRASHED, HOLD_IO, NS_CHANGED, REFUSED,
+                                   MigrationOutcome, TargetConfig)
 
 
 class ModelTarget:
@@ -56,20 +57,29 @@ class ModelTarget:
             self._irq_seen = len(log)
         return new
 
+    @property
+    def held(self) -> bool:
+        return self.ctrl.held
+
     def drain(self) -> None:
+        self.ctrl.held = False
         self.ctrl.drain()
 
     def environment(self, event: str, arg: int) -> bool:
-        if event == "ns_changed":
+        if event == NS_CHANGED:
             from nvmefuzz.model import events
 
             events.namespace_changed(self.ctrl, arg)
             self.ctrl._run()
             return True
+        if event == HOLD_IO:
+            self.ctrl.held = bool(arg)
+            return True
         return False
 
     def migrate(self) -> MigrationOutcome:
         src = self.ctrl
+        src.held = False                          # a migration ends a hold (targets.base)
         try:
             blob = snap.snapshot(src, self.profile)
         except MigrationRefused as exc:

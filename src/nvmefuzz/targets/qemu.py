@@ -87,8 +87,9 @@ from typing import Callable, Iterable
 from nvmefuzz.errors import DeviceProtocolError, TargetTimeout
 from nvmefuzz.host import layout as L
 from nvmefuzz.targets import qtest_codec as Q
-from nvmefuzz.targets.base import MigrationOutcome, TargetConfig
+from nvmefuzz.targets.base import HOLD_IO, MigrationOutcome, TargetConfig
 from nvmefuzz.targets.discovery import QemuBinary, find_qemu
+from nvmefuzz.targets.qemu_backend import hold, release
 from nvmefuzz.targets.qemu_migration import WarmPool, migrate
 from nvmefuzz.targets.qemu_argv import NVME_SLOT, PLAIN, Drive
 from nvmefuzz.targets.qemu_process import QemuProcess, Workspace
@@ -158,6 +159,7 @@ class QemuTarget:
         self.stats: Counter = Counter()          # round trips, settles, ... (benchmarks)
         self._pending: list[str] = []            # writes sent with the next request
         self._settled = False
+        self._held = False                       # the backend holds I/O (``qemu_backend``)
         self._cache: dict[int, bytearray] = {}   # block number -> bytes, valid while settled
         self._seen: dict[int, None] = {}         # blocks of short reads since the last settle
         self._hot: list[int] = []                # ... in the settle epoch before
@@ -416,6 +418,8 @@ class QemuTarget:
         return rounds, logged
 
     def _busy(self) -> bool:
+        if self._held:                 # held I/O is in flight on purpose (``qemu_backend``)
+            return False
         return self._inflight_io > 0 or (bool(self._inflight_admin)
                                          and any(v > 0 for v in self._inflight_admin.values()))
 
@@ -491,9 +495,27 @@ class QemuTarget:
         self.proc.fast.execute([("stop", None), ("cont", None)])
 
     def drain(self) -> None:
+        """Bring the device to rest with nothing in flight: held I/O is released first."""
+        if self._held:
+            self._hold(False)
+        self._at_rest()
+
+    @property
+    def held(self) -> bool:
+        """Does the backend hold the guest's I/O (``qemu_backend``)?"""
+        return self._held
+
+    def _at_rest(self) -> None:
         self.flush()
         if not self._settled:
             self._settle()
+
+    def _hold(self, on: bool) -> None:
+        self.flush()
+        self._note("@hold" if on else "@release")
+        (hold if on else release)(self.proc.fast.execute)
+        self._held = on
+        self._unsettle()
 
     # ------------------------------------------------------------------ interrupts
     def irq_events(self) -> list[tuple[str, int]]:
@@ -531,10 +553,14 @@ class QemuTarget:
 
     # ------------------------------------------------------------------ the rest
     def environment(self, event: str, arg: int) -> bool:
-        return False
+        if event != HOLD_IO:
+            return False
+        if bool(arg) != self._held:
+            self._hold(bool(arg))
+        return True
 
     def migrate(self) -> MigrationOutcome:
-        self.drain()
+        self._at_rest()                              # held I/O stays in flight: QEMU drains it
         self._quiet = True                           # a never-migrated twin has none of it
         try:
             carry = [] if self.cfg.msix else self._intx_events(self.proc)
@@ -543,6 +569,7 @@ class QemuTarget:
             self._note(f"@migrate {outcome.kind}")
             self._unsettle()                         # pre_save may have posted CQEs
             if dst is not None:
+                self._held = False                   # a destination starts without limits
                 old, self.proc = self.proc, dst
                 old.close()
                 self._reset_counts()                 # a fresh trace log
@@ -552,6 +579,8 @@ class QemuTarget:
         finally:
             self._quiet = False
         self._carry += carry
+        if self._held:                               # refused: the source carries on, and
+            self._hold(False)                        # a migration attempt ends a hold
         return outcome
 
     def _carry_clock(self) -> None:

@@ -6,8 +6,9 @@ While a trace replays, ``recording()`` gives every ``QemuTarget`` a tap (``Recor
 target tells it, for every bus operation, the qtest request that expresses it on its own (one
 request per register or memory access, never cached or pipelined: see ``targets.qemu``), plus
 ``@settle`` where it waits for the device to be idle and ``@migrate <outcome>`` where it
-migrates; requests a never-migrated twin would not make (re-arming INTx interception after a
-migration) are marked quiet.  The replay loop adds step markers.  Recording the twin and the
+migrates (``@hold`` and ``@release`` where the backend starts or stops holding I/O,
+``qemu_backend``); requests a never-migrated twin would not make (re-arming INTx
+interception after a migration) are marked quiet.  The replay loop adds step markers.  Recording the twin and the
 migrated side of the same trace gives two request streams that agree line for line until the
 finding: the host did the same things on both sides.
 
@@ -23,7 +24,8 @@ finding: the host did the same things on both sides.
     the QEMU command line, and a bash driver that feeds a script to ``-qtest stdio`` one
     request at a time (bash ``coproc``), sleeps at ``@settle``, and at ``@migrate`` does the
     file migration over QMP (``/dev/tcp`` to a TCP monitor): ``migrate`` to a file, then a
-    destination started with ``-incoming defer`` runs ``migrate-incoming``.  It runs both
+    destination started with ``-incoming defer`` runs ``migrate-incoming``; ``@hold`` and
+    ``@release`` send the QMP commands of ``qemu_backend``.  It runs both
     scripts; a refused, crashed or hung migration reproduces such a finding, otherwise it
     compares their replies; it exits 1 and prints the first requests whose replies
     differ (with their nvmefuzz step) while the finding reproduces, 0 once twin and migrated
@@ -36,8 +38,11 @@ finding: the host did the same things on both sides.
 from __future__ import annotations
 
 import contextlib
+import json
 import shlex
 from typing import Iterator
+
+from nvmefuzz.targets import qemu_backend as backend
 
 #: what a recording holds: ("line", request, quiet) and ("mark", text, False)
 Entry = tuple[str, str, bool]
@@ -97,6 +102,16 @@ MIGRATE_HELP = (
     "#   and feed the lines below to the new process. cmdline.sh does all of this.")
 
 
+HOLD_HELP = ("# HOLD / RELEASE: on QMP run block_set_io_throttle on drv0 with bps 1 (then HMP\n"
+             f"#   '{backend.PRIME}' spends the throttle's free pass) or with every limit 0.")
+
+
+def _qmp_lines(cmds: list[tuple[str, dict | None]]) -> str:
+    """Bash lines sending each QMP command with ``qmp`` (JSON has no single quote here)."""
+    return "\n".join(f"    qmp '{json.dumps({'execute': c, 'arguments': a})}' >/dev/null"
+                     for c, a in cmds)
+
+
 def render_script(entries: list[Entry], title: str) -> str:
     """One side's recording as a qtest script (see the module docstring)."""
     out = [f"# nvmefuzz qtest reproducer: {title}",
@@ -112,6 +127,8 @@ def render_script(entries: list[Entry], title: str) -> str:
         elif text == "@settle":
             if out[-1] != "@settle":
                 out.append(text)
+        elif text in ("@hold", "@release"):
+            out += [HOLD_HELP, text]
         else:
             out.append(("!" if quiet else "") + text)
     return "\n".join(out) + "\n"
@@ -149,6 +166,7 @@ def render_cmdline(binary_argv: list[str], root: str | None, image_bytes: int,
     src = _sh_words(qemu_argv(binary_argv, False, device_props))
     dst = _sh_words(qemu_argv(binary_argv, True, device_props))
     base = shlex.quote(root.rstrip("/") + "/tmp") if root else '"${TMPDIR:-/tmp}"'
+    hold, release = (_qmp_lines(_recorded(f)) for f in (backend.hold, backend.release))
     strip = shlex.quote(root.rstrip("/")) if root else "''"
     return f'''#!/bin/bash
 # nvmefuzz qtest reproducer: {title}
@@ -230,6 +248,14 @@ migrate() {{
     rm -f "$WORK/state"
 }}
 
+hold() {{          # the backend holds the guest's I/O (nvmefuzz targets/qemu_backend.py)
+{hold}
+}}
+
+release() {{
+{release}
+}}
+
 run() {{           # $1: script, $2: where the replies go ("request => reply" per line)
     OUT=$2; : >"$OUT"
     truncate -s {image_bytes} "$WORK/disk.img"
@@ -241,6 +267,8 @@ run() {{           # $1: script, $2: where the replies go ("request => reply" pe
             ''|'#'*) continue ;;
             @settle) sleep "$SETTLE"; continue ;;
             @migrate*) sleep "$SETTLE"; migrate; continue ;;
+            @hold) hold; continue ;;
+            @release) release; continue ;;
         esac
         quiet=; req=$line
         case $line in '!'*) quiet=1; req=${{line#!}} ;; esac
@@ -289,6 +317,13 @@ paste "$WORK/a" "$WORK/b" | awk -F'\t' -v OFS='' '
 grep -E '^#   (migrated|refused|save)' "$WORK/migrated.out"
 exit 1
 '''
+
+
+def _recorded(fn) -> list[tuple[str, dict | None]]:
+    """The QMP commands ``fn`` (``backend.hold`` or ``release``) sends."""
+    sent: list[tuple[str, dict | None]] = []
+    fn(lambda cmds: sent.extend(cmds) or [])
+    return sent
 
 
 def render(twin: list[Entry], migrated: list[Entry], *, binary_argv: list[str],

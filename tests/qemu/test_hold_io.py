@@ -1,0 +1,119 @@
+"""``hold_io`` on a real QEMU: the throttled backend keeps the guest's reads and writes in
+flight, a release or a migration lets them finish, and what QEMU 11.1 then does wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nvmefuzz.fuzz.actions import ACTIONS
+from nvmefuzz.fuzz.session import Session
+from nvmefuzz.errors import Divergence
+from nvmefuzz.host import layout as L
+from nvmefuzz.host.driver import Host, pattern_bytes
+from nvmefuzz.protocol.queues import CQE
+from nvmefuzz.protocol.spec import IoOpcode as IO
+from nvmefuzz.targets.base import HOLD_IO, TargetConfig
+from nvmefuzz.trace import corpus
+
+CORPUS = Path(__file__).resolve().parents[2] / "corpus"
+LOST_CQE = CORPUS / "qemu-target" / "divergence-posted-io-cqes-ec62be8e93.cbor"
+HOUR = 3_600_000_000_000
+
+
+def _ready(t, sq_size=16):
+    h = Host(t)
+    assert ACTIONS["enable"](h, t, {}) == [("reg/CSTS", {"value": 1})]
+    assert ACTIONS["create_cq"](h, t, {"qid": 1, "size": 16, "iv": 1})[0][1]["status"] == 0
+    assert ACTIONS["create_sq"](h, t, {"qid": 1, "size": sq_size, "cqid": 1})[0][1]["status"] == 0
+    return h
+
+
+def _cids(h):
+    return sorted(CQE.decode(r).cid for r in h.peek(1))
+
+
+def test_held_reads_and_writes_wait_and_the_rest_completes(make_target):
+    t = make_target()
+    h = _ready(t)
+    assert t.environment(HOLD_IO, 1)
+    for args in ({"opc": IO.WRITE, "slba": 0, "nlb": 1, "pattern": 4},
+                 {"opc": IO.READ, "slba": 0, "nlb": 1},
+                 {"opc": IO.WRITE_ZEROES, "slba": 1, "nlb": 1},
+                 {"opc": IO.FLUSH}, {"opc": IO.DATASET_MANAGEMENT, "ranges": [(2, 1)]}):
+        assert ACTIONS["io"](h, t, {"qid": 1, **{k: int(v) if k == "opc" else v
+                                                 for k, v in args.items()}}) == []
+    for _ in range(3):                                  # an hour of virtual time, three times
+        ACTIONS["advance"](h, t, {"ns": HOUR})
+    assert _cids(h) == [3, 4]
+    assert t.stats["drain barriers"] == 0               # settled with I/O in flight, on purpose
+    assert t.environment(HOLD_IO, 0)
+    t.drain()
+    assert _cids(h) == [0, 1, 2, 3, 4]
+    assert all(f["status"] == 0 for _, f in ACTIONS["consume"](h, t, {"qid": 1}))
+    ACTIONS["io"](h, t, {"qid": 1, "opc": int(IO.READ), "slba": 0, "nlb": 1})
+    [(_, read)] = ACTIONS["consume"](h, t, {"qid": 1})  # the held Write landed
+    assert read["data"] == pattern_bytes(4, 512)
+
+
+def test_a_migration_lets_held_io_finish_and_the_destination_holds_nothing(make_target):
+    t = make_target()
+    h = _ready(t)
+    t.environment(HOLD_IO, 1)
+    ACTIONS["io"](h, t, {"qid": 1, "opc": int(IO.WRITE), "slba": 7, "nlb": 1, "pattern": 9})
+    assert _cids(h) == []
+    assert t.migrate().ok
+    assert _cids(h) == [0]                              # drained by QEMU's vm_stop
+    ACTIONS["io"](h, t, {"qid": 1, "opc": int(IO.READ), "slba": 7, "nlb": 1})
+    assert _cids(h) == [0, 1]
+
+
+def test_qemu_loses_a_completion_pre_save_posts(qemu_binary):
+    """The stored finding: four Writes held in flight use up a 4-entry SQ's requests and a
+    fifth waits in the SQ.  At the migration QEMU drains the four, and posting their
+    completions lets the SQ fetch the fifth during the save.  The destination's CQ tail
+    counts the fifth completion, but its entry never reaches the destination's memory: slot
+    5 stays empty, the twin has it, and the next completion lands behind the hole where the
+    guest cannot see it."""
+    trace = corpus.load(LOST_CQE)
+    s = Session(TargetConfig.from_plain(trace.target))
+    try:
+        for step in trace.steps[:-1]:
+            s.apply(step)
+        try:
+            s.apply(trace.steps[-1])
+        except Divergence as exc:
+            assert exc.signature == trace.verdict.signature
+        else:
+            raise AssertionError("the migration lost nothing: has QEMU changed?")
+        flush = {"qid": 1, "opc": int(IO.FLUSH)}
+        for host, bus in ((s.twin_host, s.twin_bus), (s.mig_host, s.mig_bus)):
+            ACTIONS["consume"](host, bus, {"qid": 1})    # frees SQ slots for the host
+            assert ACTIONS["io"](host, bus, flush) == []
+        slots = {}
+        for side, t in (("twin", s.twin), ("mig", s.mig)):
+            raw = t.mem_read(L.cq_base(1), 16 * 7)
+            slots[side] = [(e.cid, e.phase) for e in
+                           (CQE.decode(raw[i:i + 16]) for i in range(0, len(raw), 16))]
+        assert slots["twin"][5] == (5, 1) and slots["twin"][6] == (6, 1)
+        assert slots["mig"][5] == (0, 0)                 # the lost entry: never written
+        assert slots["mig"][6] == (6, 1)                 # the Flush, behind the hole
+    finally:
+        s.close()
+
+
+def test_a_flush_is_held_only_by_a_process_that_has_written(make_target):
+    """Why the state machine sends no Flush while holding: QEMU holds one only after the
+    process wrote to the drive, so a fresh destination and its twin would disagree."""
+    t = make_target()
+    h = _ready(t)
+    t.environment(HOLD_IO, 1)
+    ACTIONS["io"](h, t, {"qid": 1, "opc": int(IO.FLUSH)})
+    assert _cids(h) == [0]                              # nothing written yet: done at once
+    t.environment(HOLD_IO, 0)
+    ACTIONS["io"](h, t, {"qid": 1, "opc": int(IO.WRITE), "slba": 0, "nlb": 1, "pattern": 1})
+    ACTIONS["consume"](h, t, {"qid": 1})
+    t.environment(HOLD_IO, 1)
+    ACTIONS["io"](h, t, {"qid": 1, "opc": int(IO.FLUSH)})
+    assert _cids(h) == []                               # held, like a Read or a Write
+    t.drain()
+    assert _cids(h) == [2]
