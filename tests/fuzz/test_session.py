@@ -40,6 +40,11 @@ FULL_CQ = [
     Step("advance", {"ns": 100_000}),
 ]
 
+#: the same with writes to an inactive namespace, which fail at fetch: completions QEMU 11.1
+#: carries (it refuses to save a waiting completion of an active namespace)
+FULL_CQ_FAILED = FULL_CQ[:3] + [Step("io", {**w.args, "nsid": 5}) for w in FULL_CQ[3:6]] + [
+    FULL_CQ[6]]
+
 #: everything hard at once: a full CQ with waiting completions, every AER slot used,
 #: a queued (masked) event and I/O in flight on a second queue pair
 HARD = FULL_CQ + [
@@ -223,19 +228,37 @@ def test_nvmecs_v0_loses_outstanding_aers():
 
 def test_merged_qemu_needs_the_spurious_interrupt_waiver():
     """qemu-11.1 re-signals a restored full CQ; the trace's waiver suppresses exactly that."""
-    steps = FULL_CQ + [Step("migrate"), Step("consume", {"qid": 1}),
-                       Step("consume", {"qid": 1}), Step("consume", {"qid": 1})]
+    steps = FULL_CQ_FAILED + [Step("migrate"), Step("consume", {"qid": 1}),
+                              Step("consume", {"qid": 1}), Step("consume", {"qid": 1})]
     verdict, _ = replay(trace("qemu-11.1", steps))
     assert verdict.signature == "divergence:irq/extra"
     verdict, _ = replay(trace("qemu-11.1", steps, waivers=["spurious-interrupt"]))
     assert verdict.ok, verdict
 
 
+def test_after_a_refused_save_qemu_11_1_runs_on_like_its_twin():
+    """qemu-11.1 refuses a full I/O CQ's waiting Write (as QEMU 11.1.3 does); the source runs
+    on: its writes to guest memory stay, the waiting completion posts when the guest makes
+    room, and new commands are fetched."""
+    steps = FULL_CQ + [Step("migrate"), Step("consume", {"qid": 1}),
+                       Step("consume", {"qid": 1}), write(1, 3, 4), read(1, 0, 4),
+                       Step("advance", {"ns": 100_000})] + [Step("consume", {"qid": 1})] * 3
+    seen: list = []
+    verdict, stats = replay(trace("qemu-11.1", steps, refusals="continue"),
+                            on_step=lambda i, step, twin, mig: seen.extend(mig))
+    assert verdict.ok, verdict
+    assert stats["refusals"] == 1 and stats["migrations"] == 0
+    assert [label for label, _ in seen if label.startswith("cqe/io")] == [
+        "cqe/io/WRITE"] * 4 + ["cqe/io/READ"]
+    verdict, _ = replay(trace("qemu-11.1", steps))
+    assert verdict.signature == "refused:pre-save for nvme failed: req->ns != NULL"
+
+
 def test_session_counts_waived_differences():
     """A session with a waiver counts every suppression in its comparator."""
     s = Session(TargetConfig(profile="qemu-11.1"), ("spurious-interrupt",))
     try:
-        for step in FULL_CQ + [Step("migrate")]:
+        for step in FULL_CQ_FAILED + [Step("migrate")]:
             s.apply(step)
         assert s.comparator.suppressed["spurious-interrupt"] == 1
     finally:
@@ -317,7 +340,9 @@ def test_shadow_doorbells_set_up_after_unrung_entries_still_ring_the_controller(
         session.apply(step)
     assert not session.twin_host.sqs[1].outstanding     # the write completed
     assert session.twin_host.sqs[1].rung == 1
-    assert replay(trace("qemu-11.1", steps[:-2] + [Step("migrate", {})] + steps[-2:]))[0].ok
+    settled = steps[:-2] + [Step("advance", {"ns": 100_000}), Step("consume", {"qid": 1}),
+                            Step("migrate", {})]
+    assert replay(trace("qemu-11.1", settled + steps[-2:]))[0].ok
 
 
 def test_a_failed_command_returns_no_data():
@@ -345,7 +370,8 @@ def test_a_log_read_at_an_offset_names_the_field_where_it_lies_in_the_log():
         return Step("admin", {"opc": int(A.GET_LOG_PAGE), "nsid": 0xFFFFFFFF, "length": 508,
                               "cdw10": 0x02 | 126 << 16, "cdw12": lpo})
     steps = [ENABLE, Step("create_cq", {"qid": 1, "size": 2}),
-             Step("create_sq", {"qid": 1, "cqid": 1, "size": 2}), read(1, 0), Step("migrate")]
+             Step("create_sq", {"qid": 1, "cqid": 1, "size": 2}), read(1, 0),
+             Step("advance", {"ns": 100_000}), Step("migrate")]
     seen: list = []
     verdicts = [replay(trace("qemu-11.1", steps + [smart(lpo)]),
                        on_step=lambda i, step, twin, mig: seen.append(twin))[0]

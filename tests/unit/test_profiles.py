@@ -8,15 +8,19 @@ the source and the destination can both keep running and be compared.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
+import attrs
 import cbor2
 import pytest
 
 from nvmefuzz.errors import CampaignError, MigrationRefused, SnapshotError
+from nvmefuzz.fuzz.session import replay
 from nvmefuzz.host import layout as L
 from nvmefuzz.host.driver import Completion, Host, pattern_bytes
 from nvmefuzz.model import profiles, snapshot as snap
 from nvmefuzz.model.controller import Controller
+from nvmefuzz.model.memory import GuestMemory
 from nvmefuzz.model.profiles.base import ALL_FIELDS
 from nvmefuzz.model.state import Config, Features
 from nvmefuzz.protocol import regs
@@ -24,6 +28,9 @@ from nvmefuzz.protocol.queues import SQE
 from nvmefuzz.protocol.spec import AdminOpcode as A, FeatureId as F, IoOpcode as IO
 from nvmefuzz.targets.base import TargetConfig
 from nvmefuzz.targets.model import ModelTarget
+from nvmefuzz.trace import corpus
+
+CORPUS = Path(__file__).resolve().parents[2] / "corpus"
 
 LATENCY = 20_000
 INACTIVE_NSID = 5              # a valid but inactive namespace: the command fails at fetch
@@ -104,8 +111,9 @@ def migrate(rig: Rig, profile_name: str) -> tuple[bytes, Rig]:
     return blob, dst
 
 
-def busy(profile: str = "full", msix: bool = True) -> Rig:
-    """In-flight I/O on pair 2 and a full CQ 1 (2 entries, vector 3) with two waiting reads."""
+def busy(profile: str = "full", msix: bool = True, nsid: int = 1) -> Rig:
+    """In-flight I/O on pair 2 and a full CQ 1 (2 entries, vector 3) with two waiting reads
+    (of namespace ``nsid``: QEMU 11.1 refuses to save those of an active one)."""
     rig = Rig(profile, msix)
     rig.pair(1, cq_size=2, sq_size=4, iv=3 if msix else 0)
     rig.pair(2, cq_size=8, sq_size=8)
@@ -113,7 +121,7 @@ def busy(profile: str = "full", msix: bool = True) -> Rig:
     rig.t.advance(LATENCY)
     assert [c.cqe.status for c in rig.reap(2)] == [0]
     for _ in range(3):
-        rig.io(1, IO.READ, slba=0, ring=False)
+        rig.io(1, IO.READ, slba=0, nsid=nsid, ring=False)
     rig.h.ring_sq(1)
     rig.t.advance(LATENCY)                         # 1 posted, 2 wait on the full CQ
     rig.io(2, IO.WRITE, slba=64, pattern=8)
@@ -258,7 +266,7 @@ def test_v3_patch_error_path_leaves_a_kicked_sq_idle():
 # ---------------------------------------------------------------------- qemu-11.1
 def test_qemu_11_1_saves_waiting_completions_and_features():
     """QEMU 11.1 carries a full CQ's waiting completions and every feature value."""
-    rig = busy("qemu-11.1")
+    rig = busy("qemu-11.1", nsid=INACTIVE_NSID)
     assert rig.set_feature(F.TEMPERATURE_THRESHOLD, 0x160) == 0
     assert rig.set_feature(F.TEMPERATURE_THRESHOLD, 0x20 | 1 << 20) == 0
     assert rig.set_feature(F.ASYNC_EVENT_CONFIG, 0x1) == 0
@@ -279,7 +287,7 @@ def test_qemu_11_1_saves_waiting_completions_and_features():
 
 def test_qemu_11_1_loses_smart_counters_and_changed_nsids():
     """QEMU 11.1 does not migrate the SMART I/O counters or the changed-namespace list."""
-    rig = busy("qemu-11.1")
+    rig = busy("qemu-11.1", nsid=INACTIVE_NSID)
     rig.t.environment("ns_changed", 1)
     _, dst = migrate(rig, "qemu-11.1")
     s, d = rig.ctrl, dst.ctrl
@@ -291,11 +299,43 @@ def test_qemu_11_1_loses_smart_counters_and_changed_nsids():
 
 def test_qemu_11_1_post_load_reasserts_the_interrupt_of_a_full_cq():
     """QEMU 11.1's post_load runs the CQ bottom half of a restored full CQ: its vector fires."""
-    _, dst = migrate(busy("qemu-11.1"), "qemu-11.1")
+    _, dst = migrate(busy("qemu-11.1", nsid=INACTIVE_NSID), "qemu-11.1")
     assert dst.ctrl.irq_log == [("msix", 3)]
     assert dst.ctrl.cqs[1].full() and len(dst.ctrl.cqs[1].waiting) == 2
     _, same = migrate(busy("full"), "full")
     assert same.ctrl.irq_log == []                 # the full profile simply carries on
+
+
+def test_guest_memory_rollback_takes_back_every_write_since_the_checkpoint():
+    """The final RAM pass of a ``ram_first`` profile: later writes, to pages that existed or
+    not, never arrive; ``commit`` keeps them (a refused save: the source runs on)."""
+    mem = GuestMemory()
+    mem.write(0x1FF8, b"A" * 16)                  # across two pages
+    mem.checkpoint()
+    mem.write(0x1FFC, b"B" * 8)
+    mem.write(0x9000, b"C")
+    mem.write_u32(0x1FF8, 0xFFFFFFFF)
+    mem.rollback()
+    assert mem.read(0x1FF8, 16) == b"A" * 16 and 9 not in mem.pages
+    mem.checkpoint()
+    mem.write(0x9000, b"C")
+    mem.commit()
+    mem.rollback()                                # nothing to take back any more
+    assert mem.read(0x9000, 1) == b"C"
+
+
+def test_the_qemu_11_1_profile_reproduces_the_completion_qemu_loses_at_a_migration():
+    """QEMU 11.1.3's finding (corpus/qemu-target, 6 steps: a held Read, migrate) on the model:
+    ``qemu-11.1`` loses the Read's completion the same way, ``full`` does not."""
+    trace = corpus.load(CORPUS / "qemu-target" / "divergence-posted-io-missing-5d210b1444.cbor")
+    verdicts = {}
+    for name in ("qemu-11.1", "full"):
+        target = {**trace.target, "kind": "model", "profile": name}
+        verdicts[name] = replay(attrs.evolve(trace, target=target))[0]
+    assert verdicts["qemu-11.1"].signature == trace.verdict.signature == (
+        "divergence:posted/io/missing")
+    assert verdicts["qemu-11.1"].step == trace.verdict.step == 5
+    assert verdicts["full"].ok
 
 
 # ---------------------------------------------------------------------- nvmecs-v0

@@ -1,7 +1,9 @@
 """Guest memory, the namespace's backing store, and PRP walking.
 
 Both stores are sparse: guest memory keeps 4 KiB pages that were ever written (unwritten bytes
-read as zero), the namespace keeps written logical blocks.  Neither is controller state: in a
+read as zero), the namespace keeps written logical blocks.  Guest memory can mark a point in
+time (``checkpoint``) and later take back every write since (``rollback``): that is a
+precopy migration's final RAM pass, after which what the source writes never arrives.  Neither is controller state: in a
 migration they travel like VM RAM and a shared disk, so the twin and the migrated controller
 each get their own copy and a snapshot never contains them.
 
@@ -21,11 +23,13 @@ _ZERO_PAGE = bytes(PAGE)
 class GuestMemory:
     """Byte-addressed sparse memory (guest RAM as the device sees it through DMA)."""
 
-    __slots__ = ("pages", "limit")
+    __slots__ = ("pages", "limit", "_before")
 
     def __init__(self, limit: int = 1 << 40) -> None:
         self.pages: dict[int, bytearray] = {}
         self.limit = limit
+        #: since ``checkpoint``: each page written, as it was then (None: it did not exist)
+        self._before: dict[int, bytes | None] | None = None
 
     def valid(self, addr: int, length: int) -> bool:
         return 0 <= addr and addr + length <= self.limit
@@ -47,6 +51,8 @@ class GuestMemory:
             page, off = divmod(addr + pos, PAGE)
             n = min(len(data) - pos, PAGE - off)
             buf = self.pages.get(page)
+            if self._before is not None and page not in self._before:
+                self._before[page] = None if buf is None else bytes(buf)
             if buf is None:
                 buf = self.pages[page] = bytearray(PAGE)
             buf[off:off + n] = data[pos:pos + n]
@@ -57,6 +63,23 @@ class GuestMemory:
 
     def write_u32(self, addr: int, value: int) -> None:
         self.write(addr, (value & 0xFFFFFFFF).to_bytes(4, "little"))
+
+    def checkpoint(self) -> None:
+        """Remember the memory as it is now, for ``rollback`` (``commit`` forgets it)."""
+        self._before = {}
+
+    def rollback(self) -> None:
+        """Take back every write since ``checkpoint``."""
+        for page, old in (self._before or {}).items():
+            if old is None:
+                del self.pages[page]
+            else:
+                self.pages[page] = bytearray(old)
+        self._before = None
+
+    def commit(self) -> None:
+        """Keep the writes since ``checkpoint``."""
+        self._before = None
 
     def copy(self) -> GuestMemory:
         other = GuestMemory(self.limit)

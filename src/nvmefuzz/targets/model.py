@@ -1,7 +1,10 @@
 """The ``model`` target: the reference controller in-process, migrated through a profile.
 
 Migration is ``snapshot(profile)`` on the source and ``restore`` onto a fresh controller that
-shares the source's guest memory and namespace store (VM RAM and disk carry over).  A refusal
+shares the source's guest memory and namespace store (VM RAM and disk carry over).  A
+profile's ``stop`` runs first, on the twin's drain too; for a ``ram_first`` profile the memory
+is checkpointed before the save and rolled back after it, and the MSI-X messages the save
+sent are dropped: the final RAM pass went before them.  A refusal
 leaves the source running; a blob the destination cannot load is a ``crashed`` outcome with
 the loader's message.  Completion order is fully deterministic.
 """
@@ -63,6 +66,8 @@ class ModelTarget:
 
     def drain(self) -> None:
         self.ctrl.held = False
+        if self.profile.stop is not None:
+            self.profile.stop(self.ctrl)
         self.ctrl.drain()
 
     def environment(self, event: str, arg: int) -> bool:
@@ -80,16 +85,28 @@ class ModelTarget:
     def migrate(self) -> MigrationOutcome:
         src = self.ctrl
         src.held = False                          # a migration ends a hold (targets.base)
+        if self.profile.stop is not None:
+            self.profile.stop(src)
+        ram_first = self.profile.ram_first
+        raised = self.irq_events()                # before the save: the guest gets these
+        if ram_first:
+            src.mem.checkpoint()                  # the final RAM pass
         try:
             blob = snap.snapshot(src, self.profile)
         except MigrationRefused as exc:
+            src.mem.commit()                      # the source runs on with what it wrote
+            self._irq_carry = raised
             return MigrationOutcome(REFUSED, exc.reason)
+        saving = self.irq_events()
+        if ram_first:
+            src.mem.rollback()
+            saving = [e for e in saving if e[0] != "msix"]   # written after RAM went
         self.last_blob = blob
         try:
             dst = snap.restore(blob, self.config, self.profile, src.mem, src.store, src.now)
         except SnapshotError as exc:
             return MigrationOutcome(CRASHED, f"load failed: {exc}", len(blob))
-        carry = self.irq_events()                 # what the source raised while saving
+        carry = raised + saving                   # what the source raised, for the guest
         self.ctrl, self._irq_seen, self._irq_carry = dst, 0, carry
         return MigrationOutcome(COMPLETED, "", len(blob))
 

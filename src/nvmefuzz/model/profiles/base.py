@@ -7,6 +7,14 @@ way that design's error path does.  ``post_load`` runs on the destination after 
 fields were applied to a freshly powered-on controller.  ``drains_inflight`` tells the fuzzer
 that the design finishes in-flight I/O at save time, a legal timing choice the never-migrated
 twin is given too, so it is not mistaken for a finding.
+
+Two more describe where a hypervisor's migration puts the device save.  ``stop`` is what
+stopping the VM does to the device before the final RAM pass (QEMU's ``vm_stop`` drains the
+block layer then); the twin is stopped the same way.  ``ram_first`` says guest RAM is sent
+before ``pre_save`` runs, as in QEMU's precopy: whatever ``pre_save`` writes into guest
+memory (CQEs it posts, shadow-doorbell EventIdx values, MSI-X messages) never reaches the
+destination.  A design whose device is stopped and saved with its memory (a VFIO device in
+STOP_COPY, an ideal design) leaves both at their defaults.
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ class Profile:
     pre_save: Callable[[Controller], None] = _nothing
     post_load: Callable[[Controller], None] = _kick
     drains_inflight: bool = False
+    stop: Callable[[Controller], None] | None = None
+    ram_first: bool = False
     #: turn the selected plain state into what goes on the wire, and back
     encode_state: Callable[[dict], Any] = _identity
     decode_state: Callable[[Any], dict] = _identity
