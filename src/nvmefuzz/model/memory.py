@@ -1,11 +1,11 @@
 """Guest memory, the namespace's backing store, and PRP walking.
 
 Both stores are sparse: guest memory keeps 4 KiB pages that were ever written (unwritten bytes
-read as zero), the namespace keeps written logical blocks.  Guest memory can mark a point in
-time (``checkpoint``) and later take back every write since (``rollback``): that is a
-precopy migration's final RAM pass, after which what the source writes never arrives.  Neither is controller state: in a
+read as zero), the namespace keeps written logical blocks.  Neither is controller state: in a
 migration they travel like VM RAM and a shared disk, so the twin and the migrated controller
-each get their own copy and a snapshot never contains them.
+each get their own copy and a snapshot never contains them.  Guest memory can mark a point
+in time (``checkpoint``) and later take back every write since (``rollback``): a precopy
+migration's final RAM pass, after which what the source writes never arrives.
 
 ``map_prp`` turns (PRP1, PRP2, length) into a list of (address, length) segments following the
 NVMe PRP rules QEMU enforces; a violation returns a status instead of raising, because a bad

@@ -4,9 +4,9 @@ Migration is ``snapshot(profile)`` on the source and ``restore`` onto a fresh co
 shares the source's guest memory and namespace store (VM RAM and disk carry over).  A
 profile's ``stop`` runs first, on the twin's drain too; for a ``ram_first`` profile the memory
 is checkpointed before the save and rolled back after it, and the MSI-X messages the save
-sent are dropped: the final RAM pass went before them.  A refusal
-leaves the source running; a blob the destination cannot load is a ``crashed`` outcome with
-the loader's message.  Completion order is fully deterministic.
+sent are dropped: the final RAM pass went before them.  A refusal leaves the source running
+with what it wrote; a blob the destination cannot load is a ``crashed`` outcome with the
+loader's message.  Completion order is fully deterministic.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ sections 1.1-1.6.
 * saved: the BAR register image, page size, qs_created, irq_status, cq_pending, the INTx
   level (PCI device state), timestamps, temperature and critical warning, shadow-doorbell
   configuration, the AER mask, outstanding AERs and queued events, every SQ and CQ including
-  a full CQ's waiting completions (those pre_save lets through), and the features temp_thresh_hi/low, async_config, host
-  behavior support, write atomicity (dn), and through the namespace's VMState the volatile
-  write cache and error recovery settings.
+  a full CQ's waiting completions (those pre_save lets through), and the features
+  temp_thresh_hi/low, async_config, host behavior support, write atomicity (dn), and through
+  the namespace's VMState the volatile write cache and error recovery settings.
 * not saved: the SMART I/O counters, the changed-namespace list; in-flight I/O never exists
   at save time because pre_save drains it.
 * where the save sits (measured on QEMU 11.1.3, docs/qemu-target.md): ``vm_stop`` drains the
