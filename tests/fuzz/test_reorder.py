@@ -272,6 +272,26 @@ def test_completions_of_no_command_may_come_in_either_order():
     assert pair.comparator.ledger.owed() == 0
 
 
+def test_a_cid_of_no_command_recurring_on_one_side_only_is_a_reordering():
+    """Stale entries fetched again: a zeroed one (CID 0, Invalid Namespace) and a stale Write
+    with CID 0 and a Flush with CID 2 finish in either order into full CQs.  One side shows
+    CID 0 twice, the other CID 0 and CID 2: strays by content, owed, not a duplicate."""
+    pair = Pair()
+    full = dict(synced=True, size=4)
+    zeroed = CQE(cid=0, sqid=1, status=0x400B, sqhd=0, phase=1)
+
+    def shows(cid):
+        return ("posted/io", {"qid": CQ, "cqes": (zeroed, *stale(cid)[1]["cqes"],
+                                                  *stale(3, status=0x4002)[1]["cqes"])})
+    assert pair.step([shows(0)], [shows(2)], view(**full), view(**full)) is None
+    assert pair.step([stray(0), stray(0, 0), stray(3, 0x4002), stale(2)],
+                     [stray(0), stray(2, 0), stray(3, 0x4002), stale(0)],
+                     view(**full), view(**full)) is None
+    assert pair.comparator.ledger.owed() == 2
+    assert pair.step([stray(2, 0)], [stray(0, 0)], view(**full), view(**full)) is None
+    assert pair.comparator.ledger.owed() == 0
+
+
 def test_a_completion_of_no_command_owed_where_the_cq_has_room_is_a_difference():
     """One side consumed a stale entry's completion; the other has room and shows nothing."""
     pair = Pair()

@@ -23,8 +23,9 @@ what is left.  A completion is known by (SQID, CID), unique while its command is
 The rules, per step:
 
 1. Both sides consumed as many completions, and show as many posted per CQ (and as many
-   entries of each CID posted more than once); otherwise the lists are compared as they
-   are (a lost, an extra or a duplicated completion).
+   entries of each outstanding command's CID posted more than once); otherwise the lists
+   are compared as they are (a lost, an extra or a duplicated completion).  Entries whose
+   CID belongs to no outstanding command are strays (rule 5), however often a CID recurs.
 2. Every completion a side shows, consumed or posted, is remembered until both hosts have
    retired its command.  Once both sides have shown it, status, DW0 and DW1 must agree.
 3. A completion both sides consumed, in whatever steps, is compared whole (label, data) in
@@ -215,7 +216,8 @@ def _look(obs: list[Observation], view: HostView) -> _Look:
         elif label.startswith("posted/"):
             look.posted[f["qid"]] = len(f["cqes"])
             keys = Counter((e[0], e[1]) for e in f["cqes"])
-            look.dups.update((k, n) for k, n in keys.items() if n > 1)
+            look.dups.update((k, n) for k, n in keys.items()    # a command's CID only: a
+                             if n > 1 and k in view.outstanding)  # stray is one by content
             for e in f["cqes"]:
                 key = (e[0], e[1])
                 if key in view.outstanding and keys[key] == 1:
