@@ -272,21 +272,24 @@ class Controller:
             if req is None or req.due > self.now:
                 break
             self.inflight.remove(req)
-            req.status = nvm.finish(self, req)
-            req.due = None
-            self.complete(req)
+            self.finish_io(req)
             self._run()
 
     def drain(self) -> None:
         """Finish all in-flight I/O now (what ``blk_drain`` does in a migration pre_save)."""
-        from nvmefuzz.model import nvm
-
         for req in self.inflight:
-            req.status = nvm.finish(self, req)
-            req.due = None
-            self.complete(req)
+            self.finish_io(req)
         self.inflight = []
         self._run()
+
+    def finish_io(self, req: Request) -> None:
+        """The backend is done with ``req`` (no longer in flight): its data moves, its
+        completion is queued."""
+        from nvmefuzz.model import nvm
+
+        req.status = nvm.finish(self, req)
+        req.due = None
+        self.complete(req)
 
     def quiesce(self) -> None:
         """Stop fetching SQEs, then drain: the first steps of a save (QEMU cancels the SQ

@@ -34,7 +34,6 @@ sections 1.1-1.6.
 """
 
 from nvmefuzz.errors import MigrationRefused
-from nvmefuzz.model import nvm
 from nvmefuzz.model.controller import Controller
 from nvmefuzz.model.identify import ACTIVE_NSIDS
 from nvmefuzz.model.profiles.base import ALL_FIELDS, Profile
@@ -56,9 +55,7 @@ def vm_stop(ctrl: Controller) -> None:
     while ctrl.inflight:
         req = min(ctrl.inflight, key=lambda r: r.due)
         ctrl.inflight.remove(req)
-        req.status = nvm.finish(ctrl, req)
-        req.due = None
-        ctrl.complete(req)
+        ctrl.finish_io(req)
         if ctrl.inflight:
             ctrl._run()
 
