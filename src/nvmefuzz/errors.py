@@ -111,3 +111,15 @@ class MigrationRefused(NvmeFuzzError, RuntimeError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"migration refused: {reason}")
         self.reason = reason
+
+
+class MigrationHung(NvmeFuzzError, RuntimeError):
+    """A migration design's save hook would never return: it waits for something nothing
+    can do while it runs (a bottom half, with the lock it holds).  The source is lost.
+
+    ``reason`` names what it waits for, with queue indices in brackets (``cq[1]``).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"migration hung: {reason}")
+        self.reason = reason

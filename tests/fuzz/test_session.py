@@ -178,6 +178,21 @@ def test_v3_patch_migrates_when_no_cq_is_full():
     assert stats["migrations"] == 1
 
 
+
+def test_v3_patch_hangs_with_io_in_flight():
+    """A migration that meets I/O in flight hangs the v3 save; the twin, stopped the same way,
+    does not matter: a hang ends the trace as a finding named by where it waits."""
+    steps = [ENABLE, Step("create_cq", {"qid": 1, "size": 8}),
+             Step("create_sq", {"qid": 1, "cqid": 1, "size": 8}),
+             write(1, 0, 1), read(1, 0), Step("migrate"), read(1, 0)]
+    verdict, stats = replay(trace("qemu-v3-patch", steps))
+    assert verdict.kind == "hung"
+    assert verdict.signature == "hung:save: pre_save spins on cq[].req_list"
+    assert "cq[1].req_list" in verdict.detail
+    assert verdict.step == 5 and stats["hung"] == 1 and stats["migrations"] == 0
+    verdict, _ = replay(trace("qemu-11.1", steps))
+    assert verdict.kind != "hung", verdict           # the merged pre_save posts it itself
+
 TEMPERATURE = [
     ENABLE,
     Step("admin", {"opc": int(A.SET_FEATURES), "cdw10": 0x04, "cdw11": 0x150}),

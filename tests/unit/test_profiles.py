@@ -14,7 +14,7 @@ import attrs
 import cbor2
 import pytest
 
-from nvmefuzz.errors import CampaignError, MigrationRefused, SnapshotError
+from nvmefuzz.errors import CampaignError, MigrationHung, MigrationRefused, SnapshotError
 from nvmefuzz.fuzz.session import replay
 from nvmefuzz.host import layout as L
 from nvmefuzz.host.driver import Completion, Host, pattern_bytes
@@ -26,7 +26,7 @@ from nvmefuzz.model.state import Config, Features
 from nvmefuzz.protocol import regs
 from nvmefuzz.protocol.queues import SQE
 from nvmefuzz.protocol.spec import AdminOpcode as A, FeatureId as F, IoOpcode as IO
-from nvmefuzz.targets.base import TargetConfig
+from nvmefuzz.targets.base import HUNG, TargetConfig
 from nvmefuzz.targets.model import ModelTarget
 from nvmefuzz.trace import corpus
 
@@ -172,16 +172,41 @@ def test_v3_patch_refuses_a_full_cq_with_waiting_completions():
     assert rig.ctrl.inflight == []                  # it drained before it looked
 
 
-def test_v3_patch_drains_inflight_io_before_save():
-    """The v3 patch finishes in-flight I/O at save: the source posts it, the stream has none."""
+def test_v3_patch_hangs_when_io_is_in_flight_at_the_vm_stop():
+    """The VM stop posts all but the last drained completion; v3's pre_save then waits for CQ
+    1's req_list to empty, which nothing can do while it runs: a hang, named by the CQ."""
     rig = Rig("qemu-v3-patch")
     rig.pair(1, cq_size=8, sq_size=8)
     rig.io(1, IO.WRITE, slba=8, pattern=3)
     rig.io(1, IO.READ, slba=8)
-    assert len(rig.ctrl.inflight) == 2 and rig.ctrl.now == 0
+    assert len(rig.ctrl.inflight) == 2
+    outcome = rig.t.migrate()
+    assert outcome.kind == HUNG
+    assert outcome.detail.startswith("save: pre_save spins on cq[1].req_list: 1 completion(s)")
+    cq = rig.ctrl.cqs[1]
+    assert rig.ctrl.inflight == [] and cq.tail == 1 and not cq.full()
+    assert [r.sqe.opc for r in cq.waiting] == [IO.READ]           # the last one to finish
+
+
+def test_v3_patch_hangs_also_when_its_own_drain_meets_the_io():
+    """Without a VM stop before it, pre_save's nvme_ns_drain polls the same way: a hang too."""
+    rig = Rig("qemu-v3-patch")
+    rig.pair(1, cq_size=8, sq_size=8)
+    rig.io(1, IO.WRITE, slba=8, pattern=3)
+    with pytest.raises(MigrationHung, match=r"cq\[1\]\.req_list"):
+        snap.snapshot(rig.ctrl, profiles.get("qemu-v3-patch"))
+
+
+def test_v3_patch_migrates_once_the_io_has_finished():
+    """I/O that finished and posted before the migration is not in the way: the destination
+    holds the same CQ and the data written."""
+    rig = Rig("qemu-v3-patch")
+    rig.pair(1, cq_size=8, sq_size=8)
+    rig.io(1, IO.WRITE, slba=8, pattern=3)
+    rig.io(1, IO.READ, slba=8)
+    rig.t.advance(LATENCY)
+    assert rig.ctrl.inflight == [] and rig.ctrl.cqs[1].tail == 2
     blob, dst = migrate(rig, "qemu-v3-patch")
-    assert profiles.get("qemu-v3-patch").drains_inflight
-    assert rig.ctrl.inflight == [] and rig.ctrl.cqs[1].tail == 2 and rig.ctrl.now == 0
     assert "inflight" not in cbor2.loads(blob)["state"]
     assert dst.ctrl.inflight == [] and dst.ctrl.cqs[1].tail == 2
     assert [c.data for c in dst.reap(1)] == [None, pattern_bytes(3, 4096)]
@@ -216,51 +241,64 @@ def test_v3_patch_successful_save_leaves_the_source_sq_processing_stopped():
     assert rig.ctrl.sqs[1].head == 0 and rig.reap(1) == []
 
 
-def stalled(profile: str) -> Rig:
-    """SQ 1's request pool exhausted by in-flight reads with one more SQE pending behind
-    them, plus CQ 2 full with two waiting completions."""
+def stalled(profile: str, busy: int = 1, full: int = 2) -> Rig:
+    """SQ ``busy``'s request pool exhausted by in-flight reads with one more SQE pending
+    behind them, plus CQ ``full`` full with two waiting completions."""
     rig = Rig(profile)
-    rig.pair(1, cq_size=8, sq_size=4)
-    rig.pair(2, cq_size=2, sq_size=4)
-    rig.io(1, ring=False)
-    rig.io(1, ring=False)
-    rig.io(1, nsid=INACTIVE_NSID)                  # fails at fetch: the host learns SQHD 3
-    assert len(rig.reap(1)) == 1 and rig.h.sqs[1].free() == 3
+    for qid in sorted((busy, full)):
+        if qid == busy:
+            rig.pair(busy, cq_size=8, sq_size=4)
+        else:
+            rig.pair(full, cq_size=2, sq_size=4)
+    rig.io(busy, ring=False)
+    rig.io(busy, ring=False)
+    rig.io(busy, nsid=INACTIVE_NSID)               # fails at fetch: the host learns SQHD 3
+    assert len(rig.reap(busy)) == 1 and rig.h.sqs[busy].free() == 3
     for _ in range(3):
-        rig.io(1, ring=False)
-    rig.h.ring_sq(1)                               # 2 fetched (pool of 4 used up), 1 pending
+        rig.io(busy, ring=False)
+    rig.h.ring_sq(busy)                            # 2 fetched (pool of 4 used up), 1 pending
     for _ in range(3):
-        rig.io(2, nsid=INACTIVE_NSID, ring=False)
-    rig.h.ring_sq(2)                               # 1 posted, 2 waiting on the full CQ 2
+        rig.io(full, nsid=INACTIVE_NSID, ring=False)
+    rig.h.ring_sq(full)                            # 1 posted, 2 waiting on the full CQ
     ctrl = rig.ctrl
-    sq1 = ctrl.sqs[1]
-    assert sq1.used == sq1.size == 4 and len(ctrl.inflight) == 4
-    assert (sq1.head, sq1.tail) == (1, 2)
-    assert ctrl.cqs[2].full() and len(ctrl.cqs[2].waiting) == 2
+    sq = ctrl.sqs[busy]
+    assert sq.used == sq.size == 4 and len(ctrl.inflight) == 4
+    assert (sq.head, sq.tail) == (1, 2)
+    assert ctrl.cqs[full].full() and len(ctrl.cqs[full].waiting) == 2
     return rig
 
 
 def test_v3_patch_error_path_leaves_a_kicked_sq_idle():
-    """After the v3 refusal, an SQ kicked during the drain fetches nothing until its doorbell
-    rings again, whereas a plain drain fetches its pending SQE at once."""
-    plain = stalled("full")
+    """A full CQ 1 with waiting completions comes first in CQ order, so v3 refuses before it
+    could hang on CQ 2.  After the refusal SQ 2, kicked during pre_save's own drain, fetches
+    nothing until its doorbell rings again, whereas a plain drain fetches its pending SQE at
+    once."""
+    plain = stalled("full", busy=2, full=1)
     plain.ctrl.drain()
-    assert plain.ctrl.sqs[1].head == 2 and len(plain.ctrl.inflight) == 1
+    assert plain.ctrl.sqs[2].head == 2 and len(plain.ctrl.inflight) == 1
 
-    rig = stalled("qemu-v3-patch")
+    rig = stalled("qemu-v3-patch", busy=2, full=1)
     with pytest.raises(MigrationRefused) as info:
         snap.snapshot(rig.ctrl, profiles.get("qemu-v3-patch"))
     assert info.value.reason == V3_REFUSAL
     ctrl = rig.ctrl
-    assert ctrl.inflight == [] and ctrl.cqs[1].tail == 5     # the four drained reads posted
-    assert (ctrl.sqs[1].head, ctrl.sqs[1].tail, ctrl.sqs[1].used) == (1, 2, 0)
+    assert ctrl.inflight == [] and ctrl.cqs[2].tail == 5     # the VM ran on: all four posted
+    assert (ctrl.sqs[2].head, ctrl.sqs[2].tail, ctrl.sqs[2].used) == (1, 2, 0)
 
-    assert len(rig.reap(1)) == 4                   # CQ doorbells and time do not wake it
+    assert len(rig.reap(2)) == 4                   # CQ doorbells and time do not wake it
     rig.t.advance(10 * LATENCY)
-    assert ctrl.sqs[1].head == 1 and ctrl.inflight == []
+    assert ctrl.sqs[2].head == 1 and ctrl.inflight == []
+    rig.h.ring_sq(2)                               # the doorbell again: it fetches at last
+    assert ctrl.sqs[2].head == 2 and len(ctrl.inflight) == 1
 
-    rig.h.ring_sq(1)                               # the same tail again: now it is fetched
-    assert ctrl.sqs[1].head == 2 and len(ctrl.inflight) == 1
+
+def test_v3_patch_hangs_on_a_cq_that_is_not_full_before_it_meets_a_full_one():
+    """The same queues the other way round: the last drained read waits in CQ 1, not full,
+    which pre_save meets first, so the save hangs instead of refusing."""
+    rig = stalled("qemu-v3-patch", busy=1, full=2)
+    outcome = rig.t.migrate()
+    assert outcome.kind == HUNG and "cq[1].req_list" in outcome.detail
+    assert len(rig.ctrl.cqs[2].waiting) == 2
 
 
 # ---------------------------------------------------------------------- qemu-11.1

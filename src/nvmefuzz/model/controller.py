@@ -245,6 +245,11 @@ class Controller:
     def _schedule(self, kind: str, qid: int) -> None:
         self._sched[(kind, qid)] = None
 
+    def cancel(self, kind: str) -> None:
+        """Cancel the scheduled bottom halves of one kind, "sq" or "cq" (``qemu_bh_cancel``)."""
+        for key in [k for k in self._sched if k[0] == kind]:
+            del self._sched[key]
+
     def _run(self) -> None:
         while self._sched:
             (kind, qid) = next(iter(self._sched))

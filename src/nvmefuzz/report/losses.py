@@ -41,6 +41,8 @@ def explain(signature: str) -> str:
         return f"the design refuses to migrate: \"{label}\""
     if kind == "crashed":
         return f"the destination cannot load the state ({label})"
+    if kind == "hung":
+        return f"the migration never ends: {label}"
     parts = label.split("/")
     last = parts[-1]
     field = (f"the {last[5:].replace('_', ' ')} field of the data it returned"

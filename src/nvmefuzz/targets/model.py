@@ -5,19 +5,19 @@ shares the source's guest memory and namespace store (VM RAM and disk carry over
 profile's ``stop`` runs first, on the twin's drain too; for a ``ram_first`` profile the memory
 is checkpointed before the save and rolled back after it, and the MSI-X messages the save
 sent are dropped: the final RAM pass went before them.  A refusal leaves the source running
-with what it wrote; a blob the destination cannot load is a ``crashed`` outcome with the
-loader's message.  Completion order is fully deterministic.
+with what it wrote; a save that would never return is a ``hung`` outcome naming what it waits
+for; a blob the destination cannot load is a ``crashed`` outcome with the loader's message.  Completion order is fully deterministic.
 """
 
 from __future__ import annotations
 
-from nvmefuzz.errors import MigrationRefused, SnapshotError
+from nvmefuzz.errors import MigrationHung, MigrationRefused, SnapshotError
 from nvmefuzz.model import snapshot as snap
 from nvmefuzz.model.controller import GUEST_RAM, Controller
 from nvmefuzz.model.memory import GuestMemory, NamespaceStore
 from nvmefuzz.model.profiles import get as get_profile
 from nvmefuzz.model.state import Config
-from nvmefuzz.targets.base import (COMPLETED, CRASHED, HOLD_IO, NS_CHANGED, REFUSED,
+from nvmefuzz.targets.base import (COMPLETED, CRASHED, HOLD_IO, HUNG, NS_CHANGED, REFUSED,
                                    MigrationOutcome, TargetConfig)
 
 
@@ -97,6 +97,9 @@ class ModelTarget:
             src.mem.commit()                      # the source runs on with what it wrote
             self._irq_carry = raised
             return MigrationOutcome(REFUSED, exc.reason)
+        except MigrationHung as exc:
+            src.mem.commit()                      # the source never gets further
+            return MigrationOutcome(HUNG, f"save: {exc.reason}")
         saving = self.irq_events()
         if ram_first:
             src.mem.rollback()

@@ -3,10 +3,11 @@
 A profile is data (``saves``: a set of schema paths from ``model.snapshot.SCHEMA``) and small
 hooks.  ``pre_save`` runs on the source before anything is captured; it may drain in-flight
 I/O, and it may refuse by raising ``MigrationRefused``, in which case it leaves the source the
-way that design's error path does.  ``post_load`` runs on the destination after the saved
-fields were applied to a freshly powered-on controller.  ``drains_inflight`` tells the fuzzer
-that the design finishes in-flight I/O at save time, a legal timing choice the never-migrated
-twin is given too, so it is not mistaken for a finding.
+way that design's error path does, or raise ``MigrationHung`` where that design would wait
+forever.  ``post_load`` runs on the destination after the saved fields were applied to a
+freshly powered-on controller.  ``drains_inflight`` tells the fuzzer that the design finishes
+in-flight I/O at save time, a legal timing choice the never-migrated twin is given too, so it
+is not mistaken for a finding.
 
 Two more describe where a hypervisor's migration puts the device save.  ``stop`` is what
 stopping the VM does to the device before the final RAM pass (QEMU's ``vm_stop`` drains the
