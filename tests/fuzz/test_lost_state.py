@@ -20,8 +20,8 @@ CORPUS = Path(__file__).resolve().parents[2] / "corpus"
 
 
 @pytest.mark.parametrize("profile, lost", [
-    ("qemu-v3-patch", {"features.temp_thresh_hi", "features.err_rec", "host_writes"}),
-    ("qemu-11.1", {"host_reads", "host_writes", "changed_nsids"}),
+    ("qemu-v3-patch", {"features.temp_thresh_hi", "features.err_rec", "host_writes", "dmrsl"}),
+    ("qemu-11.1", {"host_reads", "host_writes", "changed_nsids", "dmrsl"}),
 ])
 def test_corpus_findings_explain_the_state_their_migrations_lose(profile, lost):
     findings = known_findings(CORPUS, profile)

@@ -44,6 +44,15 @@ def test_io_and_queues_agree_between_model_and_qemu(qemu_binary):
     assert found is None and ran == len(AGREE)
 
 
+def test_identify_nvm_controller_agrees_between_model_and_qemu(qemu_binary):
+    """Identify CNS 06h (VSL, DMRL, DMRSL, DMSL): the model computes DMRSL from the block size
+    when the controller starts, as QEMU does; before and after a reset."""
+    identify = Step("admin", {"opc": 6, "cdw10": 6, "length": 4096})
+    steps = [Step("enable", {}), identify, Step("disable", {}), Step("enable", {}), identify]
+    found, ran = diff_steps("t", steps, *configs())
+    assert found is None and ran == len(steps)
+
+
 def test_identify_controller_disagrees_on_the_firmware_revision(qemu_binary):
     """The model says FR '1.0', QEMU its own version: the first disagreement, by field."""
     steps = [Step("enable", {}), Step("admin", {"opc": 6, "cdw10": 1, "length": 4096})]

@@ -25,10 +25,12 @@ from nvmefuzz.model.profiles.base import ALL_FIELDS
 from nvmefuzz.model.state import Config, Features
 from nvmefuzz.protocol import regs
 from nvmefuzz.protocol.queues import SQE
+from nvmefuzz.protocol.structures import ID_CTRL_NVM, parse
 from nvmefuzz.protocol.spec import AdminOpcode as A, FeatureId as F, IoOpcode as IO
 from nvmefuzz.targets.base import HUNG, TargetConfig
 from nvmefuzz.targets.model import ModelTarget
 from nvmefuzz.trace import corpus
+from nvmefuzz.trace.schema import Step
 
 CORPUS = Path(__file__).resolve().parents[2] / "corpus"
 
@@ -362,18 +364,81 @@ def test_guest_memory_rollback_takes_back_every_write_since_the_checkpoint():
     assert mem.read(0x9000, 1) == b"C"
 
 
-def test_the_qemu_11_1_profile_reproduces_the_completion_qemu_loses_at_a_migration():
-    """QEMU 11.1.3's finding (corpus/qemu-target, 6 steps: a held Read, migrate) on the model:
-    ``qemu-11.1`` loses the Read's completion the same way, ``full`` does not."""
-    trace = corpus.load(CORPUS / "qemu-target" / "divergence-posted-io-missing-5d210b1444.cbor")
+@pytest.mark.parametrize("name, signature, step", [
+    ("divergence-posted-io-missing-5d210b1444.cbor", "divergence:posted/io/missing", 5),
+    ("divergence-cqe-admin-identify-cns-0x06-data-0x4-86b33632ab.cbor",
+     "divergence:cqe/admin/IDENTIFY/cns=0x06/data@0x4", 2),
+])
+def test_the_qemu_11_1_profile_reproduces_what_qemu_loses_at_a_migration(name, signature, step):
+    """QEMU 11.1.3's findings (corpus/qemu-target) on the model: ``qemu-11.1`` reaches the same
+    verdict at the same step, ``full`` passes: the completion of a held Read lost (6 steps),
+    DMRSL reported as 0 after a migration (3 steps)."""
+    trace = corpus.load(CORPUS / "qemu-target" / name)
     verdicts = {}
-    for name in ("qemu-11.1", "full"):
-        target = {**trace.target, "kind": "model", "profile": name}
-        verdicts[name] = replay(attrs.evolve(trace, target=target))[0]
-    assert verdicts["qemu-11.1"].signature == trace.verdict.signature == (
-        "divergence:posted/io/missing")
-    assert verdicts["qemu-11.1"].step == trace.verdict.step == 5
+    for profile in ("qemu-11.1", "full"):
+        target = {**trace.target, "kind": "model", "profile": profile}
+        verdicts[profile] = replay(attrs.evolve(trace, target=target))[0]
+    assert verdicts["qemu-11.1"].signature == trace.verdict.signature == signature
+    assert verdicts["qemu-11.1"].step == trace.verdict.step == step
     assert verdicts["full"].ok
+
+
+def test_the_qemu_11_1_profile_deallocates_nothing_after_a_migration_as_qemu_does():
+    """QEMU's guest-visible DMRSL finding (10 steps: migrate, then Write, deallocate and Read
+    the same blocks, each consumed before the next) on the model, with virtual time let pass
+    after each command: the Read returns the written data instead of zeroes."""
+    trace = corpus.load(CORPUS / "qemu-target" / "divergence-cqe-io-read-data-fee71a52d2.cbor")
+    steps = []
+    for step in trace.steps:
+        steps += [step, Step("advance", {"ns": LATENCY})] if step.action == "io" else [step]
+    verdicts = {}
+    for profile in ("qemu-11.1", "full"):
+        target = {**trace.target, "kind": "model", "profile": profile}
+        verdicts[profile] = replay(attrs.evolve(trace, target=target, steps=tuple(steps)))[0]
+    assert verdicts["qemu-11.1"].signature == trace.verdict.signature
+    assert steps[verdicts["qemu-11.1"].step] == trace.steps[trace.verdict.step]
+    assert verdicts["full"].ok
+
+
+def test_the_dsm_range_limit_comes_back_when_the_guest_resets_the_controller():
+    """QEMU 11.1 computes DMRSL when the controller starts: the destination reports 0 and a
+    deallocate of 8 blocks does nothing, until a reset and an enable compute it again."""
+    rig = Rig("qemu-11.1")
+    assert identify_nvm(rig) == (7, 255, 0x3FFFFF, 255 * 0x3FFFFF)   # as QEMU 11.1.3 reports
+    rig.pair(1, cq_size=8, sq_size=8)
+    _, dst = migrate(rig, "qemu-11.1")
+    assert identify_nvm(dst) == (7, 255, 0, 0)
+    assert deallocate_then_read(dst, slba=16) == pattern_bytes(5, 4096)   # not deallocated
+    dst.h.write_reg("CC", 0)                     # a controller reset
+    assert dst.h.enable(7, 7) & regs.CSTS_RDY
+    assert identify_nvm(dst) == (7, 255, 0x3FFFFF, 255 * 0x3FFFFF)
+    dst.pair(1, cq_size=8, sq_size=8)
+    assert deallocate_then_read(dst, slba=16) == bytes(4096)
+    _, kept = migrate(rig, "full")
+    assert identify_nvm(kept) == identify_nvm(rig)
+
+
+def identify_nvm(rig: Rig) -> tuple[int, int, int, int]:
+    """VSL, DMRL, DMRSL and DMSL from Identify CNS 06h (NVM command set)."""
+    c = rig.admin(SQE(A.IDENTIFY, cdw10=0x06), length=4096, returns_data=True)
+    assert c.cqe.status == 0
+    d = parse(ID_CTRL_NVM, c.data)
+    return d["vsl"], d["dmrl"], d["dmrsl"], d["dmsl"]
+
+
+def deallocate_then_read(rig: Rig, slba: int) -> bytes:
+    """Write pattern 5 to 8 blocks at ``slba``, deallocate them, read them back."""
+    rig.io(1, IO.WRITE, slba=slba, pattern=5)
+    rig.t.advance(LATENCY)
+    rng = (0).to_bytes(4, "little") + (8).to_bytes(4, "little") + slba.to_bytes(8, "little")
+    rig.h.submit(1, SQE(IO.DATASET_MANAGEMENT, nsid=1, cdw10=0, cdw11=4), data=rng, length=16)
+    rig.h.ring_sq(1)
+    rig.t.advance(LATENCY)
+    rig.io(1, IO.READ, slba=slba)
+    rig.t.advance(LATENCY)
+    done = rig.reap(1)
+    assert [c.cqe.status for c in done] == [0, 0, 0]
+    return done[-1].data
 
 
 # ---------------------------------------------------------------------- nvmecs-v0

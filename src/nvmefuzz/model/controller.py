@@ -25,7 +25,7 @@ Command semantics live in ``admin.py`` and ``nvm.py``; events in ``events.py``.
 
 from __future__ import annotations
 
-from nvmefuzz.model import events
+from nvmefuzz.model import events, identify
 from nvmefuzz.model.memory import GuestMemory, NamespaceStore
 from nvmefuzz.model.state import (
     CompletionQueue, Config, Features, Request, SubmissionQueue,
@@ -96,6 +96,7 @@ class Controller:
         self.irq_status = 0
         self.cq_pending = 0
         self.intx = 0
+        self.dmrsl = 0                        # the DSM range size limit: set by _start
 
     def _reset(self) -> None:
         """Controller Level Reset (CC.EN 1->0), as nvme_ctrl_reset does it."""
@@ -134,6 +135,7 @@ class Controller:
         self.sqs[0] = SubmissionQueue(0, 0, self.asq, asqs + 1)
         self.features.host_timestamp = 0
         self.features.timestamp_set_ms = self.now // 1_000_000
+        self.dmrsl = identify.dsm_range_limit(self)
         return True
 
     # ------------------------------------------------------------------ MMIO

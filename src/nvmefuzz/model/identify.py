@@ -14,7 +14,7 @@ from nvmefuzz.protocol.spec import BROADCAST_NSID, DNR, AdminOpcode as A, IoOpco
 from nvmefuzz.protocol.spec import Status as S
 from nvmefuzz.protocol.structures import (
     CHANGED_NS_LOG_SIZE, EFFECTS_LOG_SIZE, ERROR_LOG_ENTRY_SIZE, FW_SLOT_LOG, FW_SLOT_LOG_SIZE,
-    ID_CTRL, ID_NS, IDENTIFY_SIZE, SMART_LOG, SMART_LOG_SIZE, build,
+    ID_CTRL, ID_CTRL_NVM, ID_NS, IDENTIFY_SIZE, SMART_LOG, SMART_LOG_SIZE, build,
 )
 
 if TYPE_CHECKING:
@@ -44,6 +44,25 @@ def id_ctrl(ctrl: Controller) -> bytes:
     )
 
 
+#: QEMU's verify size limit (``vsl`` property) and Dataset Management range limit
+VSL, DMRL = 7, 255
+#: the most bytes one request to QEMU's block layer may cover (BDRV_REQUEST_MAX_BYTES)
+REQUEST_MAX_BYTES = 0x7FFF_FE00
+
+
+def dsm_range_limit(ctrl: Controller) -> int:
+    """DMRSL as starting the controller computes it: the smaller non-zero of its value and
+    the blocks one block-layer request covers.  Not at power-on: a controller that was never
+    started (or a destination nobody recomputed it on) has 0."""
+    limit = REQUEST_MAX_BYTES // ctrl.store.lba_size
+    return min(ctrl.dmrsl, limit) if ctrl.dmrsl else limit
+
+
+def id_ctrl_nvm(ctrl: Controller) -> bytes:
+    return build(ID_CTRL_NVM, IDENTIFY_SIZE, vsl=VSL, dmrl=DMRL, dmrsl=ctrl.dmrsl,
+                 dmsl=DMRL * ctrl.dmrsl)
+
+
 def id_ns(ctrl: Controller) -> bytes:
     n = ctrl.config.nsze
     return build(ID_NS, IDENTIFY_SIZE, nsze=n, ncap=n, nuse=n, nsfeat=1 << 4, dlfeat=1 | 1 << 3,
@@ -57,8 +76,10 @@ def identify(ctrl: Controller, sqe: SQE) -> bytes | int:
     cns, nsid, csi = sqe.cdw10 & 0xFF, sqe.nsid, sqe.cdw11 >> 24
     if cns == spec.CNS_CONTROLLER:
         return id_ctrl(ctrl)
-    if cns in (spec.CNS_CS_CONTROLLER,):      # QEMU answers the NVM and Zoned sets only
-        return bytes(IDENTIFY_SIZE) if csi in (CSI_NVM, CSI_ZONED) else S.INVALID_FIELD | DNR
+    if cns == spec.CNS_CS_CONTROLLER:          # QEMU answers the NVM and Zoned sets only
+        if csi == CSI_NVM:
+            return id_ctrl_nvm(ctrl)
+        return bytes(IDENTIFY_SIZE) if csi == CSI_ZONED else S.INVALID_FIELD | DNR
     if cns in (spec.CNS_ACTIVE_NS_LIST, spec.CNS_CS_ACTIVE_NS_LIST):
         if nsid >= 0xFFFFFFFE:
             return S.INVALID_NSID | DNR

@@ -93,11 +93,11 @@ def finish(ctrl: Controller, req: Request) -> int:
         raw = None if isinstance(segs, int) else gather(ctrl.mem, segs)
         if raw is None:
             return S.DATA_TRANSFER_ERROR
-        if sqe.cdw11 & 4:                      # AD: deallocate; bad ranges are skipped
-            for i in range(nr):
+        if sqe.cdw11 & 4:                      # AD: deallocate; bad ranges are skipped,
+            for i in range(nr):                 # and so are ranges longer than DMRSL
                 nlb = int.from_bytes(raw[i * 16 + 4:i * 16 + 8], "little")
                 slba = int.from_bytes(raw[i * 16 + 8:i * 16 + 16], "little")
-                if nlb and slba + nlb <= store.nsze:
+                if nlb and nlb <= ctrl.dmrsl and slba + nlb <= store.nsze:
                     store.deallocate(slba, nlb)
         return S.SUCCESS
     slba, nlb = sqe.lba_range

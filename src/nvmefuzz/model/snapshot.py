@@ -55,7 +55,7 @@ TOP: dict[str, Any] = {
     "temperature": U16, "smart_critical_warning": U8, "starttime_ms": U64,
     "data_units_read": U64, "data_units_written": U64, "host_reads": U64, "host_writes": U64,
     "changed_nsids": NSIDS, "dbbuf_enabled": BOOL, "dbbuf_dbs": U64, "dbbuf_eis": U64,
-    "irq_status": U32, "cq_pending": INT32, "intx": BOOL,
+    "irq_status": U32, "cq_pending": INT32, "intx": BOOL, "dmrsl": U32,
 }
 SQ_FIELDS: dict[str, Any] = {"cqid": U16, "base": U64, "size": U32, "head": U16, "tail": U16}
 CQ_FIELDS: dict[str, Any] = {"base": U64, "size": U32, "ien": BOOL, "vector": U16,

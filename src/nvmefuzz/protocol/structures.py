@@ -26,6 +26,12 @@ ID_CTRL: Layout = (
     ("subnqn", 768, 256),
 )
 
+#: Identify Controller data specific to the NVM command set (CNS 06h, CSI 0)
+ID_CTRL_NVM: Layout = (
+    ("vsl", 0, 1), ("wzsl", 1, 1), ("wusl", 2, 1), ("dmrl", 3, 1), ("dmrsl", 4, 4),
+    ("dmsl", 8, 8),
+)
+
 ID_NS: Layout = (
     ("nsze", 0, 8), ("ncap", 8, 8), ("nuse", 16, 8), ("nsfeat", 24, 1), ("nlbaf", 25, 1),
     ("flbas", 26, 1), ("mc", 27, 1), ("dpc", 28, 1), ("dps", 29, 1), ("nmic", 30, 1),

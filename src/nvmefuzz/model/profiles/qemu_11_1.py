@@ -10,8 +10,10 @@ sections 1.1-1.6.
   a full CQ's waiting completions (those pre_save lets through), and the features
   temp_thresh_hi/low, async_config, host behavior support, write atomicity (dn), and through
   the namespace's VMState the volatile write cache and error recovery settings.
-* not saved: the SMART I/O counters, the changed-namespace list; in-flight I/O never exists
-  at save time because pre_save drains it.
+* not saved: the SMART I/O counters, the changed-namespace list, and the DSM range size
+  limit (``n->dmrsl``, computed when the controller starts; post_load does not compute it, so
+  the destination reports DMRSL = DMSL = 0 and deallocates nothing until the guest resets
+  it); in-flight I/O never exists at save time because pre_save drains it.
 * where the save sits (measured on QEMU 11.1.3, docs/qemu-target.md): ``vm_stop`` drains the
   block layer before the final RAM pass.  While requests remain in flight the main loop runs
   the CQ bottom halves, so completions post and a freed request of a used-up pool re-arms its
@@ -41,7 +43,7 @@ from nvmefuzz.protocol.spec import BROADCAST_NSID, IoOpcode
 
 NOT_SAVED = frozenset({
     "inflight", "data_units_read", "data_units_written", "host_reads", "host_writes",
-    "changed_nsids",
+    "changed_nsids", "dmrsl",
 })
 
 
