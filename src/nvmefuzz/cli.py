@@ -39,10 +39,27 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM.  A KeyboardInterrupt, because Hypothesis stops at once on one, whereas it takes
+    a SystemExit raised inside an example for a failure and shrinks it, for minutes."""
+
+
+#: the SIGTERM received: a raise from a signal handler is lost when it lands in a finalizer,
+#: so the fuzz loop also looks here after every batch
+TERMINATED: list[int] = []
+
+
+def _terminate(signum: int, frame: object) -> None:
+    TERMINATED.append(signum)
+    raise Terminated(signum)
+
+
 class Main(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except Terminated as exc:        # through Python, so atexit handlers stop QEMU
+            sys.exit(128 + exc.args[0])
         except NvmeFuzzError as exc:
             console.print(f"[red]error:[/red] {exc}")
             sys.exit(EXIT_ERROR)
@@ -60,7 +77,7 @@ def main() -> None:
     import signal
 
     # SIGTERM exits through Python so atexit handlers stop the QEMU processes we started
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGTERM, _terminate)
 
 
 @main.command()
@@ -116,6 +133,8 @@ def fuzz(campaign: str, target: str | None, profile: str | None, budget: str | N
         task = bar.add_task(f"{camp.name}/{camp.profile}", total=total, info="")
 
         def progress(r):
+            if TERMINATED:
+                raise Terminated(TERMINATED[0])
             if timeline is not None:
                 with timeline.open("a") as fh:
                     fh.write(json.dumps({

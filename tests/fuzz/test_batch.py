@@ -87,3 +87,23 @@ def test_a_finding_that_replays_differently_still_ends_the_batch_as_a_finding():
     _DrawsLessOnReplay.runs = 0
     failure = run_batch(_DrawsLessOnReplay, batch_settings(20, 5), seed=3)
     assert failure is not None and divergent(failure)
+
+
+def test_a_batch_never_shrinks_hypothesis_pareto_front():
+    """With an example database Hypothesis keeps a Pareto front of target() scores and shrinks
+    all of it, unbounded; inside a batch that pass does nothing, and it is back after."""
+    from hypothesis.internal.conjecture import engine
+
+    from nvmefuzz.fuzz.runner import _shrink_budget
+
+    original = engine.ConjectureRunner.pareto_optimise
+    old_budget = engine.MAX_SHRINKING_SECONDS
+    with _shrink_budget(30.0):
+        assert engine.ConjectureRunner.pareto_optimise is not original
+        assert engine.ConjectureRunner.pareto_optimise(object()) is None
+        assert engine.MAX_SHRINKING_SECONDS == min(30, old_budget)
+    with _shrink_budget(None):
+        assert engine.ConjectureRunner.pareto_optimise is not original
+        assert engine.MAX_SHRINKING_SECONDS == old_budget
+    assert engine.ConjectureRunner.pareto_optimise is original
+    assert engine.MAX_SHRINKING_SECONDS == old_budget

@@ -209,3 +209,25 @@ def test_unknown_profile_is_a_clear_error(tmp_path):
                     "--corpus", "corpus", "--out", "reports")
     assert proc.returncode == ERROR
     assert "qemu-9000" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_sigterm_stops_a_fuzz_run_at_once_with_its_findings_on_disk(tmp_path):
+    """SIGTERM while Hypothesis runs an example: exit 143 within seconds (not after Hypothesis
+    shrank the interruption as a failure), the raw findings met so far already stored."""
+    import signal
+    import time
+
+    cmd = [sys.executable, "-m", "nvmefuzz.cli", "fuzz", "-q", "--profile", "qemu-v3-patch",
+           "--time", "120s", "--corpus", str(tmp_path / "corpus"), "--out", str(tmp_path / "out")]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    raw = tmp_path / "out"
+    deadline = time.monotonic() + 60
+    while not list(raw.glob("runs/*/raw/*.cbor")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert list(raw.glob("runs/*/raw/*.cbor")), "no finding within 60 s"
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()

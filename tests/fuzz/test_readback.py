@@ -98,6 +98,7 @@ def test_read_keys_identify_equal_reads():
     ("full-without-intms", Step("reg_write", {"offset": 0x0C, "value": 1})),
     ("full-without-asq", Step("enable", {"asqs": 3, "acqs": 3})),
     ("full-without-aqa", Step("enable", {"asqs": 3, "acqs": 3})),
+    ("full-without-dmrsl", Step("enable", {"asqs": 3, "acqs": 3})),   # Identify CNS 06h
     ("full-without-csts", Step("shutdown", {"shn": 1})),
     ("full+timestamp-rebased", Step("advance", {"ns": 3_600_000_000_000})),
 ])

@@ -66,9 +66,15 @@ def redis_url(tmp_path_factory):
             proc.wait()
 
 
+#: a design that loses the Temperature Threshold only: the v3 campaign's Set/Get Features
+#: find it within a few hundred examples and no sooner than a few examples (the v3 patch itself
+#: also loses DMRSL, which any migration after an enable shows)
+ONE_LOSS = "full-without-features.temp_thresh_hi"
+
+
 def _fuzz(run_cli, cwd: Path, name: str, seed: int, examples: int,
           database: str | None) -> tuple[subprocess.CompletedProcess, dict]:
-    args = ["fuzz", "-q", "--profile", "qemu-v3-patch", "--campaign", "v3",
+    args = ["fuzz", "-q", "--profile", ONE_LOSS, "--campaign", "v3",
             "--examples", examples, "--seed", seed, "--corpus", cwd / f"{name}_corpus",
             "--out", cwd / f"{name}_out", "--json", cwd / f"{name}.json"]
     if database:
@@ -81,7 +87,7 @@ def _fuzz(run_cli, cwd: Path, name: str, seed: int, examples: int,
 def test_an_example_found_by_one_process_replays_in_another(redis_url, run_cli, tmp_path,
                                                            strategies):
     """Process A's failing example, stored in Redis, is replayed by process B with another seed."""
-    strategies(tmp_path, full=False)                 # the v3 campaign: findings in seconds
+    strategies(tmp_path, full=False)                 # the v3 campaign's rules
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
 

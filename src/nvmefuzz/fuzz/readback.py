@@ -6,20 +6,22 @@ A host that changes controller state can look at it again: a Set Features is fol
 Get Features of the same feature (same temperature-threshold selector, same namespace), I/O
 by the SMART / Health log whose counters it moved, a register write by a read of that
 register, enabling or resetting the controller by reads of the registers that did it (CC,
-CSTS, AQA, ASQ, ACQ), time passing by the Timestamp feature and the SMART power-on hours, an
-event (a namespace change, a temperature threshold) by the log that reports it and by an
-Asynchronous Event Request that would collect it, an invalid command or doorbell by the Error
-Information log.  ``read_backs(step)`` returns those reads as ordinary steps; the
-state machine keeps every read the steps of an example made available; its ``read_back``
-rule picks one of them, and so does a migration right after it (the state most likely lost
-is the state changed before it).  A change made before a migration is then looked at
-after it far more often than uniform choice among all features, logs and registers would.
+CSTS, AQA, ASQ, ACQ) and enabling also by the NVM command set Identify Controller (CNS 06h:
+the controller computes its Dataset Management limits when it starts), time passing by the
+Timestamp feature and the SMART power-on hours, an event (a namespace change, a temperature
+threshold) by the log that reports it and by an Asynchronous Event Request that would collect
+it, an invalid command or doorbell by the Error Information log.  ``read_backs(step)``
+returns those reads as ordinary steps; the state machine keeps every read the steps of an
+example made available; its ``read_back`` rule picks one of them, and so does a migration
+right after it (the state most likely lost is the state changed before it).  A change made
+before a migration is then looked at after it far more often than uniform choice among all
+features, logs and registers would.
 
 Nothing here extends the vocabulary: every read is a step the ``get_features``,
-``get_log_page``, ``register_read`` or ``aer`` rules could also draw.  Log reads set RAE (Retain
-Asynchronous Event), so looking does not clear the events an AER is waiting for.
+``get_log_page``, ``identify``, ``register_read`` or ``aer`` rules could also draw.  Log
+reads set RAE (Retain Asynchronous Event), so looking does not clear the events an AER is
+waiting for.
 """
-
 from __future__ import annotations
 
 from typing import Callable
@@ -55,7 +57,9 @@ def reg_read(off: int) -> Step:
 
 
 #: what enabling, resetting or shutting down the controller changed
-ENABLED = tuple(reg_read(off) for off in (regs.CC, regs.CSTS, regs.AQA, regs.ASQ, regs.ACQ))
+ID_CTRL_NVM = Step("admin", {"opc": int(A.IDENTIFY), "cdw10": 0x06, "length": 4096})
+ENABLED = (*(reg_read(off) for off in (regs.CC, regs.CSTS, regs.AQA, regs.ASQ, regs.ACQ)),
+           ID_CTRL_NVM)
 STOPPED = (reg_read(regs.CC), reg_read(regs.CSTS))
 
 
