@@ -364,6 +364,13 @@ def test_guest_memory_rollback_takes_back_every_write_since_the_checkpoint():
     assert mem.read(0x9000, 1) == b"C"
 
 
+def on_model(trace) -> dict:
+    """A QEMU target's trace replayed on the model under ``qemu-11.1`` and ``full``."""
+    return {profile: replay(attrs.evolve(trace, target={**trace.target, "kind": "model",
+                                                         "profile": profile}))[0]
+            for profile in ("qemu-11.1", "full")}
+
+
 @pytest.mark.parametrize("name, signature, step", [
     ("divergence-posted-io-missing-5d210b1444.cbor", "divergence:posted/io/missing", 5),
     ("divergence-cqe-admin-identify-cns-0x06-data-0x4-86b33632ab.cbor",
@@ -374,10 +381,7 @@ def test_the_qemu_11_1_profile_reproduces_what_qemu_loses_at_a_migration(name, s
     verdict at the same step, ``full`` passes: the completion of a held Read lost (6 steps),
     DMRSL reported as 0 after a migration (3 steps)."""
     trace = corpus.load(CORPUS / "qemu-target" / name)
-    verdicts = {}
-    for profile in ("qemu-11.1", "full"):
-        target = {**trace.target, "kind": "model", "profile": profile}
-        verdicts[profile] = replay(attrs.evolve(trace, target=target))[0]
+    verdicts = on_model(trace)
     assert verdicts["qemu-11.1"].signature == trace.verdict.signature == signature
     assert verdicts["qemu-11.1"].step == trace.verdict.step == step
     assert verdicts["full"].ok
@@ -391,10 +395,7 @@ def test_the_qemu_11_1_profile_deallocates_nothing_after_a_migration_as_qemu_doe
     steps = []
     for step in trace.steps:
         steps += [step, Step("advance", {"ns": LATENCY})] if step.action == "io" else [step]
-    verdicts = {}
-    for profile in ("qemu-11.1", "full"):
-        target = {**trace.target, "kind": "model", "profile": profile}
-        verdicts[profile] = replay(attrs.evolve(trace, target=target, steps=tuple(steps)))[0]
+    verdicts = on_model(attrs.evolve(trace, steps=tuple(steps)))
     assert verdicts["qemu-11.1"].signature == trace.verdict.signature
     assert steps[verdicts["qemu-11.1"].step] == trace.steps[trace.verdict.step]
     assert verdicts["full"].ok
