@@ -1,8 +1,8 @@
 """The ``nvmefuzz`` command: fuzz, replay, repro, corpus, targets, campaigns.
 
 Exit codes everywhere: 0 nothing found / everything as expected, 1 findings / regressions,
-2 the harness itself failed (bad input, missing target, internal error).  This is the only
-module that prints.
+2 the harness itself failed (bad input, missing target, internal error), 128 + N stopped by
+signal N (130 Ctrl-C, 143 SIGTERM).  This is the only module that prints.
 """
 
 from __future__ import annotations
@@ -40,11 +40,12 @@ def parse_duration(text: str) -> float:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM.  A KeyboardInterrupt, because Hypothesis stops at once on one, whereas it takes
-    a SystemExit raised inside an example for a failure and shrinks it, for minutes."""
+    """SIGTERM or SIGINT (Ctrl-C).  A KeyboardInterrupt, because Hypothesis stops at once on
+    one, whereas it takes a SystemExit raised inside an example for a failure and shrinks it,
+    for minutes.  The exit status is 128 + the signal number (143, 130), never 1 (findings)."""
 
 
-#: the SIGTERM received: a raise from a signal handler is lost when it lands in a finalizer,
+#: the signal received: a raise from a signal handler is lost when it lands in a finalizer,
 #: so the fuzz loop also looks here after every batch
 TERMINATED: list[int] = []
 
@@ -66,6 +67,8 @@ class Main(click.Group):
         except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
             raise
         except Exception:                 # a harness bug is exit 2, never "findings" (1)
+            if TERMINATED:                # unless a stop signal broke it
+                sys.exit(128 + TERMINATED[0])
             console.print_exception()
             sys.exit(EXIT_ERROR)
 
@@ -76,8 +79,11 @@ def main() -> None:
     """Stateful property-based fuzzer for NVMe save/restore (live migration) correctness."""
     import signal
 
-    # SIGTERM exits through Python so atexit handlers stop the QEMU processes we started
+    # both exit through Python so atexit handlers stop the QEMU processes we started (they run
+    # in their own session: a Ctrl-C reaches only us, never a target in the middle of a step)
     signal.signal(signal.SIGTERM, _terminate)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:   # nohup and `&` keep ignoring
+        signal.signal(signal.SIGINT, _terminate)
 
 
 @main.command()
@@ -148,9 +154,17 @@ def fuzz(campaign: str, target: str | None, profile: str | None, budget: str | N
                 f"{r.stats['examples']} examples, {r.stats['steps']} steps, "
                 f"{r.stats['migrations']} migrations, {len(r.findings)} findings"))
 
-        result = run_campaign(camp, seed=seed, seconds=seconds, examples=examples,
-                              corpus_dir=corpus_dir, out_dir=run_dir, database=db,
-                              progress=progress)
+        try:
+            result = run_campaign(camp, seed=seed, seconds=seconds, examples=examples,
+                                  corpus_dir=corpus_dir, out_dir=run_dir, database=db,
+                                  progress=progress)
+        except BaseException as exc:        # whatever a stop signal breaks is the stop
+            if not TERMINATED:
+                raise
+            raw = sorted((run_dir / "raw").glob("*.cbor"))
+            console.print(f"stopped: {len(raw)} raw finding(s) not shrunk, in {run_dir / 'raw'}"
+                          if raw else "stopped: no findings so far")
+            raise Terminated(TERMINATED[0]) from exc
     data = summary(result)
     out.print(table(data))
     if data["findings"]:
@@ -405,8 +419,12 @@ def nightly(budget: str, workers: int, target: str | None, database: str | None,
         rows = night_mod.replay_corpus(Path(night.meta["corpus"]))
         corpus_mod.atomic_write(corpus_json, json.dumps(rows, indent=1).encode())
     rows = json.loads(corpus_json.read_text())
-    night.run(night.meta["workers"], progress=lambda s: console.print(
-        f"slice {s.index} {s.campaign}: {s.status} (exit {s.exit})"))
+    try:
+        night.run(night.meta["workers"], progress=lambda s: console.print(
+            f"slice {s.index} {s.campaign}: {s.status} (exit {s.exit})"))
+    except Terminated:
+        console.print(f"stopped: `nvmefuzz nightly --resume {night.folder}` finishes the night")
+        raise
     state = json.loads((night.folder / "state.json").read_text())
     summary_data = report.collect(night.folder, state, rows)
     history_file = reports / "nightly" / "history.jsonl"

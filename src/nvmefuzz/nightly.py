@@ -16,6 +16,10 @@ The night's folder ``reports/nightly/<date>/`` holds ``state.json`` (rewritten a
 after every change, which is what ``--resume`` reads), each slice's summary and timeline,
 then ``summary.json``, ``junit.xml`` and ``index.html``.  Exit status: 0 clean, 1 new
 findings or corpus regressions, 2 harness error (a slice that failed or was killed).
+
+SIGTERM or Ctrl-C stops the night: the running slices get SIGTERM (a slice stops within
+seconds, its raw findings already on disk), go back to pending, and no new slice starts;
+``--resume`` runs them again.  Only a slice that dies otherwise is a failed one.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -37,6 +42,8 @@ from nvmefuzz.fuzz.session import replay
 from nvmefuzz.trace import corpus as corpus_mod
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+#: exit statuses of a slice stopped by SIGINT or SIGTERM (``nvmefuzz fuzz`` exits 128 + N)
+STOPPED = (128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM)
 
 
 @attrs.define
@@ -95,6 +102,8 @@ class Night:
         self.lock = threading.Lock()
         self.slices: list[Slice] = []
         self.meta: dict = {}
+        self.stopping = threading.Event()
+        self.running: dict[int, subprocess.Popen] = {}
 
     # ------------------------------------------------------------------ state
     def save(self) -> None:
@@ -142,29 +151,67 @@ class Night:
         self.save()
         log = self.folder / "slices" / f"{s.index:02d}-{s.campaign}.log"
         with log.open("ab") as fh:
-            proc = subprocess.run(self.command(s), stdout=fh, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "COLUMNS": "120"})
+            with self.lock:                    # stop() sees every process started
+                if not self.stopping.is_set():
+                    self.running[s.index] = subprocess.Popen(
+                        self.command(s), stdout=fh, stderr=subprocess.STDOUT,
+                        env={**os.environ, "COLUMNS": "120"})
+                proc = self.running.get(s.index)
+            if proc is None:
+                s.status = PENDING
+                self.save()
+                return
+            proc.wait()
+            with self.lock:
+                del self.running[s.index]
         s.exit = proc.returncode
         s.status = DONE if proc.returncode in (0, 1) else FAILED
-        if proc.returncode < 0:
+        if proc.returncode in STOPPED:
+            s.status, s.detail = PENDING, f"stopped by signal {abs(proc.returncode) % 128}"
+        elif proc.returncode < 0:
             s.detail = f"killed by signal {-proc.returncode}"
         elif proc.returncode == 2:
             s.detail = log.read_text(errors="replace")[-2000:]
         self.save()
 
-    def run(self, workers: int, progress: Callable[[Slice], None] | None = None) -> None:
-        def worker(w: int) -> None:
-            for s in self.slices:
-                if s.worker == w and s.status == PENDING:
-                    self.run_slice(s)
-                    if progress:
-                        progress(s)
+    def stop(self) -> None:
+        """No new slice starts; the running ones get SIGTERM."""
+        with self.lock:
+            self.stopping.set()
+            for proc in self.running.values():
+                proc.send_signal(signal.SIGTERM)
 
-        threads = [threading.Thread(target=worker, args=(w,)) for w in range(workers)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+    def run(self, workers: int, progress: Callable[[Slice], None] | None = None) -> None:
+        left = [workers]
+        finished = threading.Event()
+
+        def worker(w: int) -> None:
+            try:
+                for s in self.slices:
+                    if self.stopping.is_set():
+                        return
+                    if s.worker == w and s.status == PENDING:
+                        self.run_slice(s)
+                        if progress:
+                            progress(s)
+            finally:
+                with self.lock:
+                    left[0] -= 1
+                    if not left[0]:
+                        finished.set()
+
+        for w in range(workers):
+            threading.Thread(target=worker, args=(w,)).start()
+        # wait on an Event, not Thread.join: a KeyboardInterrupt landing in join() can mark a
+        # live thread stopped (CPython 3.11), and the job would exit before its slices are saved
+        try:
+            while not finished.wait(1.0):
+                pass
+        except KeyboardInterrupt:              # SIGINT or SIGTERM (the CLI's Terminated)
+            self.stop()
+            while not finished.wait(1.0):
+                pass
+            raise
 
 
 def new_folder(root: Path) -> Path:

@@ -211,23 +211,29 @@ def test_unknown_profile_is_a_clear_error(tmp_path):
     assert "qemu-9000" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_sigterm_stops_a_fuzz_run_at_once_with_its_findings_on_disk(tmp_path):
-    """SIGTERM while Hypothesis runs an example: exit 143 within seconds (not after Hypothesis
-    shrank the interruption as a failure), the raw findings met so far already stored."""
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_signal_stops_a_fuzz_run_at_once_with_its_findings_on_disk(tmp_path, signame):
+    """SIGTERM or Ctrl-C while Hypothesis runs an example: exit 128 + the signal within
+    seconds (not after Hypothesis shrank the interruption as a failure, not 1 as if it were a
+    finding), the raw findings met so far already stored."""
     import signal
     import time
 
+    signum = getattr(signal, signame)
+
     cmd = [sys.executable, "-m", "nvmefuzz.cli", "fuzz", "-q", "--profile", "qemu-v3-patch",
            "--time", "120s", "--corpus", str(tmp_path / "corpus"), "--out", str(tmp_path / "out")]
+    # a shell's background job starts with SIGINT ignored, and so would the run
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     raw = tmp_path / "out"
     deadline = time.monotonic() + 60
     while not list(raw.glob("runs/*/raw/*.cbor")) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert list(raw.glob("runs/*/raw/*.cbor")), "no finding within 60 s"
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     try:
-        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+        assert proc.wait(timeout=30) == 128 + signum
     finally:
         proc.kill()

@@ -149,3 +149,37 @@ def test_sigkill_of_one_worker_is_a_harness_error_that_keeps_its_finding(
     assert cases["v3[1]"].find("error").get("message") == "killed by signal 9"
     assert {f.get("message") for f in cases["v3[1]"].findall("failure")} == reported
     assert list(cases["full[0]"]) == []
+
+
+def test_sigterm_to_the_job_stops_the_night_and_resume_runs_the_slices_again(
+        tmp_path, cli, run_cli, strategies):
+    """SIGTERM to the job alone (not its group): it stops its running slices within seconds,
+    starts no other, exits 143 naming the folder to resume; no slice counts as failed, and
+    --resume runs them all to the end."""
+    strategies(tmp_path)
+    proc = _start(cli, tmp_path, "20s", 1)
+    try:
+        _wait_for_a_finding(proc, tmp_path)
+        workers = _worker_pids(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    assert workers and not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    log = (tmp_path / "nightly.log").read_text()
+    (folder,) = (tmp_path / "reports" / "nightly").glob("20*")
+    assert f"nightly --resume {folder}" in " ".join(log.split())
+    state = json.loads((folder / "state.json").read_text())
+    assert {s["status"] for s in state["slices"]} == {"pending"}, (state, log)
+    assert [(s["exit"], s["detail"]) for s in state["slices"]] == [
+        (128 + signal.SIGTERM, "stopped by signal 15")] * 2      # both were running
+    raws = _raw_traces(tmp_path / "reports")
+    assert raws or corpus_mod.files(tmp_path / "corpus")
+
+    resumed = run_cli(["nightly", "--resume", "--reports", tmp_path / "reports"], cwd=tmp_path)
+    assert resumed.returncode == 1, resumed.stderr[-3000:]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert [s["status"] for s in summary["slices"]] == ["done", "done"]
+    assert {_assert_replays(p) for p in raws} <= {f["signature"] for f in summary["findings"]}
