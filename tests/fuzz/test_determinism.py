@@ -63,3 +63,25 @@ def test_different_seeds_explore_differently():
     c = run_campaign(camp, seed=11, examples=5)
     assert a.stats == c.stats
     assert a.stats != b.stats
+
+
+def test_a_seed_draws_the_same_examples_whatever_else_is_imported(tmp_path, monkeypatch):
+    """Hypothesis may draw literals of any local module in ``sys.modules``; a batch pins that
+    pool, so importing a module full of literals does not change what a seed draws."""
+    import importlib
+    import sys
+
+    from nvmefuzz.fuzz.diff import generate
+
+    camp = load("default")
+    before = [[s.render() for s in steps] for steps in generate(camp, 12, seed=1)]
+    (tmp_path / "nvmefuzz_literals.py").write_text(   # integers a step may draw
+        "LITERALS = [" + ", ".join(str(n) for n in range(101, 16384, 331)) + "]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)                     # a module of the working tree: "local"
+    importlib.import_module("nvmefuzz_literals")
+    try:
+        after = [[s.render() for s in steps] for steps in generate(camp, 12, seed=1)]
+    finally:
+        sys.modules.pop("nvmefuzz_literals", None)
+    assert after == before

@@ -15,24 +15,68 @@ checks, and none of Hypothesis' own reporting. A batch returns what ended it: th
 ``Divergence`` or Hypothesis' wrapper around it (Flaky, an exception group). It returns
 None when the batch ended without one. Any other exception propagates. An ``Observer``
 hears of every finding as the machine meets it, and of every example's statistics.
+
+Hypothesis now and then draws an integer from the literals of the "local" modules loaded in
+the process (``sys.modules``, outside site-packages and test files), so the same seed drew
+different examples from the CLI, from pytest and from a bench script, and from an installed
+package none at all.  A batch pins that pool (``pinned_constants``) to the literals of the
+controller's own code, ``nvmefuzz.protocol`` and ``nvmefuzz.model``: its boundary values,
+whatever else is imported and however nvmefuzz is installed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib
 import inspect
+import pkgutil
 from collections import Counter
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.errors import Flaky
 from hypothesis.database import ExampleDatabase
+from hypothesis.internal.conjecture import providers
+from hypothesis.internal.constants_ast import Constants, constants_from_module
+from hypothesis.internal.floats import float_to_int
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
+from sortedcontainers import SortedSet
 
 from nvmefuzz.errors import Divergence
 from nvmefuzz.trace.schema import Trace
 
 #: generation, Hypothesis' target phase (``target()`` steers it) and shrinking
 FUZZ_PHASES = (Phase.generate, Phase.target, Phase.shrink)
+#: the packages whose literals Hypothesis may draw as constants (every module in them)
+CONSTANT_SOURCES = ("nvmefuzz.protocol", "nvmefuzz.model")
+
+
+@functools.cache
+def constant_pool() -> Constants:
+    """The literals of every module under ``CONSTANT_SOURCES``, in a sorted (stable) pool."""
+    pool = Constants(integers=SortedSet(), floats=SortedSet(key=float_to_int),
+                     bytes=SortedSet(), strings=SortedSet())
+    for package in CONSTANT_SOURCES:
+        root = importlib.import_module(package)
+        names = [package] + sorted(m.name for m in pkgutil.walk_packages(
+            root.__path__, prefix=package + "."))
+        for name in names:
+            pool |= constants_from_module(importlib.import_module(name))
+    return pool
+
+
+@contextlib.contextmanager
+def pinned_constants() -> Iterator[None]:
+    """Hypothesis draws its local constants from ``constant_pool`` only, for the duration."""
+    old = providers._get_local_constants
+    providers._get_local_constants = constant_pool
+    providers.CONSTANTS_CACHE.cache.clear()         # filtered views of the previous pool
+    try:
+        yield
+    finally:
+        providers._get_local_constants = old
+        providers.CONSTANTS_CACHE.cache.clear()
 
 
 class Observer:
@@ -86,7 +130,8 @@ def run_batch(machine: type[RuleBasedStateMachine], config: settings,
     """Run one batch of ``machine`` under ``config`` and Hypothesis seed ``seed``."""
     getattr(machine, "before_batch", lambda: None)()
     try:
-        run_state_machine_as_test(Factory(machine, seed), settings=config)
+        with pinned_constants():
+            run_state_machine_as_test(Factory(machine, seed), settings=config)
     except Exception as exc:
         if not divergent(exc):
             raise
