@@ -452,6 +452,27 @@ class TestDatasetManagement:
         assert [(c.cqe.cid, c.cqe.status) for c in rig.reap(1)] == [(cid, S.SUCCESS)]
         assert rig.store.read(0, 1) == bytes(BLOCK)
 
+    def test_deallocate_with_no_range_to_discard_completes_at_fetch(self, rig, pattern):
+        """Every range skipped (past the end, longer than DMRSL): QEMU gives the backend
+        nothing and completes at once, ahead of I/O fetched before it."""
+        nsze = rig.store.nsze
+        rig.write(0, pattern(31, BLOCK))
+        first = rig.io_submit(rig.rw(IO.READ, 0, 1), length=BLOCK)
+        ranges = dsm_ranges((nsze - 1, 5), (0, rig.ctrl.dmrsl + 1))
+        cid = rig.io_submit(dsm(4, 2), data=ranges, length=len(ranges))
+        assert [(c.cqe.cid, c.cqe.status) for c in rig.reap(1)] == [(cid, S.SUCCESS)]
+        rig.target.advance(rig.latency)
+        assert [c.cqe.cid for c in rig.reap(1)] == [first]
+        assert rig.store.read(0, 1) == pattern(31, BLOCK)
+
+    def test_an_empty_range_is_a_discard_of_nothing_that_waits_for_the_backend(self, rig):
+        """A zero-length range inside the namespace still goes to the backend (QEMU)."""
+        ranges = dsm_ranges((3, 0))
+        cid = rig.io_submit(dsm(4, 1), data=ranges, length=len(ranges))
+        assert rig.reap(1) == []
+        rig.target.advance(rig.latency)
+        assert [c.cqe.cid for c in rig.reap(1)] == [cid]
+
     def test_range_buffer_prp_errors_fail_at_fetch(self, rig, pattern):
         """The range list is mapped at submission: a misaligned PRP2 fails at once (0:13|DNR)."""
         rig.write(0, pattern(29, BLOCK))

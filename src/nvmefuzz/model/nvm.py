@@ -72,7 +72,22 @@ def execute(ctrl: Controller, req: Request) -> int | None:
                        ctrl.page_size)                # QEMU maps the ranges at submission
         if isinstance(segs, int):
             return segs
+        raw = gather(ctrl.mem, segs)
+        if raw is not None and not _discards(ctrl, raw, (sqe.cdw10 & 0xFF) + 1):
+            return int(S.SUCCESS)                     # QEMU: no range to discard, done now
     return _in_flight(ctrl, req)
+
+
+def _discards(ctrl: Controller, raw: bytes, nr: int) -> list[tuple[int, int]]:
+    """The (slba, nlb) ranges of a deallocate that QEMU hands to the backend: not longer
+    than DMRSL and inside the namespace (an empty range is a discard of nothing)."""
+    out = []
+    for i in range(nr):
+        nlb = int.from_bytes(raw[i * 16 + 4:i * 16 + 8], "little")
+        slba = int.from_bytes(raw[i * 16 + 8:i * 16 + 16], "little")
+        if nlb <= ctrl.dmrsl and slba + nlb <= ctrl.store.nsze:
+            out.append((slba, nlb))
+    return out
 
 
 def _in_flight(ctrl: Controller, req: Request) -> None:
@@ -94,10 +109,8 @@ def finish(ctrl: Controller, req: Request) -> int:
         if raw is None:
             return S.DATA_TRANSFER_ERROR
         if sqe.cdw11 & 4:                      # AD: deallocate; bad ranges are skipped,
-            for i in range(nr):                 # and so are ranges longer than DMRSL
-                nlb = int.from_bytes(raw[i * 16 + 4:i * 16 + 8], "little")
-                slba = int.from_bytes(raw[i * 16 + 8:i * 16 + 16], "little")
-                if nlb and nlb <= ctrl.dmrsl and slba + nlb <= store.nsze:
+            for slba, nlb in _discards(ctrl, raw, nr):      # and ranges longer than DMRSL
+                if nlb:
                     store.deallocate(slba, nlb)
         return S.SUCCESS
     slba, nlb = sqe.lba_range
