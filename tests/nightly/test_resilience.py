@@ -173,8 +173,9 @@ def test_sigterm_to_the_job_stops_the_night_and_resume_runs_the_slices_again(
     assert f"nightly --resume {folder}" in " ".join(log.split())
     state = json.loads((folder / "state.json").read_text())
     assert {s["status"] for s in state["slices"]} == {"pending"}, (state, log)
-    assert [(s["exit"], s["detail"]) for s in state["slices"]] == [
-        (128 + signal.SIGTERM, "stopped by signal 15")] * 2      # both were running
+    for s in state["slices"]:      # both were running; one still starting dies by the signal
+        assert s["exit"] in (128 + signal.SIGTERM, -signal.SIGTERM), s
+        assert s["detail"] == "stopped by signal 15"
     raws = _raw_traces(tmp_path / "reports")
     assert raws or corpus_mod.files(tmp_path / "corpus")
 
