@@ -101,19 +101,17 @@ def test_qemu_loses_a_completion_pre_save_posts(qemu_binary):
         s.close()
 
 
-def test_a_flush_is_held_only_by_a_process_that_has_written(make_target):
-    """Why the state machine sends no Flush while holding: QEMU holds one only after the
-    process wrote to the drive, so a fresh destination and its twin would disagree."""
+def test_a_flush_is_not_held_in_a_process_that_has_not_written(make_target):
+    """Why the state machine sends no Flush while holding: a process that has not written to
+    the drive (a fresh migration destination) completes it at once, whereas after a Write
+    QEMU holds it in most processes but not all (in 1 of 6 test runs it held none of three),
+    so twin and destination could disagree for reasons of their own."""
     t = make_target()
     h = _ready(t)
     t.environment(HOLD_IO, 1)
     ACTIONS["io"](h, t, {"qid": 1, "opc": int(IO.FLUSH)})
     assert _cids(h) == [0]                              # nothing written yet: done at once
-    t.environment(HOLD_IO, 0)
-    ACTIONS["io"](h, t, {"qid": 1, "opc": int(IO.WRITE), "slba": 0, "nlb": 1, "pattern": 1})
-    ACTIONS["consume"](h, t, {"qid": 1})
-    t.environment(HOLD_IO, 1)
-    ACTIONS["io"](h, t, {"qid": 1, "opc": int(IO.FLUSH)})
-    assert _cids(h) == []                               # held, like a Read or a Write
+    ACTIONS["io"](h, t, {"qid": 1, "opc": int(IO.READ), "slba": 0, "nlb": 1})
+    assert _cids(h) == [0]                              # while a Read is held
     t.drain()
-    assert _cids(h) == [2]
+    assert _cids(h) == [0, 1]
