@@ -473,14 +473,21 @@ def nightly(budget: str, workers: int, target: str | None, database: str | None,
               help="label prefix of a known disagreement to count and look past (repeatable)")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="write every disagreement as JSON here")
+@click.option("--save", "save_dir", type=click.Path(path_type=Path), default=None,
+              help="write each disagreement as a trace here (replay with `nvmefuzz diff DIR`)")
+@click.option("--minimize", "minimize_s", type=float, default=0.0, show_default=True,
+              help="seconds to shrink each saved trace for, QEMU in the loop (needs --save)")
 def diff(paths: tuple[Path, ...], camps: tuple[str, ...], examples: int, seed: int,
-         ignore: tuple[str, ...], json_path: Path | None) -> None:
+         ignore: tuple[str, ...], json_path: Path | None, save_dir: Path | None,
+         minimize_s: float) -> None:
     """Run the same steps on the model and on QEMU (no migrations) and list where they
     disagree: the first differing observation per trace, grouped by label."""
     from collections import Counter
 
     from nvmefuzz.fuzz import diff as diff_mod
 
+    if minimize_s and save_dir is None:
+        raise click.BadParameter("--minimize shrinks the traces --save writes: give both")
     jobs = []                                   # (source, steps, model cfg, qemu cfg)
     for e in (e for p in paths for e in corpus_mod.load_all(p)):
         if e.trace is None:
@@ -501,6 +508,16 @@ def diff(paths: tuple[Path, ...], camps: tuple[str, ...], examples: int, seed: i
         ran += n
         if d is not None:
             found.append(d)
+            if save_dir is not None:             # on disk before anything else happens
+                camp_name = source.split("#")[0] if "#" in source else "diff"
+                trace = diff_mod.as_trace(d, steps, model_cfg, camp_name, seed)
+                path = save_dir / f"{corpus_mod.slug(d.label)}-{corpus_mod.slug(source)}.cbor"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                corpus_mod.atomic_write(path, trace.encode())
+                if minimize_s:
+                    small = diff_mod.shrink(trace, model_cfg, qemu_cfg, minimize_s, ignore)
+                    corpus_mod.atomic_write(path, small.encode())
+                    console.print(f"{path}: {len(trace.steps)} -> {len(small.steps)} steps")
     groups = diff_mod.group(found)
     out.print(f"[bold]model vs QEMU: {len(jobs)} traces, {ran} steps, {len(found)} "
               f"disagreeing, {len(groups)} distinct[/bold]")

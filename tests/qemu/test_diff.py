@@ -94,3 +94,34 @@ def test_a_deallocate_with_no_range_to_discard_completes_ahead_of_io_fetched_bef
              Step("consume", {"qid": 1, "limit": 1}), Step("consume", {"qid": 1})]
     found, ran = diff_steps("t", steps, *configs())
     assert found is None and ran == len(steps)
+
+
+def test_diff_saves_each_disagreement_as_a_trace_and_shrinks_it(qemu_binary, tmp_path):
+    """--save writes the steps up to the disagreement; --minimize deletes the ones it does not
+    need with QEMU in the loop; `nvmefuzz diff DIR` replays the result to the same label."""
+    noise = [Step("create_cq", {"qid": 1, "size": 8}),
+             Step("create_sq", {"qid": 1, "size": 8, "cqid": 1}),
+             Step("io", {"qid": 1, "opc": 1, "slba": 4, "nlb": 2, "pattern": 7}),
+             Step("consume", {"qid": 1}), Step("reg_read", {"offset": 0x1C, "size": 4})]
+    steps = (Step("enable", {}), *noise,
+             Step("admin", {"opc": 6, "cdw10": 1, "length": 4096}), *noise[2:])
+    trace = Trace(target=TargetConfig(kind="qemu").to_plain(), campaign="t", seed=0,
+                  steps=steps)
+    (tmp_path / "t.cbor").write_bytes(trace.encode())
+    runner = CliRunner()
+    res = runner.invoke(main, ["diff", str(tmp_path / "t.cbor"), "--save",
+                               str(tmp_path / "saved"), "--minimize", "60"])
+    assert res.exit_code == 1, res.output
+    (saved,) = (tmp_path / "saved").glob("*.cbor")
+    small = Trace.decode(saved.read_bytes())
+    assert small.verdict.signature == f"disagreement:{FR}"
+    assert [s.action for s in small.steps] == ["enable", "admin"]   # 12 steps -> 2
+    assert small.target["kind"] == "model" and small.verdict.step == 1
+    res = runner.invoke(main, ["diff", str(tmp_path / "saved")])
+    assert res.exit_code == 1 and FR in res.output, res.output
+
+
+def test_diff_minimize_needs_save(tmp_path):
+    """--minimize shrinks what --save writes: alone it is a usage error (exit 2)."""
+    res = CliRunner().invoke(main, ["diff", "-c", "default", "--minimize", "5"])
+    assert res.exit_code == 2 and "--save" in res.output

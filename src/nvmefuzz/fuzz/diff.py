@@ -23,7 +23,10 @@ A trace ends at its first disagreement (after it the two controllers are in diff
 so later differences say nothing new).  ``diff_steps`` returns it as a ``Disagreement``;
 ``generate`` draws example step lists from a campaign's Hypothesis state machine (run on the
 model with the ``migrate`` rule disabled, i.e. the campaign's examples with their migrations
-removed); ``group`` buckets disagreements by label for the report.
+removed); ``group`` buckets disagreements by label for the report.  ``as_trace`` turns a
+disagreement into a trace (its steps up to it, signature ``disagreement:<label>``) that
+``nvmefuzz diff PATH`` replays, and ``shrink`` deletes the steps it does not need, with QEMU
+in the loop, so a device-model developer gets the few steps to look at.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ from nvmefuzz.fuzz.campaign import Campaign
 from nvmefuzz.fuzz.compare import Comparator, Waiver, canonical_order
 from nvmefuzz.host.driver import Host
 from nvmefuzz.targets import TargetConfig, open_target
-from nvmefuzz.trace.schema import Step
+from nvmefuzz.fuzz.minimize import minimize
+from nvmefuzz.trace.schema import Step, Trace, Verdict
 
 #: model options that match how the qemu target presents time (see the module docstring)
 MODEL_TIMING = {"io_latency_ns": 0}
@@ -227,3 +231,27 @@ def group(found: Iterable[Disagreement]) -> dict[str, list[Disagreement]]:
     for d in found:
         out[d.label].append(d)
     return dict(sorted(out.items(), key=lambda kv: (-len(kv[1]), kv[0])))
+
+
+def as_trace(found: Disagreement, steps: Iterable[Step], model_cfg: TargetConfig,
+             campaign: str = "diff", seed: int = 0) -> Trace:
+    """``found`` as a trace of the steps up to it, for ``nvmefuzz diff PATH`` (not a corpus
+    entry: it has no migration, and its signature names a model/QEMU disagreement)."""
+    return Trace(target=model_cfg.to_plain(), campaign=campaign, seed=seed,
+                 steps=tuple(steps)[:found.step + 1], verdict=_verdict(found))
+
+
+def _verdict(found: Disagreement) -> Verdict:
+    return Verdict("divergence", f"disagreement:{found.label}", step=found.step,
+                   detail=f"model {_brief(found.model)}, qemu {_brief(found.qemu)}")
+
+
+def shrink(trace: Trace, model_cfg: TargetConfig, qemu_cfg: TargetConfig, seconds: float,
+           ignore: tuple[str, ...] = ()) -> Trace:
+    """The shortest variant of a disagreement's trace found in ``seconds`` that still
+    disagrees on the same label (every try runs on a fresh model and a fresh QEMU)."""
+    def rerun(t: Trace) -> tuple[Verdict, None]:
+        found, _ = diff_steps("shrink", t.steps, model_cfg, qemu_cfg, ignore=ignore)
+        return (Verdict() if found is None else _verdict(found)), None
+
+    return minimize(trace, seconds, replay=rerun)
