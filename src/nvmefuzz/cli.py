@@ -18,7 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from nvmefuzz import __version__
-from nvmefuzz.errors import NvmeFuzzError
+from nvmefuzz.errors import NvmeFuzzError, TraceFormatError
 from nvmefuzz.fuzz import campaign as campaigns
 from nvmefuzz.fuzz.runner import run_campaign
 from nvmefuzz.fuzz.session import replay as replay_trace
@@ -491,7 +491,7 @@ def diff(paths: tuple[Path, ...], camps: tuple[str, ...], examples: int, seed: i
     jobs = []                                   # (source, steps, model cfg, qemu cfg)
     for e in (e for p in paths for e in corpus_mod.load_all(p)):
         if e.trace is None:
-            raise click.ClickException(f"{e.path}: {e.error}")
+            raise TraceFormatError(f"{e.path}: {e.error}")    # exit 2, never 1
         t = e.trace.target
         cfgs = diff_mod.configs(msix=t.get("msix", True), profile=t.get("profile", "full"),
                                 nsze=t.get("nsze"))

@@ -125,3 +125,11 @@ def test_diff_minimize_needs_save(tmp_path):
     """--minimize shrinks what --save writes: alone it is a usage error (exit 2)."""
     res = CliRunner().invoke(main, ["diff", "-c", "default", "--minimize", "5"])
     assert res.exit_code == 2 and "--save" in res.output
+
+
+def test_diff_of_a_corrupt_trace_is_a_harness_error(tmp_path):
+    """A trace that does not decode: exit 2 naming the file (1 would read as disagreements)."""
+    (tmp_path / "bad.cbor").write_bytes(b"\xa1not cbor at all")
+    res = CliRunner().invoke(main, ["diff", str(tmp_path / "bad.cbor")])
+    assert res.exit_code == 2, res.output
+    assert "bad.cbor" in res.output
