@@ -1,0 +1,5 @@
+"""``python -m nvmefuzz.cli``."""
+
+from nvmefuzz.cli import main
+
+main()

@@ -1,0 +1,90 @@
+"""``nvmefuzz corpus``, ``targets`` and ``campaigns``: what is stored, what runs here, what
+can be run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from nvmefuzz.cli import EXIT_ERROR, EXIT_OK, main, out
+from nvmefuzz.fuzz import campaign as campaigns
+from nvmefuzz.trace import corpus as corpus_mod
+
+
+@main.group()
+def corpus() -> None:
+    """Inspect and tidy the regression corpus."""
+
+
+@corpus.command("list")
+@click.argument("root", type=click.Path(path_type=Path), default=Path("corpus"))
+def corpus_list(root: Path) -> None:
+    """One line per stored trace: profile, verdict, steps, migrations, path."""
+    t = Table(title=str(root))
+    for col in ("profile", "verdict", "signature", "steps", "migrations", "path"):
+        t.add_column(col)
+    bad = 0
+    for e in corpus_mod.load_all(root):
+        if e.trace is None:
+            bad += 1
+            t.add_row("?", "[red]unreadable", e.error, "-", "-", str(e.path))
+            continue
+        tr = e.trace
+        t.add_row(tr.profile, tr.verdict.kind, tr.verdict.signature, str(len(tr.steps)),
+                  str(tr.migrations), str(e.path))
+    out.print(t)
+    sys.exit(EXIT_ERROR if bad else EXIT_OK)
+
+
+@corpus.command("dedup")
+@click.argument("root", type=click.Path(path_type=Path), default=Path("corpus"))
+def corpus_dedup(root: Path) -> None:
+    """Keep the shortest trace per (profile, signature); move files to their canonical names."""
+    best: dict[tuple[str, str], corpus_mod.Entry] = {}
+    removed = 0
+    for e in corpus_mod.load_all(root):
+        if e.trace is None:
+            continue
+        key = (e.trace.profile, e.trace.verdict.signature)
+        if key in best and len(best[key].trace.steps) <= len(e.trace.steps):
+            e.path.unlink()
+            removed += 1
+            continue
+        if key in best:
+            best[key].path.unlink()
+            removed += 1
+        best[key] = e
+    for e in best.values():
+        canonical = corpus_mod.path_for(root, e.trace)
+        if canonical != e.path:
+            corpus_mod.atomic_write(canonical, e.trace.encode())
+            e.path.unlink()
+    out.print(f"{len(best)} traces kept, {removed} duplicates removed")
+
+
+@main.command()
+def targets() -> None:
+    """What targets are available here, and why not when they are not."""
+    from nvmefuzz.targets.discovery import describe
+
+    t = Table(title="targets")
+    for col in ("target", "available", "detail"):
+        t.add_column(col)
+    for name, ok, detail in describe():
+        t.add_row(name, "yes" if ok else "[red]no", detail)
+    out.print(t)
+
+
+@main.command("campaigns")
+def list_campaigns() -> None:
+    """The campaigns in strategies/."""
+    t = Table(title="campaigns")
+    for col in ("name", "target", "profile", "steps", "description"):
+        t.add_column(col)
+    for name in campaigns.available():
+        c = campaigns.load(name)
+        t.add_row(c.name, c.target, c.profile, str(c.steps), c.description)
+    out.print(t)
