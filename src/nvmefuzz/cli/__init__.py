@@ -3,9 +3,9 @@
 The commands live beside this module, by what they are for: ``run`` (fuzz, replay, repro),
 ``inventory`` (corpus, targets, campaigns), ``night`` (the nightly job) and ``differential``
 (diff against QEMU).  Each registers itself on ``main`` when imported, at the end of this
-module.  Exit codes everywhere: 0 nothing found / everything as expected, 1 findings / regressions,
-2 the harness itself failed (bad input, missing target, internal error), 128 + N stopped by
-signal N (130 Ctrl-C, 143 SIGTERM).  This package is the only code that prints.
+module.  Exit codes everywhere: 0 nothing found / everything as expected, 1 findings /
+regressions, 2 the harness itself failed (bad input, missing target, internal error), 128 + N
+stopped by signal N (130 Ctrl-C, 143 SIGTERM).  This package is the only code that prints.
 """
 
 from __future__ import annotations
@@ -77,8 +77,6 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:   # nohup and `&` keep ignoring
         signal.signal(signal.SIGINT, _terminate)
-
-
 
 
 from nvmefuzz.cli import differential, inventory, night, run  # noqa: E402,F401  (registers)

@@ -68,12 +68,13 @@ def execute(ctrl: Controller, req: Request) -> int | None:
     elif sqe.opc == IO.DATASET_MANAGEMENT:
         if not sqe.cdw11 & 4:
             return int(S.SUCCESS)                     # QEMU: no AD, nothing to do, done now
-        segs = map_prp(ctrl.mem, sqe.prp1, sqe.prp2, ((sqe.cdw10 & 0xFF) + 1) * 16,
+        nr = (sqe.cdw10 & 0xFF) + 1
+        segs = map_prp(ctrl.mem, sqe.prp1, sqe.prp2, nr * 16,
                        ctrl.page_size)                # QEMU maps the ranges at submission
         if isinstance(segs, int):
             return segs
         raw = gather(ctrl.mem, segs)
-        if raw is not None and not _discards(ctrl, raw, (sqe.cdw10 & 0xFF) + 1):
+        if raw is not None and not _discards(ctrl, raw, nr):
             return int(S.SUCCESS)                     # QEMU: no range to discard, done now
     return _in_flight(ctrl, req)
 
@@ -110,8 +111,7 @@ def finish(ctrl: Controller, req: Request) -> int:
             return S.DATA_TRANSFER_ERROR
         if sqe.cdw11 & 4:                      # AD: deallocate; bad ranges are skipped,
             for slba, nlb in _discards(ctrl, raw, nr):      # and ranges longer than DMRSL
-                if nlb:
-                    store.deallocate(slba, nlb)
+                store.deallocate(slba, nlb)
         return S.SUCCESS
     slba, nlb = sqe.lba_range
     if sqe.opc == IO.WRITE_ZEROES:
