@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import math
 import multiprocessing
 import platform
 import random
@@ -94,14 +95,28 @@ def summarise(rows: list[dict], strategy: str) -> dict:
     }
 
 
-def head_to_head(rows: list[dict], strategies: list[str]) -> dict[str, dict[str, int]]:
+#: what one "example" of each strategy is: examples to kill compare only within one unit
+UNIT = {"nvmefuzz": "example", "unguided": "example", "random-walk": "walk",
+        "functional": "workload"}
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test: the chance of a split at least this uneven between
+    ``wins`` and ``losses`` if either side were as likely to come out ahead (ties dropped)."""
+    n, k = wins + losses, min(wins, losses)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+
+
+def head_to_head(rows: list[dict], strategies: list[str]) -> dict[str, dict]:
     """Per baseline, over the killable mutants: who killed first, and how many mutants both
     killed after the same number of examples (before Hypothesis' first target phase, in the
     third round of batches, that means the same examples: their times differ by the clock
-    alone)."""
+    alone).  Against a baseline whose examples are examples too (``UNIT``), it also counts
+    who needed fewer of them, with a sign test: a count the clock cannot blur."""
     out = {}
     for rival in (s for s in strategies if s != "nvmefuzz"):
         tally = dict.fromkeys(("nvmefuzz_first", "rival_first", "neither", "same_examples"), 0)
+        fewer = dict.fromkeys(("nvmefuzz_fewer", "rival_fewer"), 0)
         for row in (r for r in rows if r["killable"]):
             ours, theirs = row["results"]["nvmefuzz"], row["results"][rival]
             t_ours = ours["seconds"] if ours["killed"] else float("inf")
@@ -110,8 +125,15 @@ def head_to_head(rows: list[dict], strategies: list[str]) -> dict[str, dict[str,
                 tally["neither"] += 1
             else:
                 tally["nvmefuzz_first" if t_ours < t_theirs else "rival_first"] += 1
+            # a mutant one side never killed took it more examples than it ran
+            n_ours = ours["examples"] if ours["killed"] else float("inf")
+            n_theirs = theirs["examples"] if theirs["killed"] else float("inf")
+            if n_ours != n_theirs:
+                fewer["nvmefuzz_fewer" if n_ours < n_theirs else "rival_fewer"] += 1
             tally["same_examples"] += (ours["killed"] and theirs["killed"]
                                        and ours["examples"] == theirs["examples"])
+        if UNIT.get(rival) == UNIT["nvmefuzz"]:
+            tally.update(fewer, sign_p=sign_test(fewer["nvmefuzz_fewer"], fewer["rival_fewer"]))
         out[rival] = tally
     return out
 
@@ -240,8 +262,18 @@ def markdown(report: dict) -> str:
             "to the kill, so the times differ by the clock alone.", "",
             "| baseline | nvmefuzz first | baseline first | neither | same examples |",
             "|---|---|---|---|---|"]
+    h2h = report.get("head_to_head", {})
     out += [f"| {rival} | {t['nvmefuzz_first']} | {t['rival_first']} | {t['neither']} | "
-            f"{t['same_examples']} |" for rival, t in report.get("head_to_head", {}).items()]
+            f"{t['same_examples']} |" for rival, t in h2h.items()]
+    counted = {rival: t for rival, t in h2h.items() if "sign_p" in t}
+    if counted:
+        out += ["", "Examples to the kill, against the baselines whose examples are examples "
+                "too: which of the two needed fewer (a mutant not killed needed more than were "
+                "run), and the two-sided sign test over the mutants where they differ. No "
+                "clock is involved.", "",
+                "| baseline | nvmefuzz fewer | baseline fewer | sign test p |", "|---|---|---|---|"]
+        out += [f"| {rival} | {t['nvmefuzz_fewer']} | {t['rival_fewer']} | {t['sign_p']:.2g} |"
+                for rival, t in counted.items()]
     control = report["control"]
     out += ["", f"Control (`full`, must survive): "
             + ", ".join(f"{s} {'KILLED' if control[s]['killed'] else 'survived'}"

@@ -39,10 +39,25 @@ ROWS = [
 def test_head_to_head_counts_who_killed_first_and_identical_generation():
     h = mutants.head_to_head(ROWS, STRATEGIES)
     assert h["unguided"] == {"nvmefuzz_first": 1, "rival_first": 2, "neither": 1,
-                             "same_examples": 2}
+                             "same_examples": 2, "nvmefuzz_fewer": 0, "rival_fewer": 1,
+                             "sign_p": 1.0}
+    # a walk is not an example: no count of fewer examples against the random walk
     assert h["random-walk"] == {"nvmefuzz_first": 1, "rival_first": 1, "neither": 2,
                                 "same_examples": 0}
     assert "nvmefuzz" not in h
+
+
+def test_the_sign_test_weighs_only_the_mutants_where_examples_differ():
+    assert mutants.sign_test(0, 0) == 1.0
+    assert mutants.sign_test(3, 3) == 1.0
+    assert mutants.sign_test(5, 0) == mutants.sign_test(0, 5) == pytest.approx(2 / 32)
+    assert mutants.sign_test(24, 1) == pytest.approx(2 * 26 / 2 ** 25)
+    rows = _rows([_kill(0.1, 2)] * 6 + [_kill(0.1, 9)] * 40,
+                 [_kill(0.1, 5)] * 6 + [_kill(0.1, 9)] * 40)
+    h = mutants.head_to_head(rows, ["nvmefuzz", "unguided"])["unguided"]
+    assert (h["nvmefuzz_fewer"], h["rival_fewer"], h["same_examples"]) == (6, 0, 40)
+    assert h["sign_p"] == pytest.approx(2 / 64)
+    assert "| unguided | 6 | 0 | 0.031 |" in mutants.markdown(_report(rows))
 
 
 def test_unkilled_mutants_count_as_never_in_the_median():
@@ -55,6 +70,18 @@ def test_unkilled_mutants_count_as_never_in_the_median():
 
 def _rows(ours: list, theirs: list) -> list[dict]:
     return [_row(f"m{i}", nvmefuzz=a, unguided=b) for i, (a, b) in enumerate(zip(ours, theirs))]
+
+
+def _report(rows: list[dict], strategies: list[str] = ["nvmefuzz", "unguided"]) -> dict:
+    """A whole judged report of ``rows``, as ``--render`` makes one."""
+    meta = {"strategies": strategies, "date": "d", "budget": 1, "seed": 1, "campaigns": [],
+            "mutants": len(rows), "killable": sum(r["killable"] for r in rows),
+            "hypothesis": "h", "jobs": 1, "machine": "m"}
+    report = {"meta": meta, "mutants": rows,
+              "summary": {s: mutants.summarise(rows, s) for s in strategies},
+              "control": dict.fromkeys(strategies, _kill(None))}
+    mutants.judge(report)
+    return report
 
 
 def test_identical_results_are_a_tie_on_every_figure():
