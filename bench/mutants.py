@@ -275,7 +275,7 @@ def markdown(report: dict) -> str:
         out += [f"| {rival} | {t['nvmefuzz_fewer']} | {t['rival_fewer']} | {t['sign_p']:.2g} |"
                 for rival, t in counted.items()]
     control = report["control"]
-    out += ["", f"Control (`full`, must survive): "
+    out += ["", "Control (`full`, must survive): "
             + ", ".join(f"{s} {'KILLED' if control[s]['killed'] else 'survived'}"
                         for s in strategies), "", "## Per mutant", "",
             "| mutant | kind | " + " | ".join(strategies) + " | nvmefuzz signature |",

@@ -12,7 +12,7 @@ from hypothesis import Phase, given, settings, strategies as st
 from nvmefuzz.errors import Divergence, MigrationRefused
 from nvmefuzz.fuzz.campaign import available, load
 from nvmefuzz.fuzz.machine import BUILT, STEERED, Observer, build_machine
-from nvmefuzz.fuzz.runner import known_findings, run_campaign
+from nvmefuzz.fuzz.runner import run_campaign
 from nvmefuzz.model import profiles
 from nvmefuzz.protocol.spec import AdminOpcode as A
 

@@ -1,6 +1,5 @@
 """The mutant catalogue: generated from the schema, resolvable by name, and its hooks run."""
 
-import attrs
 import pytest
 
 from nvmefuzz.errors import Divergence

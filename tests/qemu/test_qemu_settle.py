@@ -13,7 +13,7 @@ from nvmefuzz.host.driver import Host, pattern_bytes
 from nvmefuzz.protocol import regs
 from nvmefuzz.protocol.queues import SQE
 from nvmefuzz.protocol.spec import IoOpcode as IO
-from nvmefuzz.targets import qemu as Qm
+from nvmefuzz.targets import qemu as Qm, qemu_log as qlog
 
 
 def _ready(t, depth=16):
@@ -36,7 +36,7 @@ def test_io_settles_from_the_trace_log_without_drain_barriers(make_target):
     t.advance(0)
     done = h.harvest(1)
     assert len(done) == 15 and all(c.cqe.status == 0 for c in done)
-    assert t._inflight_io == 0 and t.rounds == 0
+    assert t.inflight.io == 0 and t.rounds == 0
     assert t.stats["settles"] > 0 and t.stats["count anomalies"] == 0
 
 
@@ -48,7 +48,7 @@ def test_format_nvm_is_waited_for_by_cid(make_target):
     ACTIONS["consume"](h, t, {"qid": 1})
     [(label, f)] = ACTIONS["admin"](h, t, {"opc": 0x80, "nsid": 1, "cdw10": 0})
     assert label == "cqe/admin/FORMAT_NVM" and f["status"] == 0
-    assert not any(t._inflight_admin.values())
+    assert not any(t.inflight.admin.values())
     ACTIONS["io"](h, t, {"qid": 1, "opc": int(IO.READ), "slba": 0, "nlb": 8})
     [(_, read)] = ACTIONS["consume"](h, t, {"qid": 1})
     assert read["status"] == 0 and read["data"] == bytes(4096)       # formatted: zeroes
@@ -85,7 +85,7 @@ def test_io_that_never_completes_is_a_hang_after_one_drain_barrier(make_target):
     t = make_target()
     _ready(t)
     t.settle_timeout = 0.05
-    t._inflight_io = 1                       # as if QEMU had lost a fetched command
+    t.inflight.io = 1                       # as if QEMU had lost a fetched command
     t.mmio_write(0x0C, 4, 1)
     with pytest.raises(TargetTimeout, match="never completed"):
         t.mmio_read(0x1C, 4)
@@ -103,7 +103,7 @@ def test_migration_resets_the_accounting_to_the_new_process(make_target):
     ACTIONS["ring_sq"](h, t, {"qid": 1})
     [(label, f)] = ACTIONS["consume"](h, t, {"qid": 1})
     assert label == "cqe/io/WRITE" and f["status"] == 0
-    assert t._inflight_io == 0 and t.rounds == 0
+    assert t.inflight.io == 0 and t.rounds == 0
 
 
 def test_the_virtual_clock_is_carried_across_a_migration(make_target):
@@ -158,8 +158,8 @@ def test_a_marker_runs_after_the_bottom_halves_of_the_requests_before_it(make_ta
     read runs in the same iteration as the doorbell, before the fetch."""
     t = make_target()
     h = _ready(t)
-    short = f"readl {Qm.BAR0 + Qm.MARKER_OFFSET:#x}"
-    assert len(Qm.MARKER) > Qm.QTEST_CHUNK and Qm.MARKER.endswith(short[8:])
+    short = f"readl {Qm.BAR0 + qlog.MARKER_OFFSET:#x}"
+    assert len(Qm.MARKER) > qlog.QTEST_CHUNK and Qm.MARKER.endswith(short[8:])
     for _ in range(3):
         assert _fetch_and_markers(t, h, Qm.MARKER)[:2] == ["F", "M"]
         assert _fetch_and_markers(t, h, short)[:3] == ["M", "M", "F"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import pytest
 
 from nvmefuzz.fuzz.session import Session, replay
-from nvmefuzz.host import layout as L
 from nvmefuzz.targets.base import TargetConfig
 from nvmefuzz.trace.schema import PASS, Step, Trace
 

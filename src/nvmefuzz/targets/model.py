@@ -6,7 +6,8 @@ profile's ``stop`` runs first, on the twin's drain too; for a ``ram_first`` prof
 is checkpointed before the save and rolled back after it, and the MSI-X messages the save
 sent are dropped: the final RAM pass went before them.  A refusal leaves the source running
 with what it wrote; a save that would never return is a ``hung`` outcome naming what it waits
-for; a blob the destination cannot load is a ``crashed`` outcome with the loader's message.  Completion order is fully deterministic.
+for; a blob the destination cannot load is a ``crashed`` outcome with the loader's message.
+Completion order is fully deterministic.
 """
 
 from __future__ import annotations

@@ -2,13 +2,9 @@
 
 How it works
 ------------
-Bring-up does by hand what firmware would: through the PCI configuration ports (0xcf8/0xcfc)
-it checks the controller at bus 0 device 4 (1b36:0010), places the 64-bit BAR0 at
-0xC0000000 and sets the command register to 0x6 (memory space + bus master).  With MSI-X
-(``TargetConfig.msix``) every table entry gets the message address
-``host.layout.MSIX_MESSAGES + 4*vector`` and data ``vector + 1`` and the capability is
-enabled, so each interrupt message is a DMA write of a non-zero dword into guest RAM;
-``irq_events`` reads that array in one request and reports ``("msix", v)`` for every
+Bring-up configures the PCI device by hand (``qemu_pci``).  With MSI-X
+(``TargetConfig.msix``) each interrupt message is a DMA write of a non-zero dword into guest
+RAM; ``irq_events`` reads that array in one request and reports ``("msix", v)`` for every
 non-zero word, then clears it.  Without MSI-X the controller uses its INTx pin:
 ``irq_intercept_in ioapic`` makes QEMU report level changes as asynchronous ``IRQ`` lines,
 reported as ``("intx", level)``; the PCI status register's Interrupt Status bit (part of the
@@ -20,39 +16,19 @@ Registers are ``readl/writel/readq/writeq`` at BAR0 + offset, guest memory is qt
 
 Settling: CQ posting and SQ processing are main-loop bottom halves (BHs); I/O goes through
 the block layer's thread pool and completes in real time.  Every step must end with "nothing
-more can happen", so that twin and migrated copy are compared at rest.  Three facts make that
-cheap:
-
-* QEMU logs, into this process's private trace file, every command the controller fetches
-  (``pci_nvme_io_cmd`` / ``pci_nvme_admin_cmd``), every completion it queues
-  (``pci_nvme_enqueue_req_completion``) and every register read (``pci_nvme_mmio_read``), in
-  the order the main loop does them.  Every fetched I/O command queues exactly one completion
-  on an I/O CQ (also when cancelled by Delete SQ or a reset, which wait for it), so *fetched
-  I/O minus queued I/O completions* is the number in flight; of the admin commands only
-  Format NVM (``ASYNC_ADMIN``) goes to the block layer, and it is matched by CID.
-* QEMU's qtest server takes at most ``QTEST_CHUNK`` (1024) bytes from its socket per main-loop
-  iteration, and runs a request once its whole line has arrived; each iteration runs the BHs
-  scheduled in the one before, and only then reads the socket (the main AioContext is
-  dispatched before the qtest socket).  A *marker* -- a read of a reserved register dword,
-  ``MARKER``, padded with leading zeros to more than ``QTEST_CHUNK`` bytes -- therefore runs in
-  a later iteration than every request before it, after the BHs those scheduled, and its
-  ``pci_nvme_mmio_read`` line shows in the log exactly where it ran.  One round trip carrying
-  several markers watches that many iterations go by.  (``tests/qemu/test_qemu_settle.py``
-  checks this on the QEMU at hand.)
-* A BH chain (doorbell -> SQ BH -> CQ BH -> SQ BH restarted by freed slots -> ...) shows itself
-  in the log whenever it fetches a command; the one silent link, a CQ BH posting, can only
-  start an SQ BH, which logs if it fetches anything.  So once two marker intervals in a row
-  logged nothing and nothing is in flight, no BH is pending and no I/O can finish: the device
-  is at rest.
+more can happen", so that twin and migrated copy are compared at rest.  QEMU's trace log tells
+what is in flight, and *markers* (register reads too long for one main-loop iteration) show
+where each iteration ran (``qemu_log``): once two marker intervals in a row logged nothing and
+nothing is in flight, the device is at rest.
 
 ``_settle`` sends the queued writes, the request the caller needs answered first (the clock
-step of ``advance``), markers, then the reads that are only valid at rest (see below), and
-repeats until nothing is in flight and ``QUIET_ROUNDS`` marker intervals in a row were quiet
-(the first interval runs from the writes to the first marker), with nothing logged after the
-last marker.  The first round trip carries ``QUIET_ROUNDS`` markers, or ``IO_MARKERS`` after
-an SQ tail doorbell, enough for the common step (a command fetched, completed by the thread
-pool, its CQE posted) to settle in one round trip; later ones carry the markers still needed,
-or ``BUSY_MARKERS`` while I/O is in flight.  If I/O stays in flight longer than
+step of ``advance``), markers, then the reads that are only valid at rest, and repeats until
+nothing is in flight and ``QUIET_ROUNDS`` marker intervals in a row were quiet (the first
+interval runs from the writes to the first marker), with nothing logged after the last
+marker.  The first round trip carries ``QUIET_ROUNDS`` markers, or ``IO_MARKERS`` after an SQ
+tail doorbell, enough for the common step (a command fetched, completed by the thread pool,
+its CQE posted) to settle in one round trip; later ones carry the markers still needed, or
+``BUSY_MARKERS`` while I/O is in flight.  If I/O stays in flight longer than
 ``settle_timeout`` the old drain barrier is tried (QMP ``stop`` drains every block request,
 ``cont`` resumes); I/O still counted in flight after that is a hang (``TargetTimeout``).
 ``drain`` is a settle.
@@ -61,12 +37,10 @@ Requests are pipelined: writes (registers, guest memory) are queued and sent tog
 the next request that needs an answer, and their replies are checked then.  MMIO writes,
 clock steps and migrations make the device "unsettled"; any read first settles, so reads only
 ever see a device at rest, and a read that finds the device unsettled rides in the settle's
-round trip, after the markers.  Guest memory read at rest is cached in ``BLOCK``-byte blocks
-until the device is unsettled again (our own writes update the cache).  A settle's round
-trips also read the blocks of the short reads (up to ``HOT_READ`` bytes) made between the two
-settles before, and those of a read that caused the settle, so what a step looks at (CQ
-entries, MSI-X messages) usually costs no round trip of its own; data buffers are read when
-asked for.
+round trip, after the markers.  Guest memory read at rest is cached (``qemu_cache``) until
+the device is unsettled again, and each settle's round trips prefetch the blocks the steps
+before looked at, so what a step looks at (CQ entries, MSI-X messages) usually costs no round
+trip of its own; data buffers are read when asked for.
 
 Migration (``qemu_migration``): after a completed one the target continues on the destination
 with fresh trace accounting and sets its virtual clock to the source's (under ``-accel
@@ -87,53 +61,20 @@ from typing import Callable, Iterable
 from nvmefuzz.errors import DeviceProtocolError, TargetTimeout
 from nvmefuzz.host import layout as L
 from nvmefuzz.targets import qtest_codec as Q
+from nvmefuzz.targets.qemu_cache import BlockCache, block_reads, cacheable, span
+from nvmefuzz.targets.qemu_log import Inflight, marker
 from nvmefuzz.targets.base import HOLD_IO, MigrationOutcome, TargetConfig
 from nvmefuzz.targets.discovery import QemuBinary, find_qemu
 from nvmefuzz.targets.qemu_backend import hold, release
 from nvmefuzz.targets.qemu_migration import WarmPool, migrate
-from nvmefuzz.targets.qemu_argv import NVME_SLOT, PLAIN, Drive
+from nvmefuzz.targets.qemu_argv import PLAIN, Drive
+from nvmefuzz.targets.qemu_pci import BAR0, PCI_STATUS_INTERRUPT, bring_up, cfg_addr
 from nvmefuzz.targets.qemu_process import QemuProcess, Workspace
 
-BAR0 = 0xC000_0000
-PCI_ID = 0x0010_1B36
-CMD_MEM_BUS_MASTER = 0x6
-PCI_STATUS_INTERRUPT = 1 << 3
-CAP_MSIX = 0x11
 QUIET_ROUNDS = 2                 # marker intervals with nothing in flight and nothing logged
 IO_MARKERS = 8                   # markers in the first round trip after an SQ doorbell
 BUSY_MARKERS = 2                 # ... in a round trip while I/O is in flight
-QTEST_CHUNK = 1024               # bytes QEMU's qtest server reads per main-loop iteration
-MARKER_OFFSET = 0xFFC            # a reserved dword of the register page (read as 0)
-ASYNC_ADMIN = frozenset({0x80})  # admin opcodes QEMU completes through the block layer
-BLOCK = 256                      # guest memory is cached in blocks of this many bytes
-CACHED_BELOW = L.RAM_SIZE        # guest RAM; anything above may be MMIO and is never cached
-HOT_READ = 512                   # reads up to this long mark their blocks for prefetching
-PREFETCH_BLOCKS = 16
-
-
-def _marker() -> str:
-    """``readl`` of ``MARKER_OFFSET`` whose line is longer than ``QTEST_CHUNK`` bytes."""
-    head, addr = "readl 0x", f"{BAR0 + MARKER_OFFSET:x}"
-    return head + "0" * (QTEST_CHUNK + 1 - len(head) - len(addr)) + addr
-
-
-MARKER = _marker()
-MARKER_LINE = f"pci_nvme_mmio_read addr {MARKER_OFFSET:#x} size 4"   # as QEMU logs it
-
-
-def _runs(blocks: Iterable[int]) -> list[tuple[int, int]]:
-    """Sorted block numbers as (first, count) runs of consecutive blocks."""
-    out: list[list[int]] = []
-    for b in sorted(blocks):
-        if out and out[-1][0] + out[-1][1] == b:
-            out[-1][1] += 1
-        else:
-            out.append([b, 1])
-    return [(b, n) for b, n in out]
-
-
-def _cfg_addr(offset: int) -> int:
-    return 0x8000_0000 | NVME_SLOT << 11 | (offset & 0xFC)
+MARKER = marker(BAR0)
 
 
 class QemuTarget:
@@ -160,12 +101,9 @@ class QemuTarget:
         self._pending: list[str] = []            # writes sent with the next request
         self._settled = False
         self._held = False                       # the backend holds I/O (``qemu_backend``)
-        self._cache: dict[int, bytearray] = {}   # block number -> bytes, valid while settled
-        self._seen: dict[int, None] = {}         # blocks of short reads since the last settle
-        self._hot: list[int] = []                # ... in the settle epoch before
+        self.cache = BlockCache()                # guest RAM read at rest
         self._sq_rung = False                    # an SQ tail doorbell is among the writes
-        self._reads: dict[frozenset, tuple[list, list]] = {}   # blocks -> (runs, requests)
-        self._reset_counts()
+        self.inflight = Inflight(self.stats)     # in flight, from the trace log
         self._intx_level = 0
         self._intx_line: int | None = None
         self._carry: list[tuple[str, int]] = []  # INTx events seen on a migration source
@@ -176,7 +114,6 @@ class QemuTarget:
             kw = {"reply_timeout": reply_timeout, "device_props": device_props, "drive": drive}
             self.proc = QemuProcess(self.ws, **kw).connect()
             self.pool = WarmPool(self.ws, pool_size, **kw)
-            self.vectors = 0
             self._bring_up()
         except BaseException:
             self.close()
@@ -220,30 +157,28 @@ class QemuTarget:
             last = self._pending.pop()
             self._one(last).check(last.split(" ", 1)[0])
 
-    # ------------------------------------------------------------------ PCI bring-up
+    # ------------------------------------------------------------------ PCI configuration
     def cfg_read(self, offset: int) -> int:
-        lines = [Q.format_outl(0xCF8, _cfg_addr(offset)), Q.format_inl(0xCFC)]
+        lines = [Q.format_outl(0xCF8, cfg_addr(offset)), Q.format_inl(0xCFC)]
         self._note(*lines)
         _, r = self._exchange(lines)
         return r.value("inl") >> 8 * (offset & 3)
 
     def cfg_write(self, offset: int, value: int) -> None:
-        lines = [Q.format_outl(0xCF8, _cfg_addr(offset)), Q.format_outl(0xCFC, value)]
+        lines = [Q.format_outl(0xCF8, cfg_addr(offset)), Q.format_outl(0xCFC, value)]
         self._note(*lines)
         for r in self._exchange(lines):
             r.check("outl")
         self._unsettle()
 
+    def post(self, line: str) -> None:
+        """A write with no answer needed: noted, and sent with the next request."""
+        self._note(line)
+        self._queue(line)
+
     def _bring_up(self) -> None:
-        ident = self.cfg_read(0x00)
-        if ident != PCI_ID:
-            raise DeviceProtocolError(f"no QEMU nvme at 00:{NVME_SLOT:02x}.0 (id {ident:#010x})")
-        self.cfg_write(0x10, BAR0)
-        self.cfg_write(0x14, 0)
-        self.cfg_write(0x04, CMD_MEM_BUS_MASTER)
-        if self.cfg.msix:
-            self._enable_msix()
-        else:
+        self.vectors = bring_up(self, self.cfg.msix)
+        if not self.cfg.msix:
             self._intercept()
         self._settle()
 
@@ -251,36 +186,6 @@ class QemuTarget:
         line = Q.format_irq_intercept_in("ioapic")
         self._note(line)
         self._one(line).check("irq_intercept_in")
-
-    def _find_cap(self, cap_id: int) -> int:
-        ptr, seen = self.cfg_read(0x34) & 0xFC, 0
-        while ptr and seen < 48:
-            word = self.cfg_read(ptr)
-            if word & 0xFF == cap_id:
-                return ptr
-            ptr, seen = (word >> 8) & 0xFC, seen + 1
-        raise DeviceProtocolError(f"PCI capability {cap_id:#x} not found")
-
-    def _enable_msix(self) -> None:
-        cap = self._find_cap(CAP_MSIX)
-        ctrl = self.cfg_read(cap)
-        self.vectors = ((ctrl >> 16) & 0x7FF) + 1
-        table = self.cfg_read(cap + 4)
-        if table & 7 != 0:
-            raise DeviceProtocolError(f"MSI-X table in BAR{table & 7}, expected BAR0")
-        base = BAR0 + (table & ~7)
-        for v in range(self.vectors):
-            entry = base + 16 * v
-            for line in (Q.format_write(4, entry, L.MSIX_MESSAGES + 4 * v),
-                         Q.format_write(4, entry + 4, 0), Q.format_write(4, entry + 8, v + 1),
-                         Q.format_write(4, entry + 12, 0)):
-                self._note(line)
-                self._queue(line)
-        line = Q.format_memset(L.MSIX_MESSAGES, 4 * self.vectors, 0)
-        self._note(line)
-        self._queue(line)
-        self.flush()
-        self.cfg_write(cap, ctrl | 1 << 31)           # Message Control bit 15: enable
 
     # ------------------------------------------------------------------ the bus
     def mmio_read(self, offset: int, size: int) -> int:
@@ -293,9 +198,7 @@ class QemuTarget:
         return self._one(line).value("mmio read")
 
     def mmio_write(self, offset: int, size: int, value: int) -> None:
-        line = Q.format_write(size, BAR0 + offset, value)
-        self._note(line)
-        self._queue(line)
+        self.post(Q.format_write(size, BAR0 + offset, value))
         self._unsettle()
         if offset >= 0x1000 and not offset & 4:
             self._sq_rung = True                 # commands may be fetched: I/O likely
@@ -303,42 +206,19 @@ class QemuTarget:
     def mem_read(self, addr: int, length: int) -> bytes:
         if length <= 0:
             return b""
-        first, last = addr // BLOCK, (addr + length - 1) // BLOCK
-        blocks = range(first, last + 1)
-        cached = addr + length <= CACHED_BELOW
+        cached = cacheable(addr, length)
         if not self._settled:
-            self._settle(blocks=blocks if cached else ())
+            self._settle(blocks=span(addr, length) if cached else ())
         if self.tap is not None:
             self._note(Q.format_mem_read(addr, length) if length <= 32
                        else Q.format_b64read(addr, length))
         if not cached:
             return self._read_direct(addr, length)
-        cache = self._cache
-        if first not in cache or last not in cache or any(b not in cache for b in blocks):
-            extra = [b for b in self._hot if b not in cache]
-            self._fetch([b for b in blocks if b not in cache] + extra)
-        if length <= HOT_READ:
-            for b in blocks:
-                self._seen[b] = None
-        off = addr - first * BLOCK
-        if first == last:
-            return bytes(cache[first][off:off + length])
-        return b"".join([cache[b] for b in blocks])[off:off + length]
-
-    @staticmethod
-    def _block_reads(blocks: Iterable[int]) -> tuple[list[tuple[int, int]], list[str]]:
-        runs = _runs(blocks)
-        return runs, [Q.format_mem_read(b * BLOCK, n * BLOCK) for b, n in runs]
-
-    def _store(self, runs: list[tuple[int, int]], replies: list[Q.Reply]) -> None:
-        for (first, n), r in zip(runs, replies):
-            raw = r.data(n * BLOCK)
-            for i in range(n):
-                self._cache[first + i] = bytearray(raw[i * BLOCK:(i + 1) * BLOCK])
-
-    def _fetch(self, blocks: list[int]) -> None:
-        runs, lines = self._block_reads(blocks)
-        self._store(runs, self._exchange(lines))
+        missing = self.cache.missing(span(addr, length))
+        if missing:
+            runs, lines = block_reads(missing)
+            self.cache.store(runs, self._exchange(lines))
+        return self.cache.read(addr, length)
 
     def _read_direct(self, addr: int, length: int) -> bytes:
         if length <= 32:
@@ -348,20 +228,9 @@ class QemuTarget:
     def mem_write(self, addr: int, data: bytes) -> None:
         if not data:
             return
-        line = (Q.format_mem_write(addr, data) if len(data) <= 32
-                else Q.format_b64write(addr, data))
-        self._note(line)
-        self._queue(line)
-        self._update_cache(addr, data)
-
-    def _update_cache(self, addr: int, data: bytes) -> None:
-        end = addr + len(data)
-        for b in range(addr // BLOCK, (end - 1) // BLOCK + 1):
-            block = self._cache.get(b)
-            if block is None:
-                continue
-            lo, hi = max(addr, b * BLOCK), min(end, (b + 1) * BLOCK)
-            block[lo - b * BLOCK:hi - b * BLOCK] = data[lo - addr:hi - addr]
+        self.post(Q.format_mem_write(addr, data) if len(data) <= 32
+                  else Q.format_b64write(addr, data))
+        self.cache.update(addr, data)
 
     # ------------------------------------------------------------------ time
     def advance(self, ns: int) -> None:
@@ -373,55 +242,6 @@ class QemuTarget:
 
     def _unsettle(self) -> None:
         self._settled = False
-
-    def _reset_counts(self) -> None:
-        self._inflight_io = 0
-        self._inflight_admin: Counter = Counter()      # CID -> count (Format NVM)
-
-    def _poll_log(self) -> tuple[list[tuple[bool, bool]], bool]:
-        """Account the trace lines logged since the last look.
-
-        Returns one (logged, busy) pair per marker among them -- whether anything was logged
-        since the marker before it, whether anything was in flight when it ran -- and whether
-        anything was logged after the last marker.  Other register reads are ours and count
-        for nothing."""
-        rounds: list[tuple[bool, bool]] = []
-        logged = False
-        for line in self.proc.trace_lines():
-            if line == MARKER_LINE:
-                rounds.append((logged, self._busy()))
-                logged = False
-                continue
-            event, _, rest = line.partition(" ")
-            if event == "pci_nvme_mmio_read":
-                continue
-            logged = True
-            try:
-                if event == "pci_nvme_io_cmd":
-                    self._inflight_io += 1
-                elif event == "pci_nvme_enqueue_req_completion":
-                    f = rest.split()
-                    cid, cqid = int(f[f.index("cid") + 1]), int(f[f.index("cqid") + 1])
-                    if cqid:
-                        self._inflight_io -= 1
-                    elif self._inflight_admin[cid] > 0:
-                        self._inflight_admin[cid] -= 1
-                elif event == "pci_nvme_admin_cmd":
-                    f = rest.split()
-                    if int(f[f.index("opc") + 1], 16) in ASYNC_ADMIN:
-                        self._inflight_admin[int(f[f.index("cid") + 1])] += 1
-            except (ValueError, IndexError):
-                raise DeviceProtocolError(f"unexpected QEMU trace line {line[:100]!r}") from None
-        if self._inflight_io < 0:                        # cannot happen; never wait on it
-            self.stats["count anomalies"] += 1
-            self._inflight_io = 0
-        return rounds, logged
-
-    def _busy(self) -> bool:
-        if self._held:                 # held I/O is in flight on purpose (``qemu_backend``)
-            return False
-        return self._inflight_io > 0 or (bool(self._inflight_admin)
-                                         and any(v > 0 for v in self._inflight_admin.values()))
 
     def _settle(self, lead: tuple[str, ...] = (), tail: tuple[str, ...] = (),
                 blocks: Iterable[int] = ()) -> tuple[list[Q.Reply], list[Q.Reply]]:
@@ -439,16 +259,7 @@ class QemuTarget:
         """
         self.stats["settles"] += 1
         self._note("@settle")
-        self._hot = list(self._seen)[-PREFETCH_BLOCKS:] or self._hot
-        self._seen = {}
-        self._cache.clear()
-        want = frozenset((*blocks, *self._hot))
-        known = self._reads.get(want)
-        if known is None:
-            if len(self._reads) > 64:
-                self._reads.clear()
-            known = self._reads[want] = self._block_reads(want)
-        runs, reads = known
+        runs, reads = self.cache.epoch(blocks)
         deadline = time.monotonic() + self.settle_timeout
         drained = False
         quiet = 0
@@ -462,7 +273,7 @@ class QemuTarget:
             if lead:
                 lead_replies, lead = replies[:len(lead)], ()
                 del replies[:len(lead_replies)]
-            rounds, after = self._poll_log()
+            rounds, after = self.inflight.poll(self.proc.trace_lines(), self._held)
             if len(rounds) > markers:                   # our own reads of the marker dword
                 rounds = rounds[len(rounds) - markers:]  # at rest, logged before the batch
             if len(rounds) != markers or not all(r.ok for r in replies[:markers]):
@@ -470,19 +281,19 @@ class QemuTarget:
                                           f"QEMU's trace log")
             for logged, busy in rounds:
                 quiet = 0 if busy or logged else quiet + 1
-            busy = self._busy()
+            busy = self.inflight.busy(self._held)
             if after or busy:
                 quiet = 0
             if quiet >= QUIET_ROUNDS:
                 if fetch:
-                    self._store(runs, replies[markers:])
+                    self.cache.store(runs, replies[markers:])
                 break
             markers = BUSY_MARKERS if busy else QUIET_ROUNDS - quiet
             fetch = not busy
             if busy and time.monotonic() > deadline:
                 if drained:
                     raise TargetTimeout(
-                        f"{self._inflight_io} I/O command(s) fetched by QEMU never "
+                        f"{self.inflight.io} I/O command(s) fetched by QEMU never "
                         f"completed (after a drain barrier, {self.settle_timeout}s)")
                 self._drain_barrier()
                 drained, deadline = True, time.monotonic() + self.settle_timeout
@@ -572,7 +383,7 @@ class QemuTarget:
                 self._held = False                   # a destination starts without limits
                 old, self.proc = self.proc, dst
                 old.close()
-                self._reset_counts()                 # a fresh trace log
+                self.inflight = Inflight(self.stats)   # a fresh trace log
                 self._carry_clock()
                 if not self.cfg.msix:
                     self._intercept()

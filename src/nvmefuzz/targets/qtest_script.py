@@ -8,9 +8,9 @@ request per register or memory access, never cached or pipelined: see ``targets.
 ``@settle`` where it waits for the device to be idle and ``@migrate <outcome>`` where it
 migrates (``@hold`` and ``@release`` where the backend starts or stops holding I/O,
 ``qemu_backend``); requests a never-migrated twin would not make (re-arming INTx
-interception after a migration) are marked quiet.  The replay loop adds step markers.  Recording the twin and the
-migrated side of the same trace gives two request streams that agree line for line until the
-finding: the host did the same things on both sides.
+interception after a migration) are marked quiet.  The replay loop adds step markers.
+Recording the twin and the migrated side of the same trace gives two request streams that
+agree line for line until the finding: the host did the same things on both sides.
 
 ``render`` (pure: text in, text out) turns the two recordings into three files:
 
