@@ -18,7 +18,9 @@ AGREE = [Step("enable", {}), Step("create_cq", {"qid": 1, "size": 8, "iv": 1}),
          Step("migrate", {}), Step("environment", {"event": "ns_changed"}),
          Step("io", {"qid": 1, "opc": 2, "slba": 4, "nlb": 2}), Step("consume", {"qid": 1}),
          Step("admin", {"opc": 6, "cdw10": 2, "length": 4096})]
-FR = "cqe/admin/IDENTIFY/cns=0x01/data.fr"
+#: a known disagreement (NSFEAT: features the model does not implement), and the step showing it
+NSFEAT = "cqe/admin/IDENTIFY/cns=0x00/data.nsfeat"
+ID_NS = Step("admin", {"opc": 6, "cdw10": 0, "nsid": 1, "length": 4096})
 
 
 def test_normalise_keeps_the_set_of_msix_vectors():
@@ -53,30 +55,39 @@ def test_identify_nvm_controller_agrees_between_model_and_qemu(qemu_binary):
     assert found is None and ran == len(steps)
 
 
-def test_identify_controller_disagrees_on_the_firmware_revision(qemu_binary):
-    """The model says FR '1.0', QEMU its own version: the first disagreement, by field."""
+def test_identify_controller_agrees_on_the_firmware_revision(qemu_binary):
+    """The qemu target gives QEMU the model's firmware revision (QEMU's default is its own
+    version): Identify Controller first differs at CTRATT, a capability the model leaves out."""
     steps = [Step("enable", {}), Step("admin", {"opc": 6, "cdw10": 1, "length": 4096})]
     found, _ = diff_steps("t", steps, *configs())
-    assert found is not None and found.label == FR and found.step == 1
-    assert found.qemu["data"][64:70] == b"11.1.3" and found.model["data"][64:67] == b"1.0"
+    assert found is not None and found.label == "cqe/admin/IDENTIFY/cns=0x01/data.ctratt"
+    assert found.qemu["data"][64:72] == found.model["data"][64:72] == b"1.0     "
+
+
+def test_a_disagreement_is_found_by_field_and_can_be_looked_past(qemu_binary):
+    """Identify Namespace: the model's NSFEAT claims less than QEMU's (no metadata, no
+    protection information): the first disagreement, by field; --ignore counts it instead."""
+    steps = [Step("enable", {}), ID_NS]
+    found, _ = diff_steps("t", steps, *configs())
+    assert found is not None and found.label == NSFEAT and found.step == 1
+    assert (found.model["data"][24], found.qemu["data"][24]) == (0x10, 0x34)
     ignored = Counter()
-    assert diff_steps("t", steps, *configs(), ignore=(FR,), ignored=ignored)[0] is None
-    assert ignored == {FR: 1}
-    assert list(group([found, found])) == [FR]
+    assert diff_steps("t", steps, *configs(), ignore=(NSFEAT,), ignored=ignored)[0] is None
+    assert ignored == {NSFEAT: 1}
+    assert list(group([found, found])) == [NSFEAT]
 
 
 def test_diff_command_lists_disagreements_by_label(qemu_binary, tmp_path):
     """`nvmefuzz diff TRACE` exits 1 and names the label; with --ignore it exits 0."""
     trace = Trace(target=TargetConfig(kind="qemu").to_plain(), campaign="t", seed=0,
-                  steps=(Step("enable", {}),
-                         Step("admin", {"opc": 6, "cdw10": 1, "length": 4096})))
+                  steps=(Step("enable", {}), ID_NS))
     path = tmp_path / "t.cbor"
     path.write_bytes(trace.encode())
     runner = CliRunner()
     res = runner.invoke(main, ["diff", str(path), "--json", str(tmp_path / "d.json")])
     assert res.exit_code == 1, res.output
-    assert FR in res.output and (tmp_path / "d.json").exists()
-    res = runner.invoke(main, ["diff", str(path), "--ignore", FR])
+    assert NSFEAT in res.output and (tmp_path / "d.json").exists()
+    res = runner.invoke(main, ["diff", str(path), "--ignore", NSFEAT])
     assert res.exit_code == 0, res.output
 
 
@@ -103,8 +114,7 @@ def test_diff_saves_each_disagreement_as_a_trace_and_shrinks_it(qemu_binary, tmp
              Step("create_sq", {"qid": 1, "size": 8, "cqid": 1}),
              Step("io", {"qid": 1, "opc": 1, "slba": 4, "nlb": 2, "pattern": 7}),
              Step("consume", {"qid": 1}), Step("reg_read", {"offset": 0x1C, "size": 4})]
-    steps = (Step("enable", {}), *noise,
-             Step("admin", {"opc": 6, "cdw10": 1, "length": 4096}), *noise[2:])
+    steps = (Step("enable", {}), *noise, ID_NS, *noise[2:])
     trace = Trace(target=TargetConfig(kind="qemu").to_plain(), campaign="t", seed=0,
                   steps=steps)
     (tmp_path / "t.cbor").write_bytes(trace.encode())
@@ -114,11 +124,11 @@ def test_diff_saves_each_disagreement_as_a_trace_and_shrinks_it(qemu_binary, tmp
     assert res.exit_code == 1, res.output
     (saved,) = (tmp_path / "saved").glob("*.cbor")
     small = Trace.decode(saved.read_bytes())
-    assert small.verdict.signature == f"disagreement:{FR}"
+    assert small.verdict.signature == f"disagreement:{NSFEAT}"
     assert [s.action for s in small.steps] == ["enable", "admin"]   # 12 steps -> 2
     assert small.target["kind"] == "model" and small.verdict.step == 1
     res = runner.invoke(main, ["diff", str(tmp_path / "saved")])
-    assert res.exit_code == 1 and FR in res.output, res.output
+    assert res.exit_code == 1 and NSFEAT in res.output, res.output
 
 
 def test_diff_minimize_needs_save(tmp_path):

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from nvmefuzz.protocol.queues import SQE
 
 ACTIVE_NSIDS = (1,)
+#: Identify Controller FR and the firmware slot log's FRS1.  QEMU reports its
+#: ``firmware-version`` property there (default: its own version); the qemu target sets it to
+#: this, so the two answer the same.
+FIRMWARE_REVISION = b"1.0"
 
 #: Commands Supported and Effects: CSUPP (bit 0) plus LBCC (bit 1) for data-changing I/O
 #: (Flush included, as in QEMU's nvme_cse_iocs_nvm_default).
@@ -36,7 +40,7 @@ def id_ctrl(ctrl: Controller) -> bytes:
     c = ctrl.config
     return build(
         ID_CTRL, IDENTIFY_SIZE, vid=0x1B36, ssvid=0x1AF4, sn=c.serial.encode()[:20],
-        mn=b"QEMU NVMe Ctrl", fr=b"1.0", rab=6, ieee=0x525400, mdts=c.mdts, ver=0x00010400,
+        mn=b"QEMU NVMe Ctrl", fr=FIRMWARE_REVISION, rab=6, ieee=0x525400, mdts=c.mdts, ver=0x00010400,
         oaes=1 << 8, ctratt=1 << 1, cntrltype=1, oacs=1 << 8, acl=3, aerl=c.aerl,
         frmw=3 | 1 << 3 | 1 << 4, lpa=1 << 1 | 1 << 2, wctemp=0x157, cctemp=0x175,
         sqes=0x66, cqes=0x44, nn=c.nn, oncs=1 | 1 << 2 | 1 << 3 | 1 << 4 | 1 << 6,
@@ -137,7 +141,7 @@ def log_page(ctrl: Controller, lid: int, nsid: int) -> bytes | int:
             return S.INVALID_NSID | DNR
         return smart_log(ctrl)
     if lid == LogId.FW_SLOT:
-        return build(FW_SLOT_LOG, FW_SLOT_LOG_SIZE, afi=1, frs1=b"1.0")
+        return build(FW_SLOT_LOG, FW_SLOT_LOG_SIZE, afi=1, frs1=FIRMWARE_REVISION)
     if lid == LogId.CHANGED_NS_LIST:
         ids = ctrl.changed_nsids
         body = (b"\xff\xff\xff\xff" if len(ids) > 1024

@@ -5,9 +5,10 @@ How it works
 ``build_argv`` gives ``-accel qtest`` with a qtest socket QEMU connects to, a QMP socket it
 listens on (and a second one for the fast path), the trace events the settle logic reads
 (``trace_args``), a 64 MiB q35 machine with no default devices and one ``nvme`` device at
-bus 0 device 4 on drive ``drv0``.  The drive (``drive_spec``) is the raw image, passing
-discards down (``discard=unmap``): the controller reports DLFEAT=1 (deallocated blocks read as
-zeroes), which QEMU only honours when Dataset Management can really deallocate.  A ``Drive``
+bus 0 device 4 on drive ``drv0``, reporting the model's firmware revision (``DEVICE``).  The
+drive (``drive_spec``) is the raw image, passing discards down (``discard=unmap``): the
+controller reports DLFEAT=1 (deallocated blocks read as zeroes), which QEMU only honours when
+Dataset Management can really deallocate.  A ``Drive``
 adds block-layer options (``werror=stop``, ...) and ``Fault`` rules: QEMU's ``blkdebug``
 driver goes between the raw format and the image and fails the first request of a block-layer
 event (``pwritev``, ``read_aio``, ``flush_to_disk``, ...) with an errno, once per rule.  Every
@@ -18,9 +19,13 @@ from __future__ import annotations
 
 import attrs
 
+from nvmefuzz.model.identify import FIRMWARE_REVISION
 from nvmefuzz.targets.discovery import QemuBinary
 
 NVME_SLOT = 4
+#: ``-device nvme`` properties every process gets: the model's firmware revision (QEMU's
+#: default is its own version, which would make Identify differ by build)
+DEVICE = f"firmware-version={FIRMWARE_REVISION.decode()}"
 MACHINE = ("-machine", "q35", "-m", "64M")
 
 #: the trace events the settle logic counts, and the register reads that mark its rounds
@@ -82,7 +87,7 @@ def build_argv(binary: QemuBinary, qtest_sock: str, qmp_sock: str, image: str, *
             "-qtest-log", "none", "-qmp", f"unix:{qmp_sock},server=on,wait=off", *fast,
             *trace, "-display", "none", "-nodefaults", *MACHINE,
             "-drive", drive_spec(image, drive),
-            "-device", f"nvme,drive=drv0,serial={serial},addr={NVME_SLOT:02x}.0"
+            "-device", f"nvme,drive=drv0,serial={serial},addr={NVME_SLOT:02x}.0,{DEVICE}"
             + (f",{device_props}" if device_props else "")]
     if incoming:
         argv += ["-incoming", "defer"]
