@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections import Counter
 
+import attrs
+import pytest
 from click.testing import CliRunner
 
 from nvmefuzz.cli import main
 from nvmefuzz.fuzz import campaign as campaigns
-from nvmefuzz.fuzz.diff import configs, diff_steps, generate, group, normalise
+from nvmefuzz.fuzz import diff as D
+from nvmefuzz.fuzz.diff import MODEL_TIMING, configs, diff_steps, generate, group, normalise
+from nvmefuzz.targets import open_target
 from nvmefuzz.targets.base import TargetConfig
 from nvmefuzz.trace.schema import Step, Trace
 
@@ -143,3 +147,64 @@ def test_diff_of_a_corrupt_trace_is_a_harness_error(tmp_path):
     res = CliRunner().invoke(main, ["diff", str(tmp_path / "bad.cbor")])
     assert res.exit_code == 2, res.output
     assert "bad.cbor" in res.output
+
+
+def _stand_in(cfg: TargetConfig, backend: str):
+    """A model target in QEMU's place, so no QEMU is needed.  Its backend finishes the
+    commands due together in fetch order ("fifo"), last-fetched first ("lifo", as QEMU's
+    thread pool may), or loses the last one fetched ("lose")."""
+    from nvmefuzz.targets.model import ModelTarget
+
+    target = ModelTarget(attrs.evolve(cfg, kind="model", **MODEL_TIMING))
+    ctrl = target.ctrl
+
+    def advance(ns: int) -> None:
+        ctrl.now += ns
+        due = [r for r in ctrl.inflight if r.due <= ctrl.now]
+        if backend == "lose" and len(due) > 1:
+            ctrl.inflight.remove(due.pop())
+        for req in due if backend != "lifo" else reversed(due):
+            ctrl.inflight.remove(req)
+            ctrl.finish_io(req)
+            ctrl._run()
+
+    ctrl.advance = advance
+    return target
+
+
+FILL_ONE_SLOT = [Step("enable", {}), Step("create_cq", {"qid": 1, "size": 2, "iv": 1}),
+                 Step("create_sq", {"qid": 1, "size": 4, "cqid": 1}),
+                 Step("io", {"qid": 1, "opc": 1, "slba": 0, "nlb": 1, "pattern": 1,
+                             "ring": False}),
+                 Step("io", {"qid": 1, "opc": 1, "slba": 8, "nlb": 1, "pattern": 2}),
+                 Step("consume", {"qid": 1}), Step("consume", {"qid": 1})]
+
+
+def _diff_against(monkeypatch, backend: str) -> tuple:
+    monkeypatch.setattr(D, "open_target", lambda cfg: _stand_in(cfg, backend)
+                        if cfg.kind == "qemu" else open_target(cfg))
+    posted: list = []
+
+    def note(i, step, model, qemu) -> None:
+        posted.append([dict(side).get("posted/io", {}).get("cqes") for side in (model, qemu)])
+
+    return diff_steps("t", FILL_ONE_SLOT, *configs(), on_step=note), posted
+
+
+@pytest.mark.parametrize("backend", ["fifo", "lifo"])
+def test_which_completion_takes_the_last_free_cq_slot_is_timing(monkeypatch, backend):
+    """Two Writes rung together into a CQ with one free slot: the model posts the first
+    fetched and holds the other; a backend that finishes the second first posts that one.
+    Each side shows a completion the other legally holds until the host consumes it: no
+    disagreement."""
+    (found, ran), posted = _diff_against(monkeypatch, backend)
+    assert found is None and ran == len(FILL_ONE_SLOT)
+    model, qemu = posted[4]                      # CID 0 posted first on the model
+    assert model[0][1] == 0 and qemu[0][1] == (1 if backend == "lifo" else 0)
+
+
+def test_a_completion_the_backend_loses_is_still_a_disagreement(monkeypatch):
+    """The first consume frees the slot: the model posts the completion it held and signals
+    it, the losing backend has nothing to post."""
+    (found, _), _ = _diff_against(monkeypatch, "lose")
+    assert found is not None and found.step == 5 and found.label == "irq/missing"

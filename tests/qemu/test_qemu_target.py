@@ -100,6 +100,21 @@ def test_pin_based_interrupts_follow_the_cq_across_migration(make_target):
     assert observe(h, t) == [("irq", {"events": (("intx", 0),)})]
 
 
+def test_an_hour_of_virtual_time_raises_no_interrupt_and_keeps_the_device_line(make_target):
+    """Timers tick while the clock steps (the PIT, through the PIC, on IOAPIC line 0): none
+    of that is the device's INTx, before or after the device first raises its own line."""
+    t = make_target(msix=False)
+    h = _enabled(t)
+    ACTIONS["advance"](h, t, {"ns": 3_600_000_000_000})
+    assert observe(h, t) == []
+    assert ACTIONS["admin"](h, t, {**IDENTIFY_CTRL, "reap": False}) == []
+    assert observe(h, t)[0] == ("irq", {"events": (("intx", 1),)})
+    ACTIONS["advance"](h, t, {"ns": 3_600_000_000_000})
+    assert "irq" not in dict(observe(h, t))           # the entry stays posted, the line high
+    assert ACTIONS["consume"](h, t, {"qid": 0})[0][0] == "cqe/admin/IDENTIFY/cns=0x01"
+    assert observe(h, t) == [("irq", {"events": (("intx", 0),)})]
+
+
 def test_many_migrations_keep_data(make_target):
     t = make_target()
     h = _enabled(t)

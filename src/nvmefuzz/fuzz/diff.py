@@ -6,8 +6,13 @@ How it works
 migrations: ``apply(step)`` runs one action on both sides, observes what each guest could see
 (action results, interrupts, posted CQEs) and compares them with the comparator the fuzzer
 uses.  QEMU's completion order is not deterministic, so both sides go through
-``canonical_order`` first.  ``migrate`` and ``environment`` steps are skipped (``SKIPPED``):
-this mode asks whether the model *behaves* like QEMU, not whether a migration loses state.
+``canonical_order`` first, and, as on the twin and migrated QEMU of a fuzz run, through a
+``reorder.DoorbellTap`` with a ``reorder.Ledger`` in the comparator: a completion one side
+shows and the other still legally holds (its CQ full, or consumed a few at a time) is owed,
+not a disagreement.  Which of the completions of one step take the last slots of a CQ that
+fills up is the backend's timing on QEMU and fetch order on the model.  ``migrate`` and
+``environment`` steps are skipped (``SKIPPED``): this mode asks whether the model *behaves*
+like QEMU, not whether a migration loses state.
 
 The model runs with ``io_latency_ns = 0`` (``MODEL_TIMING``): QEMU's I/O completes in real time
 while its virtual clock stands still, and the qemu target settles after every step, so in
@@ -40,6 +45,7 @@ from nvmefuzz.errors import NvmeFuzzError, TargetError, TraceFormatError
 from nvmefuzz.fuzz.actions import ACTIONS, Observation, observe
 from nvmefuzz.fuzz.campaign import Campaign
 from nvmefuzz.fuzz.compare import Comparator, Waiver, canonical_order
+from nvmefuzz.fuzz.reorder import DoorbellTap, HostView, Ledger
 from nvmefuzz.host.driver import Host
 from nvmefuzz.targets import TargetConfig, open_target
 from nvmefuzz.fuzz.minimize import minimize
@@ -120,10 +126,11 @@ class DiffSession:
         except BaseException:
             self.model.close()
             raise
-        self.model_host, self.qemu_host = Host(self.model), Host(self.qemu)
+        self.taps = (DoorbellTap(self.model), DoorbellTap(self.qemu))
+        self.model_host, self.qemu_host = Host(self.taps[0]), Host(self.taps[1])
         self.comparator = Comparator(tuple(
             Waiver(p, "known model/QEMU difference", "nvmefuzz diff --ignore", (p,))
-            for p in ignore))
+            for p in ignore), ledger=Ledger())
         #: called with (index, step, model observations, qemu observations) if set
         self.on_step: Callable | None = None
         self.index = 0
@@ -136,14 +143,16 @@ class DiffSession:
         action = ACTIONS.get(step.action)
         if action is None:
             raise TraceFormatError(f"unknown action {step.action!r}")
-        model_obs = self._side(action, self.model_host, self.model, step)
-        qemu_obs = self._side(action, self.qemu_host, self.qemu, step)
+        model_obs = self._side(action, self.model_host, self.taps[0], step)
+        qemu_obs = self._side(action, self.qemu_host, self.taps[1], step)
         model_obs = normalise(canonical_order(model_obs))
         qemu_obs = normalise(canonical_order(qemu_obs))
         if self.on_step is not None:
             self.on_step(self.index, step, model_obs, qemu_obs)
         self.index += 1
-        diff = self.comparator.check(model_obs, qemu_obs)
+        views = (HostView.of(self.model_host, self.taps[0]),
+                 HostView.of(self.qemu_host, self.taps[1]))
+        diff = self.comparator.check(model_obs, qemu_obs, views)
         return None if diff is None else (diff.label, diff.twin, diff.mig)
 
     @staticmethod

@@ -68,7 +68,9 @@ from nvmefuzz.targets.discovery import QemuBinary, find_qemu
 from nvmefuzz.targets.qemu_backend import hold, release
 from nvmefuzz.targets.qemu_migration import WarmPool, migrate
 from nvmefuzz.targets.qemu_argv import PLAIN, Drive
-from nvmefuzz.targets.qemu_pci import BAR0, PCI_STATUS_INTERRUPT, bring_up, cfg_addr
+from nvmefuzz.targets.qemu_pci import (
+    BAR0, PCI_INTX_GSI, PCI_STATUS_INTERRUPT, bring_up, cfg_addr,
+)
 from nvmefuzz.targets.qemu_process import QemuProcess, Workspace
 
 QUIET_ROUNDS = 2                 # marker intervals with nothing in flight and nothing logged
@@ -349,6 +351,8 @@ class QemuTarget:
     def _intx_events(self, proc: QemuProcess) -> list[tuple[str, int]]:
         out = []
         for irq in proc.irqs:
+            if irq.line < PCI_INTX_GSI:
+                continue                             # an ISA line: a timer, not the device
             if self._intx_line is None and irq.level:
                 self._intx_line = irq.line           # the first line the device raises
             if irq.line == self._intx_line and irq.level != self._intx_level:

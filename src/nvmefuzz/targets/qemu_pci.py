@@ -9,8 +9,9 @@ Through the PCI configuration ports (0xcf8/0xcfc: ``cfg_read``/``cfg_write`` lin
 ``host.layout.MSIX_MESSAGES + 4*vector`` and data ``vector + 1``, the message array is
 zeroed and the capability is enabled, so each interrupt message is a DMA write of a non-zero
 dword into guest RAM the target can read back.  Without MSI-X the target intercepts the
-IOAPIC lines instead (``irq_intercept_in``), and the PCI status register's Interrupt Status
-bit (``PCI_STATUS_INTERRUPT``, part of the migrated config space) tells the INTx level.
+IOAPIC lines instead (``irq_intercept_in``): the device's is the first PCI line
+(``PCI_INTX_GSI`` and up) it raises, and the PCI status register's Interrupt Status bit
+(``PCI_STATUS_INTERRUPT``, part of the migrated config space) tells the INTx level.
 
 The functions speak to a ``Bus`` (the qemu target): configuration reads and writes, and
 memory writes queued until the next request that needs an answer.
@@ -30,6 +31,9 @@ PCI_ID = 0x0010_1B36             # device 0x0010, vendor 0x1b36 (Red Hat, QEMU)
 CMD_MEM_BUS_MASTER = 0x6
 PCI_STATUS_INTERRUPT = 1 << 3    # in the upper half of config dword 0x04
 CAP_MSIX = 0x11
+#: q35 routes PCI INTx to IOAPIC inputs 16-23 (PIRQA-H); the ones below are ISA lines (the
+#: PIT through the PIC on input 0, the RTC, ACPI's SCI), never the device's
+PCI_INTX_GSI = 16
 CAP_CHAIN_LIMIT = 48             # capabilities followed before giving up (a looped chain)
 
 
