@@ -40,8 +40,8 @@ def id_ctrl(ctrl: Controller) -> bytes:
     c = ctrl.config
     return build(
         ID_CTRL, IDENTIFY_SIZE, vid=0x1B36, ssvid=0x1AF4, sn=c.serial.encode()[:20],
-        mn=b"QEMU NVMe Ctrl", fr=FIRMWARE_REVISION, rab=6, ieee=0x525400, mdts=c.mdts, ver=0x00010400,
-        oaes=1 << 8, ctratt=1 << 1, cntrltype=1, oacs=1 << 8, acl=3, aerl=c.aerl,
+        mn=b"QEMU NVMe Ctrl", fr=FIRMWARE_REVISION, rab=6, ieee=0x525400, mdts=c.mdts,
+        ver=0x00010400, oaes=1 << 8, ctratt=1 << 1, cntrltype=1, oacs=1 << 8, acl=3, aerl=c.aerl,
         frmw=3 | 1 << 3 | 1 << 4, lpa=1 << 1 | 1 << 2, wctemp=0x157, cctemp=0x175,
         sqes=0x66, cqes=0x44, nn=c.nn, oncs=1 | 1 << 2 | 1 << 3 | 1 << 4 | 1 << 6,
         vwc=1 | 3 << 1, subnqn=f"nqn.2019-08.org.qemu:{c.serial}".encode(),

@@ -8,11 +8,11 @@ listens on (and a second one for the fast path), the trace events the settle log
 bus 0 device 4 on drive ``drv0``, reporting the model's firmware revision (``DEVICE``).  The
 drive (``drive_spec``) is the raw image, passing discards down (``discard=unmap``): the
 controller reports DLFEAT=1 (deallocated blocks read as zeroes), which QEMU only honours when
-Dataset Management can really deallocate.  A ``Drive``
-adds block-layer options (``werror=stop``, ...) and ``Fault`` rules: QEMU's ``blkdebug``
-driver goes between the raw format and the image and fails the first request of a block-layer
-event (``pwritev``, ``read_aio``, ``flush_to_disk``, ...) with an errno, once per rule.  Every
-path is as QEMU sees it (inside the chroot when it runs chrooted).
+Dataset Management can really deallocate.  A ``Drive`` adds block-layer options
+(``werror=stop``, ...) and ``Fault`` rules: QEMU's ``blkdebug`` driver goes between the raw
+format and the image and fails the first request of a block-layer event (``pwritev``,
+``read_aio``, ``flush_to_disk``, ...) with an errno, once per rule.  Every path is as QEMU
+sees it (inside the chroot when it runs chrooted).
 """
 
 from __future__ import annotations
