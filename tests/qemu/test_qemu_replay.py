@@ -42,6 +42,22 @@ def test_short_trace_passes_on_qemu_with_pin_interrupts(qemu_binary):
     assert stats["migrations"] == 3
 
 
+def test_a_pin_high_at_migration_that_drops_and_rises_again_is_seen_on_the_destination(
+        qemu_binary):
+    """Stray admin completions keep INTx high across the migration.  The next admin command
+    consumes them (the pin drops) and completes (it rises).  A destination's qtest starts with
+    every line low, so it reports only the rise; the target knows the pin was high, so a
+    report of the level it already has means the drop before it was swallowed."""
+    steps = (Step("enable", {}), Step("ring_sq", {"qid": 0, "value": 2}), Step("migrate", {}),
+             Step("admin", {"opc": 2, "cdw10": 0xF8001, "length": 64, "nsid": 0xFFFFFFFF}))
+    trace = Trace(target=TargetConfig(kind="qemu", msix=False).to_plain(), campaign="test",
+                  seed=0, steps=steps)
+    seen = []
+    verdict, _ = replay(trace, on_step=lambda i, step, twin, mig: seen.append((twin, mig)))
+    assert verdict.kind == PASS, verdict.detail
+    assert dict(seen[3][1])["irq"] == {"events": (("intx", 0), ("intx", 1))}
+
+
 def test_source_refused_with_a_full_io_cq_carries_on_like_its_twin(qemu_binary):
     """QEMU 11.1 refuses while an I/O completion waits in a full CQ; the source still matches."""
     steps = (Step("enable", {}), Step("create_cq", {"qid": 1, "size": 2, "ien": 0}),

@@ -349,15 +349,23 @@ class QemuTarget:
         return [("msix", v) for v in fired]
 
     def _intx_events(self, proc: QemuProcess) -> list[tuple[str, int]]:
+        """The device's INTx level changes since the last look.  qtest reports a line only
+        when it differs from what qtest last saw, and a destination's qtest starts with every
+        line low while a migrated pin may be high: its first drop goes unreported.  The level
+        is known here (the PCI status bit, read at rest after every look), so a report of the
+        level the pin already has means the opposite change before it was swallowed."""
         out = []
         for irq in proc.irqs:
             if irq.line < PCI_INTX_GSI:
                 continue                             # an ISA line: a timer, not the device
             if self._intx_line is None and irq.level:
                 self._intx_line = irq.line           # the first line the device raises
-            if irq.line == self._intx_line and irq.level != self._intx_level:
-                self._intx_level = irq.level
-                out.append(("intx", irq.level))
+            if irq.line != self._intx_line:
+                continue
+            if irq.level == self._intx_level:
+                out.append(("intx", 1 - irq.level))
+            self._intx_level = irq.level
+            out.append(("intx", irq.level))
         proc.irqs.clear()
         status = (self.cfg_read(0x04) >> 16) & PCI_STATUS_INTERRUPT
         level = 1 if status else 0
