@@ -150,9 +150,6 @@ class QemuTarget:
     def _one(self, line: str, kind: str = "op") -> Q.Reply:
         return self._exchange([line], kind)[0]
 
-    def _queue(self, line: str) -> None:
-        self._pending.append(line)
-
     def flush(self) -> None:
         """Send queued writes now (their replies are checked)."""
         if self._pending:
@@ -176,7 +173,7 @@ class QemuTarget:
     def post(self, line: str) -> None:
         """A write with no answer needed: noted, and sent with the next request."""
         self._note(line)
-        self._queue(line)
+        self._pending.append(line)
 
     def _bring_up(self) -> None:
         self.vectors = bring_up(self, self.cfg.msix)

@@ -67,7 +67,7 @@ class Inflight:
     def busy(self, held: bool) -> bool:
         if held:
             return False
-        return self.io > 0 or (bool(self.admin) and any(v > 0 for v in self.admin.values()))
+        return self.io > 0 or any(v > 0 for v in self.admin.values())
 
     def poll(self, lines: Iterable[str], held: bool) -> tuple[list[tuple[bool, bool]], bool]:
         """Account ``lines`` (the trace lines logged since the last look).
