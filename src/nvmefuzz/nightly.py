@@ -240,7 +240,7 @@ def start(reports: Path, corpus_dir: Path, workers: int, seconds: float, seed: i
                   coverage)
     names = campaigns.available()
     night.slices = plan(names, workers, seconds, seed, shard)
-    known = sorted({e.trace.verdict.signature for e in corpus_mod.load_all(corpus_dir)
+    known = sorted({e.trace.verdict.identity for e in corpus_mod.load_all(corpus_dir)
                     if e.trace is not None and not e.trace.verdict.ok})
     night.meta = {"started": dt.datetime.now().isoformat(timespec="seconds"),
                   "workers": workers, "seconds": seconds, "seed": seed,

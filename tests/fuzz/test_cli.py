@@ -80,6 +80,27 @@ def test_fuzz_v3_patch_reports_findings(v3_run):
         assert trace.profile == "qemu-v3-patch" and len(trace.steps) == f["steps"]
         assert f["raw_trace"] and (work / f["raw_trace"]).is_file()
         assert f["new"] is True
+        # the root cause, found on the model, is in the summary and in the stored verdict
+        assert f["cause"]["profile"] == "qemu-v3-patch"
+        assert trace.verdict.cause == f["cause"]["key"] and f["identity"] == (
+            f"{f['signature']} [{f['cause']['key']}]")
+    assert len({f["identity"] for f in data["findings"]}) == len(data["findings"])
+
+
+def test_a_second_run_reports_no_stored_finding_again(v3_run, tmp_path):
+    """The same run on the corpus the first one filled: what the corpus holds, by root cause
+    or by signature, ends examples quietly."""
+    _, _, first = v3_run
+    copy_corpus(v3_run, tmp_path / "corpus")
+    proc = nvmefuzz(tmp_path, "fuzz", "--profile", "qemu-v3-patch", "--examples", "60",
+                    "--corpus", "corpus", "--out", "reports", "--json", "s.json", "-q")
+    assert proc.returncode in (OK, FOUND), proc.stderr
+    again = json.loads((tmp_path / "s.json").read_text())
+    assert again["examples"] >= 60
+    assert not {f["identity"] for f in first["findings"]} & {
+        f["identity"] for f in again["findings"]}
+    assert not {f["cause"]["key"] for f in first["findings"] if f["cause"]["kind"] == "state"} & {
+        f["cause"]["key"] for f in again["findings"]}
 
 
 def test_replay_of_the_corpus_matches(v3_run):
@@ -134,6 +155,7 @@ def test_repro_emits_a_pytest_file(v3_run, tmp_path):
     assert proc.returncode == OK, proc.stdout + proc.stderr
     trace = corpus.load(trace_path)
     assert f"verdict now: {trace.verdict.kind} {trace.verdict.signature}" in one_line(proc.stdout)
+    assert "root cause on qemu-v3-patch: " in one_line(proc.stdout)
     text = out.read_text()
     compile(text, str(out), "exec")
     assert "def test_" in text and trace.verdict.signature in text
@@ -147,6 +169,17 @@ def test_corpus_list(v3_run):
     for f in data["findings"]:
         assert Path(f["trace"]).name[:20] in proc.stdout
     assert "qemu-v3-patch" in proc.stdout
+
+
+def test_corpus_causes_groups_the_findings_by_root_cause(v3_run):
+    """`corpus causes` gives every stored finding one root cause row."""
+    work, _, data = v3_run
+    proc = nvmefuzz(work, "corpus", "causes", "corpus")
+    assert proc.returncode == OK, proc.stderr
+    keys = {f["cause"]["key"] for f in data["findings"]}
+    assert f"{len(data['findings'])} findings, {len(keys)} root causes" in one_line(proc.stdout)
+    for key in keys:
+        assert key[:30] in one_line(proc.stdout)
 
 
 def test_corpus_list_flags_unreadable_files(v3_run, tmp_path):

@@ -110,7 +110,7 @@ def test_full_profile_migrates_every_hard_state():
 
 @pytest.mark.parametrize("profile, lost", [
     ("full-without-features.err_rec", ["features.err_rec"]),
-    ("full-without-cq.waiting", ["cq"]),
+    ("full-without-cq.waiting", ["cq.waiting"]),
     ("full+inflight-reads-dropped", ["inflight"]),
 ])
 def test_a_migration_names_the_state_it_lost_before_the_guest_sees_it(profile, lost):

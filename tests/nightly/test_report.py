@@ -100,17 +100,18 @@ def test_first_night_reports_new_findings_with_exit_1(first):
     assert str(first.folder / "index.html") in first.proc.stdout
 
 
-def _stored(night: SimpleNamespace) -> set[str]:
-    """Signatures of the night's findings that were shrunk into the corpus."""
-    return {f["signature"] for f in night.summary["findings"] if f["trace"]}
+def _stored(night: SimpleNamespace, key: str = "identity") -> set[str]:
+    """Identities (signature and root cause) of the night's findings that were shrunk into the
+    corpus; or their signatures."""
+    return {f[key] for f in night.summary["findings"] if f["trace"]}
 
 
 def test_each_finding_has_class_signature_repro_and_a_trace_that_replays(first, root):
     """Every finding names its class and signature, its trace exists and reproduces it."""
-    signatures = [f["signature"] for f in first.summary["findings"]]
-    assert len(signatures) == len(set(signatures))              # deduplicated
+    identities = [f["identity"] for f in first.summary["findings"]]
+    assert len(identities) == len(set(identities))              # deduplicated
     assert _stored(first), "no finding was shrunk into the corpus"
-    in_corpus = {e.trace.verdict.signature: e.path for e in corpus_mod.load_all(root / "corpus")}
+    in_corpus = {e.trace.verdict.identity: e.path for e in corpus_mod.load_all(root / "corpus")}
     for f in first.summary["findings"]:
         assert f["class"] == "divergence" and f["signature"].startswith("divergence:")
         assert f["campaign"] == "v3" and f["slice"] == 1
@@ -119,7 +120,8 @@ def test_each_finding_has_class_signature_repro_and_a_trace_that_replays(first, 
         trace_path = Path(f["trace"] or f["raw_trace"])
         assert trace_path.is_file()
         if f["trace"]:
-            assert trace_path == in_corpus[f["signature"]]
+            assert trace_path == in_corpus[f["identity"]]
+            assert f["cause"] and f["identity"] == f"{f['signature']} [{f['cause']['key']}]"
         assert f["repro"] == [f"nvmefuzz repro {trace_path}",
                               f"nvmefuzz repro {trace_path} --emit-pytest test_repro.py"]
         trace = corpus_mod.load(trace_path)
@@ -140,7 +142,7 @@ def test_first_night_junit_has_a_testcase_per_slice_and_a_failure_per_finding(fi
     assert cases[0].findall("failure") == [] and cases[0].findall("error") == []
     failures = cases[1].findall("failure")
     assert sorted(f.get("message") for f in failures) == sorted(
-        f["signature"] for f in first.summary["findings"] if f["new"])
+        f["identity"] for f in first.summary["findings"] if f["new"])
     for fail in failures:
         assert fail.get("type") == "divergence"
         assert "nvmefuzz repro " in fail.text and "--emit-pytest" in fail.text
@@ -187,11 +189,11 @@ def test_second_night_marks_corpus_findings_as_known(first, second):
     s = second.summary
     old = _stored(first)
     assert old and old == set(s["meta"]["known"])
-    assert not [f for f in s["findings"] if f["signature"] in old and f["new"]]
+    assert not [f for f in s["findings"] if f["identity"] in old and f["new"]]
     new = [f for f in s["findings"] if f["new"]]
     assert second.proc.returncode == s["exit"] == (1 if new else 0)
     rows = s["corpus"]["rows"]
-    assert {r["expected"] for r in rows} >= old
+    assert {r["expected"] for r in rows} >= _stored(first, "signature")
     assert all(r["status"] == "as expected" and r["now"] == r["expected"] for r in rows)
     assert s["corpus"]["regressions"] == s["corpus"]["errors"] == 0
 
@@ -206,7 +208,7 @@ def test_second_night_junit_has_a_testcase_per_corpus_trace(first, second):
     assert suites["corpus"].get("tests") == str(len(traces))
     assert all(not list(c) for c in cases)                       # no failure, no error
     failures = [f.get("message") for f in suites["campaigns"].iter("failure")]
-    assert sorted(failures) == sorted(f["signature"] for f in second.summary["findings"]
+    assert sorted(failures) == sorted(f["identity"] for f in second.summary["findings"]
                                       if f["new"])
     assert not _stored(first) & set(failures)
 

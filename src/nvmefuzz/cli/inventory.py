@@ -39,16 +39,46 @@ def corpus_list(root: Path) -> None:
     sys.exit(EXIT_ERROR if bad else EXIT_OK)
 
 
+@corpus.command("causes")
+@click.argument("root", type=click.Path(path_type=Path), default=Path("corpus"))
+def corpus_causes(root: Path) -> None:
+    """The stored findings grouped by root cause (``fuzz.cause``): one row per cause, with
+    every signature it shows as."""
+    from nvmefuzz.fuzz.known import root_cause
+
+    groups: dict[tuple[str, str], list[str]] = {}
+    says: dict[tuple[str, str], str] = {}
+    bad = 0
+    for e in corpus_mod.load_all(root):
+        if e.trace is None:
+            bad += 1
+            continue
+        cause = root_cause(e.trace)
+        key = (e.trace.profile, cause.key if cause else "not replayable on the model")
+        groups.setdefault(key, []).append(e.trace.verdict.signature)
+        says[key] = cause.describe() if cause else ""
+    t = Table(title=f"{root}: root causes")
+    for col in ("profile", "root cause", "findings", "signatures"):
+        t.add_column(col)
+    for (profile, key), sigs in sorted(groups.items()):
+        t.add_row(profile, key, str(len(sigs)), "\n".join(sorted(sigs)))
+    out.print(t)
+    out.print(f"{sum(map(len, groups.values()))} findings, {len(groups)} root causes"
+              + (f", {bad} unreadable files (nvmefuzz corpus list names them)" if bad else ""))
+    sys.exit(EXIT_ERROR if bad else EXIT_OK)
+
+
 @corpus.command("dedup")
 @click.argument("root", type=click.Path(path_type=Path), default=Path("corpus"))
 def corpus_dedup(root: Path) -> None:
-    """Keep the shortest trace per (profile, signature); move files to their canonical names."""
+    """Keep the shortest trace per (profile, signature and root cause); move files to their
+    canonical names."""
     best: dict[tuple[str, str], corpus_mod.Entry] = {}
     removed = 0
     for e in corpus_mod.load_all(root):
         if e.trace is None:
             continue
-        key = (e.trace.profile, e.trace.verdict.signature)
+        key = (e.trace.profile, e.trace.verdict.identity)
         if key in best and len(best[key].trace.steps) <= len(e.trace.steps):
             e.path.unlink()
             removed += 1

@@ -15,6 +15,7 @@ from nvmefuzz.cli import (EXIT_ERROR, EXIT_FOUND, EXIT_OK, TERMINATED, Terminate
                           main, out, parse_duration)
 from nvmefuzz.errors import NvmeFuzzError
 from nvmefuzz.fuzz import campaign as campaigns
+from nvmefuzz.fuzz.known import root_cause
 from nvmefuzz.fuzz.runner import run_campaign
 from nvmefuzz.fuzz.session import replay as replay_trace
 from nvmefuzz.report.summary import findings_table, summary, table
@@ -204,6 +205,12 @@ def repro(path: Path, emit_dir: Path | None, emit_pytest: Path | None,
         verdict, _ = replay_trace(trace, on_step=show)
     out.print(f"verdict now: {verdict.kind} {verdict.signature}")
     out.print(verdict.detail)
+    if not verdict.ok:
+        cause = root_cause(trace)
+        if cause is not None:
+            seen = (f" (the model saw {cause.signature})"
+                    if cause.signature and cause.signature != verdict.signature else "")
+            out.print(f"root cause on {cause.profile}{seen}: {cause.describe()}")
     if emit_pytest:
         emit_pytest.write_text(pytest_file(trace))
         out.print(f"wrote {emit_pytest}")

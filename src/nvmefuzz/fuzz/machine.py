@@ -38,8 +38,9 @@ batch the same choices give the same steps.  ``target()`` reports the most hard 
 migration of the example started from; ``event()`` counts them.  ``steer=False`` drops both
 (the unguided baseline).
 
-A divergence whose signature is in ``known`` (findings already in the corpus) ends the
-example quietly, so a run keeps looking for new ways to lose state.
+A divergence ``known`` matches (``fuzz.known``: a finding already in the corpus, by root
+cause or signature) ends the example quietly, so a run keeps looking for new ways to lose
+state.
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ from nvmefuzz.fuzz.arguments import ARGUMENTS, QIDS, RECENT, SIZES, pairs
 from nvmefuzz.fuzz.batch import Observer
 from nvmefuzz.fuzz.campaign import Campaign
 from nvmefuzz.fuzz import hardness
+from nvmefuzz.fuzz.known import Known
 from nvmefuzz.fuzz.readback import key as read_key, read_backs
-from nvmefuzz.fuzz.session import HARD_PREFIX, Session
+from nvmefuzz.fuzz.session import HARD_PREFIX, Session, lost_paths
 from nvmefuzz.fuzz.vocabulary import FEATURE_DATA, NS_SPECIFIC, feature_values
 from nvmefuzz.protocol.spec import AdminOpcode as A, IoOpcode as IO
 from nvmefuzz.targets import TargetConfig
@@ -91,7 +93,7 @@ def _io_sqs(m: Any) -> list[int]:
 
 
 def build_machine(camp: Campaign, observer: Observer | None = None,
-                  known: frozenset[str] = frozenset(),
+                  known: Known | None = None,
                   bare: bool = False, steer: bool = True,
                   explained: frozenset[str] = frozenset(),
                   memory: hardness.Memory | None = None) -> type[RuleBasedStateMachine]:
@@ -145,7 +147,7 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             except Divergence as exc:
                 verdict = Verdict(exc.kind, exc.signature, exc.detail, len(self.steps) - 1,
                                   self._since())
-                if exc.signature in known:
+                if known and known.match(self._trace(verdict), self._lost()):
                     self.dead = True
                     event(f"known finding: {exc.signature}")
                     return
@@ -176,6 +178,12 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
                 self.hold = False
             self.local.update(keys)
             self.unmigrated = []
+
+        def _lost(self) -> list[str] | None:
+            """What the example's migrations lost, on the model (None: QEMU shows nothing)."""
+            if not hasattr(self.session.twin, "ctrl"):
+                return None
+            return sorted(lost_paths(self.session.stats))
 
         def _since(self) -> int:
             idx = [i for i, s in enumerate(self.steps) if s.action == "migrate"]

@@ -21,8 +21,10 @@ from nvmefuzz.trace.schema import Step, Trace, Verdict
 
 
 def minimize(trace: Trace, seconds: float = 120.0,
-             replay: Callable[[Trace], tuple[Verdict, object]] | None = None) -> Trace:
-    """The shortest variant of ``trace`` found that reaches the same verdict signature."""
+             replay: Callable[[Trace], tuple[Verdict, object]] | None = None,
+             keep: Callable[[Trace], bool] | None = None) -> Trace:
+    """The shortest variant of ``trace`` found that reaches the same verdict signature (and
+    that ``keep`` accepts, if given)."""
     if trace.verdict.ok or trace.verdict.step < 0:
         return trace
     if replay is None:
@@ -39,8 +41,8 @@ def minimize(trace: Trace, seconds: float = 120.0,
             return None
         if (verdict.kind, verdict.signature) != want:
             return None
-        return attrs.evolve(candidate, steps=tuple(steps[:verdict.step + 1]),
-                            verdict=verdict)
+        found = attrs.evolve(candidate, steps=tuple(steps[:verdict.step + 1]), verdict=verdict)
+        return found if keep is None or keep(found) else None
 
     steps = list(trace.steps[:trace.verdict.step + 1])
     if len(steps) < len(trace.steps):

@@ -7,14 +7,15 @@ A run is a series of batches.  Batch ``b`` runs the campaign's state machine wit
 gives the same examples whatever the machine's speed; only how many batches fit in a time
 budget depends on the clock.  When a batch fails, Hypothesis has already shrunk the failure;
 the machine's observer holds the shrunk trace, and ``minimize`` deletes the steps Hypothesis
-had no time to (bounded).  The raw (first seen) trace of a finding is
-written to the run's folder the moment it is seen, before shrinking starts, and the shrunk
-trace goes to the corpus under its signature.  Signatures already in the corpus are
-``known``: examples that reach them end quietly, so later batches look for new findings.
-For the same reason the state paths those findings lose are ``explained``: a migration that
-loses only them is not followed by reading back everything (``machine``).  One
-``hardness.Memory`` lasts the whole run: a migration is steered only where none of the run's
-earlier batches has migrated from.
+had no time to (bounded, and never turning it into a known finding).  The raw (first seen)
+trace of a finding is written to the run's folder the moment it is seen, before shrinking
+starts; the shrunk trace, its verdict naming its root cause (``fuzz.cause``), goes to the
+corpus.  The corpus's findings are ``known`` (``fuzz.known``: by root cause where lost state
+explains them, else by signature): examples that reach them end quietly, so later batches
+look for new findings.  For the same reason the state paths those findings lose are
+``explained``: a migration that loses only them is not followed by reading back everything
+(``machine``).  One ``hardness.Memory`` lasts the whole run: a migration is steered only
+where none of the run's earlier batches has migrated from.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from nvmefuzz.errors import NvmeFuzzError
 from nvmefuzz.fuzz import hardness
 from nvmefuzz.fuzz.batch import FUZZ_PHASES, batch_settings, run_batch
 from nvmefuzz.fuzz.campaign import Campaign
+from nvmefuzz.fuzz.cause import Cause
+from nvmefuzz.fuzz.known import Known, root_cause
 from nvmefuzz.fuzz.database import KeepingDatabase
 from nvmefuzz.fuzz.machine import Observer, build_machine
 from nvmefuzz.fuzz.minimize import minimize
@@ -50,6 +53,7 @@ class Finding:
     path: Path | None
     raw_path: Path | None
     new: bool
+    cause: Cause | None = None          # ``fuzz.cause``; None where the model cannot replay it
 
 
 @attrs.define
@@ -136,7 +140,7 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
     where = Trace(target={"kind": camp.target, "profile": camp.profile}, campaign=camp.name,
                   seed=seed, steps=()).profile            # the corpus folder it writes to
     findings = known_findings(corpus_dir, where)
-    known = {t.verdict.signature for t in findings}
+    known = Known.of(findings)
     explained = explained_losses(findings)
     memory = hardness.Memory()      # what the run's migrations started from, for steering
     start = time.monotonic()
@@ -152,7 +156,7 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
             remaining = seconds - (time.monotonic() - start)
             n = max(5, min(n, int(remaining / per_example)))
         observer = RawWriter(out_dir, seed)
-        machine = build_machine(camp, observer, frozenset(known), steer=steer,
+        machine = build_machine(camp, observer, known, steer=steer,
                                 explained=frozenset(explained), memory=memory)
         config = batch_settings(n, camp.steps, database=database, phases=FUZZ_PHASES + (
             (Phase.reuse,) if database is not None else ()))
@@ -163,13 +167,18 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
         result.stats.update(observer.stats)
         if failure is not None and observer.last_failure is not None:
             # Hypothesis shrinks within a time budget that a slow target can exhaust
-            trace = minimize(attrs.evolve(observer.last_failure, seed=seed))
+            # (and must not make it a known finding on the way)
+            trace = minimize(attrs.evolve(observer.last_failure, seed=seed),
+                             keep=lambda t: not known.match(t))
             sig = trace.verdict.signature
+            cause = root_cause(trace)
+            if cause is not None:
+                trace = attrs.evolve(trace, verdict=attrs.evolve(trace.verdict, cause=cause.key))
             path, new = (corpus.save(corpus_dir, trace) if corpus_dir is not None
                          else (None, True))
             result.findings.append(Finding(sig, trace.verdict.kind, trace, path,
-                                           observer.raw.get(sig), new))
-            known.add(sig)
+                                           observer.raw.get(sig), new, cause))
+            known.add(trace, cause)
             explained |= explained_losses([trace])
         if progress is not None:
             result.elapsed = time.monotonic() - start

@@ -28,7 +28,8 @@ from collections import Counter
 import attrs
 
 from nvmefuzz.errors import (
-    Divergence, NvmeFuzzError, TargetError, TargetTimeout, TraceFormatError,
+    Divergence, NvmeFuzzError, TargetError, TargetTimeout, TargetUnavailable,
+    TraceFormatError,
 )
 from nvmefuzz.fuzz import hardness
 from nvmefuzz.fuzz.actions import ACTIONS, Observation, observe
@@ -37,6 +38,7 @@ from nvmefuzz.fuzz.reorder import DoorbellTap, HostView, Ledger
 from nvmefuzz.host.driver import Host
 from nvmefuzz.model.profiles import get as get_profile
 from nvmefuzz.model.snapshot import capture
+from nvmefuzz.model.statediff import differing
 from nvmefuzz.targets import TargetConfig, open_target
 from nvmefuzz.targets.base import COMPLETED, CRASHED, HOLD_IO, HUNG, REFUSED
 from nvmefuzz.trace.schema import PASS, Step, Trace, Verdict
@@ -70,7 +72,7 @@ def _brief(value: object, limit: int = 300) -> str:
 
 class Session:
     def __init__(self, cfg: TargetConfig, waivers: tuple[str, ...] = (),
-                 refusals: str = "finding") -> None:
+                 refusals: str = "finding", repair: frozenset[str] = frozenset()) -> None:
         unknown = [w for w in waivers if w not in WAIVERS]
         if unknown:
             from nvmefuzz.errors import CampaignError
@@ -80,8 +82,12 @@ class Session:
         waivers = tuple(waivers) + tuple(w for w in TARGET_WAIVERS.get(cfg.kind, ())
                                          if w not in waivers)
         self.profile = get_profile(cfg.profile)
+        if repair and cfg.kind != "model":
+            raise TargetUnavailable(f"repairing a migration needs the model, not {cfg.kind}")
         self.twin = open_target(cfg)
         self.mig = open_target(cfg)
+        if repair:                      # models only (``fuzz.cause``)
+            self.mig.repair = (frozenset(repair), lambda: capture(self.twin.ctrl))
         self.deterministic = self.twin.deterministic_order
         # without a fixed completion order the comparator follows the CQ heads each side
         # wrote (``fuzz/reorder.py``); hosts and actions reach the targets through the taps
@@ -207,18 +213,19 @@ class Session:
         twin, mig = getattr(self.twin, "ctrl", None), getattr(self.mig, "ctrl", None)
         if twin is None or mig is None:
             return []
-        a, b = capture(twin), capture(mig)
-        return [path for path, value in a.items() if b.get(path) != value]
+        return differing(capture(twin), capture(mig))
 
     def close(self) -> None:
         self.twin.close()
         self.mig.close()
 
 
-def replay(trace: Trace, on_step=None, before_step=None) -> tuple[Verdict, Counter]:
+def replay(trace: Trace, on_step=None, before_step=None,
+           repair: frozenset[str] = frozenset()) -> tuple[Verdict, Counter]:
     """Run ``trace`` from its first step; the verdict it reaches now, and statistics.
 
-    ``before_step(index, step, session)``, if given, is called before each step runs."""
+    ``before_step(index, step, session)``, if given, is called before each step runs;
+    ``repair``: state paths every migration loads from the twin (models only, ``fuzz.cause``)."""
     try:
         cfg = TargetConfig.from_plain(trace.target)
         bad = [f.name for f in attrs.fields(TargetConfig)     # e.g. a profile that is an int
@@ -228,7 +235,7 @@ def replay(trace: Trace, on_step=None, before_step=None) -> tuple[Verdict, Count
             raise TypeError(f"wrong types for {bad}")
     except TypeError as exc:
         raise TraceFormatError(f"trace target configuration is malformed: {exc}") from None
-    session = Session(cfg, trace.waivers, trace.refusals)
+    session = Session(cfg, trace.waivers, trace.refusals, repair)
     session.on_step = on_step
     try:
         for i, step in enumerate(trace.steps):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import operator
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 import cbor2
@@ -362,8 +362,11 @@ def _consistency(ctrl: Controller) -> None:
 
 
 def restore(blob: bytes, config: Config, profile: Profile, mem: GuestMemory | None = None,
-            store: NamespaceStore | None = None, now: int = 0) -> Controller:
-    """A controller built from ``blob`` on a fresh one; raises only ``SnapshotError``."""
+            store: NamespaceStore | None = None, now: int = 0,
+            patch: Callable[[dict], dict] | None = None) -> Controller:
+    """A controller built from ``blob`` on a fresh one; raises only ``SnapshotError``.
+
+    ``patch``, if given, edits the decoded state before it is applied (``model.statediff``)."""
     try:
         envelope = decode(blob)
         if envelope["profile"] != profile.name:
@@ -373,6 +376,8 @@ def restore(blob: bytes, config: Config, profile: Profile, mem: GuestMemory | No
             raise SnapshotError("snapshot was made by a differently configured controller")
         ctrl = Controller(config, mem, store, now)
         state = profile.decode_state(envelope["state"])
+        if patch is not None and isinstance(state, dict):
+            state = patch(state)
         if not isinstance(state, dict) or not set(state) <= set(TOP) | {"sq", "cq"}:
             raise SnapshotError("state holds unknown fields")
         for kind in ("cq", "sq"):

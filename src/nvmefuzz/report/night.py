@@ -4,7 +4,9 @@
 timeline, coverage data) into one summary dict; ``junit`` and ``html`` render it.  The HTML
 page carries its CSS and its plots (PNG, base64) inline so it can be mailed or archived as
 one file.  Plots: findings and migrations over the night, and findings, coverage and
-migrations over the nights recorded in ``reports/nightly/history.jsonl``.
+migrations over the nights recorded in ``reports/nightly/history.jsonl``.  Findings carry
+their root cause (``fuzz.cause``) and the page groups them by it: one lost piece of state
+that shows several ways is one line.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+from nvmefuzz.fuzz.known import root_cause
 from nvmefuzz.trace import corpus as corpus_mod
 from nvmefuzz.trace.render import listing
 
@@ -64,10 +67,11 @@ def collect(folder: Path, state: dict, corpus_rows: list[dict]) -> dict:
             hard.update(summary.get("hard_states_at_migration", {}))
             at_reset.update(summary.get("hard_states_at_reset", {}))
             for f in summary.get("findings", []):
-                old = findings.get(f["signature"])
+                ident = f.get("identity", f["signature"])
+                old = findings.get(ident)
                 if old is None or f["steps"] < old["steps"]:
-                    findings[f["signature"]] = {**f, "campaign": s["campaign"],
-                                                "slice": s["index"]}
+                    findings[ident] = {**f, "identity": ident, "campaign": s["campaign"],
+                                       "slice": s["index"]}
         if (d / "timeline.jsonl").exists():
             for line in (d / "timeline.jsonl").read_text().splitlines():
                 try:
@@ -85,19 +89,22 @@ def collect(folder: Path, state: dict, corpus_rows: list[dict]) -> dict:
             sig = tr.verdict.signature
             # seen but not reported: the slice was killed, or Hypothesis passed over it
             # while shrinking another failure; the raw trace is its only record
-            if sig not in findings:
+            if not any(f["signature"] == sig for f in findings.values()):
                 shrunk = corpus_mod.path_for(Path(state["meta"]["corpus"]), tr)
                 try:                              # shrunk and stored before the kill?
                     steps, trace = len(corpus_mod.load(shrunk).steps), str(shrunk)
                 except Exception:                 # noqa: BLE001
                     steps, trace = len(tr.steps), None
-                findings[sig] = {"class": tr.verdict.kind, "signature": sig, "steps": steps,
+                cause = root_cause(tr)
+                findings[sig] = {"class": tr.verdict.kind, "signature": sig, "identity": sig,
+                                 "steps": steps,
                                  "trace": trace, "raw_trace": str(raw),
+                                 "cause": cause.to_plain() if cause else None,
                                  "detail": tr.verdict.detail, "campaign": s["campaign"],
                                  "slice": s["index"]}
         slices.append({**s, "summary": summary})
     for f in findings.values():
-        f["new"] = f["signature"] not in known
+        f["new"] = f["identity"] not in known
         path = f.get("trace") or f.get("raw_trace")
         f["repro"] = [f"nvmefuzz repro {path}",
                       f"nvmefuzz repro {path} --emit-pytest test_repro.py"] if path else []
@@ -148,7 +155,8 @@ def junit(summary: dict) -> str:
         if s["status"] != "done":
             ET.SubElement(case, "error", message=s["detail"][:500] or s["status"])
         for f in by_slice.pop(s["index"], []):
-            fail = ET.SubElement(case, "failure", message=f["signature"], type=f["class"])
+            fail = ET.SubElement(case, "failure", message=f.get("identity", f["signature"]),
+                                 type=f["class"])
             fail.text = f"{f['detail']}\n" + "\n".join(f["repro"])
     return ET.tostring(root, encoding="unicode", xml_declaration=True)
 
@@ -208,6 +216,16 @@ margin:.5em 0}td,th{border:1px solid #bbb;padding:.2em .5em;text-align:left}
 p{overflow-wrap:anywhere}"""
 
 
+def causes(findings: list[dict]) -> dict[str, list[dict]]:
+    """Findings grouped by root cause key (``fuzz.cause``), most findings first."""
+    groups: dict[str, list[dict]] = {}
+    for f in findings:
+        cause = f.get("cause")
+        groups.setdefault(cause["key"] if cause else "not replayable on the model",
+                          []).append(f)
+    return dict(sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])))
+
+
 def html(summary: dict, images: list[tuple[str, str]]) -> str:
     m, t = summary["meta"], summary["totals"]
     verdict = {0: ("clean", "ok"), 1: ("new findings", "bad"), 2: ("harness error", "bad")}
@@ -219,14 +237,24 @@ def html(summary: dict, images: list[tuple[str, str]]) -> str:
              f"<p>{m['workers']} workers, {m['seconds']} s, target {m['target'] or 'model'}, "
              f"shard {m['shard'][0]}/{m['shard'][1]}</p>", "<h2>Throughput</h2>",
              _table(list(t), [list(t.values())]), "<h2>Findings</h2>"]
+    groups = causes(summary["findings"])
+    if groups:
+        parts += [f"<p>{len(summary['findings'])} findings, {len(groups)} root causes:</p>",
+                  _table(["root cause", "findings", "new", "signatures"],
+                         [[key, len(fs), sum(f["new"] for f in fs),
+                           ", ".join(f["signature"] for f in fs)]
+                          for key, fs in groups.items()])]
     if not summary["findings"]:
         parts.append("<p class='ok'>none</p>")
     for f in summary["findings"]:
         tag = "new" if f["new"] else "known"
+        cause = f.get("cause")
         parts += [f"<h3 class='{'bad' if f['new'] else ''}'>{h.escape(f['signature'])} "
                   f"({tag}, {f['class']}, {f['steps']} steps, campaign "
                   f"{h.escape(f['campaign'])})</h3>",
                   f"<p>First divergence: {h.escape(f['detail'])}</p>",
+                  f"<p>Root cause (on {h.escape(cause['profile'])}): "
+                  f"{h.escape(cause['describe'])}</p>" if cause else "",
                   f"<pre>{h.escape(f['listing'])}</pre>",
                   "<p>Reproduce:</p><pre>" + h.escape("\n".join(f["repro"])) + "</pre>"]
     parts += ["<h2>Hard states reached at migration</h2>",

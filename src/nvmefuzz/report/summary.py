@@ -1,9 +1,9 @@
 """Run summaries as plain data (for ``--json``) and as rich tables (for the terminal).
 
 ``summary(result)`` is the single description of a fuzz run: budget used, examples, steps,
-migrations and refusals, findings with class, signature and trace path, waived differences,
-hard states reached at migrations and at resets, the state paths migrations lost (model
-targets: whether or not the guest saw it), and the other ``event()`` statistics.
+migrations and refusals, findings with class, signature, root cause and trace path, waived
+differences, hard states reached at migrations and at resets, the state paths migrations lost
+(model targets: whether or not the guest saw it), and the other ``event()`` statistics.
 """
 
 from __future__ import annotations
@@ -50,10 +50,12 @@ def summary(result: RunResult) -> dict[str, Any]:
         "actions": _under(s, "action:"),
         "waived": _under(s, "waived:"),
         "findings": [
-            {"class": f.kind, "signature": f.signature, "steps": len(f.trace.steps),
+            {"class": f.kind, "signature": f.signature, "identity": f.trace.verdict.identity,
+             "steps": len(f.trace.steps),
              "trace": str(f.path) if f.path else None,
              "raw_trace": str(f.raw_path) if f.raw_path else None, "new": f.new,
-             "detail": f.trace.verdict.detail}
+             "detail": f.trace.verdict.detail,
+             "cause": f.cause.to_plain() if f.cause is not None else None}
             for f in result.findings
         ],
     }
@@ -86,8 +88,10 @@ def table(data: dict[str, Any]) -> Table:
 
 def findings_table(data: dict[str, Any]) -> Table:
     t = Table(title="findings")
-    for col in ("class", "signature", "steps", "trace"):
+    for col in ("class", "signature", "steps", "root cause", "trace"):
         t.add_column(col)
     for f in data["findings"]:
-        t.add_row(f["class"], f["signature"], str(f["steps"]), f["trace"] or "-")
+        cause = f.get("cause")
+        t.add_row(f["class"], f["signature"], str(f["steps"]), cause["key"] if cause else "-",
+                  f["trace"] or "-")
     return t

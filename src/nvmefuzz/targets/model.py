@@ -8,9 +8,17 @@ sent are dropped: the final RAM pass went before them.  A refusal leaves the sou
 with what it wrote; a save that would never return is a ``hung`` outcome naming what it waits
 for; a blob the destination cannot load is a ``crashed`` outcome with the loader's message.
 Completion order is fully deterministic.
+
+``repair``, when set to (paths, truth), makes every migration load ``paths`` from ``truth()``
+(a captured state, the never-migrated twin's) instead of from what the profile saved, and
+with ``RAM_PASS`` among them a ``ram_first`` profile's save runs before the final RAM pass:
+``fuzz.cause`` asks that way whether a finding needs those paths lost.
 """
 
 from __future__ import annotations
+
+import functools
+from typing import Callable
 
 from nvmefuzz.errors import MigrationHung, MigrationRefused, SnapshotError
 from nvmefuzz.model import snapshot as snap
@@ -18,8 +26,13 @@ from nvmefuzz.model.controller import GUEST_RAM, Controller
 from nvmefuzz.model.memory import GuestMemory, NamespaceStore
 from nvmefuzz.model.profiles import get as get_profile
 from nvmefuzz.model.state import Config
+from nvmefuzz.model.statediff import merge
 from nvmefuzz.targets.base import (COMPLETED, CRASHED, HOLD_IO, HUNG, NS_CHANGED, REFUSED,
                                    MigrationOutcome, TargetConfig)
+
+
+#: the repair path (``repair``) of what a ``ram_first`` save writes into guest memory
+RAM_PASS = "guest memory written while saving"
 
 
 class ModelTarget:
@@ -34,6 +47,7 @@ class ModelTarget:
         self._irq_seen = 0
         self._irq_carry: list[tuple[str, int]] = []
         self.last_blob = b""
+        self.repair: tuple[frozenset[str], Callable[[], dict]] | None = None
 
     def mmio_read(self, offset: int, size: int) -> int:
         return self.ctrl.mmio_read(offset, size)
@@ -85,10 +99,14 @@ class ModelTarget:
 
     def migrate(self) -> MigrationOutcome:
         src = self.ctrl
+        patch, ram_first = None, self.profile.ram_first
+        if self.repair is not None:
+            paths, truth = self.repair
+            patch = functools.partial(merge, truth=truth(), paths=paths - {RAM_PASS})
+            ram_first = ram_first and RAM_PASS not in paths
         src.held = False                          # a migration ends a hold (targets.base)
         if self.profile.stop is not None:
             self.profile.stop(src)
-        ram_first = self.profile.ram_first
         raised = self.irq_events()                # before the save: the guest gets these
         if ram_first:
             src.mem.checkpoint()                  # the final RAM pass
@@ -107,7 +125,8 @@ class ModelTarget:
             saving = [e for e in saving if e[0] != "msix"]   # written after RAM went
         self.last_blob = blob
         try:
-            dst = snap.restore(blob, self.config, self.profile, src.mem, src.store, src.now)
+            dst = snap.restore(blob, self.config, self.profile, src.mem, src.store, src.now,
+                               patch)
         except SnapshotError as exc:
             return MigrationOutcome(CRASHED, f"load failed: {exc}", len(blob))
         carry = raised + saving                   # what the source raised, for the guest

@@ -1,9 +1,10 @@
-"""The regression corpus: shrunk traces on disk, one file per finding signature.
+"""The regression corpus: shrunk traces on disk, one file per finding.
 
-Files live under ``corpus/<profile>/`` and are named ``<slug>-<sha256(signature)[:10]>.cbor``
-so two findings with the same signature (verdict class plus first differing observation)
-collapse into one file; when a second trace arrives for a known signature the shorter one is
-kept.  Writes are atomic (a temporary file in the same directory, fsync, then rename), so a
+Files live under ``corpus/<profile>/`` and are named ``<slug>-<sha256(identity)[:10]>.cbor``,
+the identity being the signature (verdict class plus first differing observation) and, when
+the verdict names one, the root cause (``Verdict.identity``): two findings with the same
+identity collapse into one file, and when a second trace arrives for a known one the shorter
+is kept.  Writes are atomic (a temporary file in the same directory, fsync, then rename), so a
 killed run never leaves half a trace.  ``load_all`` reports unreadable files instead of
 failing on them.
 """
@@ -28,7 +29,7 @@ def slug(text: str, limit: int = 60) -> str:
 
 def path_for(root: Path, trace: Trace) -> Path:
     sig = trace.verdict.signature or "pass"
-    digest = hashlib.sha256(sig.encode()).hexdigest()[:10]
+    digest = hashlib.sha256(trace.verdict.identity.encode() or b"pass").hexdigest()[:10]
     return Path(root) / slug(trace.profile) / f"{slug(sig)}-{digest}.cbor"
 
 

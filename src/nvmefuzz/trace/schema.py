@@ -57,10 +57,22 @@ class Verdict:
     detail: str = ""
     step: int = -1                 # index of the step that produced it
     since_migration: int = -1      # steps since the last migration at that point
+    cause: str = ""                # root cause key (``fuzz.cause``), when it was found
 
     @property
     def ok(self) -> bool:
         return self.kind == PASS
+
+    @property
+    def identity(self) -> str:
+        """What tells two findings apart: the signature, and the root cause when known."""
+        return f"{self.signature} [{self.cause}]" if self.cause else self.signature
+
+    def to_plain(self) -> dict:
+        plain = attrs.asdict(self)
+        if not self.cause:             # traces without one keep their bytes
+            del plain["cause"]
+        return plain
 
 
 def _check_types(plain: dict, verdict: Verdict) -> None:
@@ -74,7 +86,8 @@ def _check_types(plain: dict, verdict: Verdict) -> None:
             raise TypeError(f"{name} must be a string")
     if type(plain["seed"]) is not int:
         raise TypeError("seed must be an integer")
-    if not all(isinstance(getattr(verdict, f), str) for f in ("kind", "signature", "detail")) \
+    if not all(isinstance(getattr(verdict, f), str)
+               for f in ("kind", "signature", "detail", "cause")) \
             or not all(type(getattr(verdict, f)) is int for f in ("step", "since_migration")):
         raise TypeError("verdict fields have the wrong types")
 
@@ -106,7 +119,7 @@ class Trace:
         return {
             "format": FORMAT, "version": VERSION, "target": _plain(self.target),
             "campaign": self.campaign, "seed": self.seed,
-            "steps": [s.to_plain() for s in self.steps], "verdict": attrs.asdict(self.verdict),
+            "steps": [s.to_plain() for s in self.steps], "verdict": self.verdict.to_plain(),
             "waivers": list(self.waivers), "refusals": self.refusals,
         }
 

@@ -1,0 +1,155 @@
+"""Why a finding happened: the state its migrations lost that the guest went on to see.
+
+How it works
+------------
+Signatures say what the guest saw (``irq/missing``, ``posted/io/missing``); one lost piece of
+state can show several ways, and one way can come from several losses.  On the model both
+sides can be looked inside, so a finding is explained the way a developer would explain it:
+
+1. replay the trace and collect the state paths its migrations lost (``Session.lost``, field
+   by field: ``cq.waiting``, ``inflight``, ``features.err_rec``);
+2. replay it with all of them *repaired*: every migration loads them from the never-migrated
+   twin, as a design that saved them correctly would.  If the finding stays, the cause is
+   ``outside the state`` (guest memory written after the final RAM pass, an interrupt the
+   save sent, timing);
+3. otherwise leave one path at a time lost again and drop it from the repair when the
+   finding stays away without it.  What remains is a minimal set of lost paths whose repair
+   makes the finding go away: the root cause.  Going away means no failure up to the step
+   that failed: a failure later is another loss's, and a different failure by then (a
+   repaired state the design's load rejects) does not count as a repair.
+
+A QEMU trace shows no insides.  It is replayed on the model under ``QEMU_PROFILE``, the
+profile that describes the QEMU the ``qemu`` target runs; if the model fails there the same
+way, the cause is found as above; if it passes, or fails another way, the profile does not
+explain the finding (``unexplained``), which is worth a look on its own.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import attrs
+
+from nvmefuzz.fuzz.session import lost_paths, replay
+from nvmefuzz.model.profiles import get as get_profile
+from nvmefuzz.model.snapshot import SCHEMA
+from nvmefuzz.targets.model import RAM_PASS
+from nvmefuzz.trace.schema import Trace, Verdict
+
+#: the model profile that describes the QEMU the ``qemu`` target runs (``targets.discovery``
+#: accepts QEMU 11.1 and later; the profile is 11.1's field set and save order)
+QEMU_PROFILE = "qemu-11.1"
+
+#: kinds of cause, and how each reads
+STATE, OUTSIDE, NOTHING_LOST, UNEXPLAINED, PASSES = (
+    "state", "outside the state", "nothing lost", "unexplained", "passes")
+SAYS = {
+    STATE: "the migration lost {paths}: loading {them} from the twin makes it go away",
+    OUTSIDE: "not in the controller state: the migration lost {paths}, but with {them} "
+             "repaired it stays (guest memory, interrupts or timing)",
+    NOTHING_LOST: "no completed migration lost controller state (a refused, hung or failed "
+                  "save, guest memory, interrupts or timing)",
+    UNEXPLAINED: "the model under {profile} does not reproduce it (it saw {seen}): "
+                 "{profile} does not describe this",
+    PASSES: "the trace passes now",
+}
+
+
+@attrs.frozen
+class Cause:
+    """A finding's root cause (``kind``; for ``STATE`` the lost ``paths`` it needs)."""
+
+    kind: str
+    paths: tuple[str, ...] = ()
+    profile: str = ""           # the model profile the trace was explained on
+    signature: str = ""         # the finding as the model saw it
+    replays: int = 0
+
+    @property
+    def key(self) -> str:
+        """What findings with one root cause share: e.g. ``lost inflight``; without a lost
+        path to name, the kind and what the model saw (a refusal's reason, ...)."""
+        if self.kind == STATE:
+            return f"lost {' + '.join(self.paths)}"
+        if self.kind == UNEXPLAINED:
+            return f"{UNEXPLAINED} by {self.profile}"
+        return f"{self.kind}: {self.signature}" if self.signature else self.kind
+
+    def describe(self) -> str:
+        them = "it" if len(self.paths) == 1 else "them"
+        return SAYS[self.kind].format(paths=", ".join(self.paths) or "nothing", them=them,
+                                      profile=self.profile, seen=self.signature or "a pass")
+
+    def to_plain(self) -> dict:
+        return {"kind": self.kind, "key": self.key, "paths": list(self.paths),
+                "profile": self.profile, "signature": self.signature,
+                "describe": self.describe()}
+
+
+def _in_schema_order(paths: Iterable[str]) -> list[str]:
+    order = {p: i for i, p in enumerate(SCHEMA)}
+    return sorted(paths, key=lambda p: (order.get(p, len(order)), p))
+
+
+def on_model(trace: Trace) -> Trace:
+    """``trace`` as the model replays it: a QEMU trace runs under ``QEMU_PROFILE``."""
+    if trace.target.get("kind", "model") == "model":
+        return trace
+    return attrs.evolve(trace, target={**trace.target, "kind": "model",
+                                       "profile": QEMU_PROFILE})
+
+
+def candidates(profile: str, lost: Iterable[str]) -> list[str]:
+    """What a repair may load from the twin: the lost paths (schema order), and the final
+    RAM pass for a ``ram_first`` profile that lost anything."""
+    out = _in_schema_order(lost)
+    if out and get_profile(profile).ram_first:
+        out.append(RAM_PASS)
+    return out
+
+
+def stays(model: Trace, repair: Iterable[str], verdict: Verdict) -> bool:
+    """Does ``model`` (a trace the model replays) still fail by ``verdict``'s step with
+    ``repair``?  Failing later, or not at all, is going away; failing differently by then (a
+    repair the design cannot load) is not."""
+    now = replay(model, repair=frozenset(repair))[0]
+    return not now.ok and now.step <= verdict.step
+
+
+def explained(trace: Trace) -> tuple[Trace, Verdict, list[str], bool]:
+    """``trace`` on the model, the verdict it reaches there, the repair candidates, and
+    whether that is ``trace``'s own verdict (False: a QEMU behaviour ``QEMU_PROFILE`` does not
+    describe)."""
+    model = on_model(trace)
+    verdict, stats = replay(model)
+    same = model is trace or not (verdict.ok or (
+        not trace.verdict.ok and verdict.signature != trace.verdict.signature))
+    return model, verdict, candidates(model.profile, lost_paths(stats)), same
+
+
+def attribute(trace: Trace) -> Cause:
+    """The root cause of ``trace``'s finding, found by replaying it on the model."""
+    model, verdict, lost, same = explained(trace)
+    profile, replays = model.profile, 1
+    if not same:
+        return Cause(UNEXPLAINED, profile=profile, signature=verdict.signature,
+                     replays=replays)
+    if verdict.ok:
+        return Cause(PASSES, profile=profile, replays=replays)
+    if not lost:
+        return Cause(NOTHING_LOST, profile=profile, signature=verdict.signature,
+                     replays=replays)
+    replays += 1
+    if stays(model, lost, verdict):
+        return Cause(OUTSIDE, tuple(lost), profile, verdict.signature, replays)
+    need = list(lost)
+    for path in lost:
+        rest = [p for p in need if p != path]
+        replays += 1
+        if not stays(model, rest, verdict):   # still goes away without it
+            need = rest
+    return Cause(STATE, tuple(need), profile, verdict.signature, replays)
+
+
+__all__ = ["QEMU_PROFILE", "Cause", "attribute", "candidates", "explained", "on_model",
+           "stays"]

@@ -1,0 +1,100 @@
+"""Root causes: which lost state a finding needs, found by repairing migrations on the model."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+
+from nvmefuzz.errors import TargetUnavailable
+from nvmefuzz.fuzz.cause import (NOTHING_LOST, OUTSIDE, PASSES, QEMU_PROFILE, STATE,
+                                 UNEXPLAINED, attribute)
+from nvmefuzz.fuzz.session import Session, lost_paths, replay
+from nvmefuzz.protocol.spec import AdminOpcode as A
+from nvmefuzz.targets import TargetConfig
+from nvmefuzz.targets.model import RAM_PASS
+from nvmefuzz.trace.schema import Step
+
+from tests.fuzz.test_session import ENABLE, IDENTIFY, trace, write
+
+SET_ERR_REC = Step("admin", {"opc": int(A.SET_FEATURES), "cdw10": 0x05, "cdw11": 0x10,
+                                   "nsid": 1})
+GET_ERR_REC = Step("admin", {"opc": int(A.GET_FEATURES), "cdw10": 0x05, "nsid": 1})
+SET_TEMP = Step("admin", {"opc": int(A.SET_FEATURES), "cdw10": 0x04, "cdw11": 0x150})
+ERR_REC = [ENABLE, SET_ERR_REC, SET_TEMP, Step("migrate"), GET_ERR_REC]
+
+
+def in_flight(ien: int) -> list[Step]:
+    """A write in flight at the migration (QEMU 11.1 loses its completion)."""
+    return [ENABLE, Step("create_cq", {"qid": 1, "size": 2, "ien": ien, "iv": 0}),
+            Step("create_sq", {"qid": 1, "cqid": 1, "size": 2}), write(1, 0, 0),
+            Step("migrate")]
+
+
+def test_a_field_mutant_is_explained_by_its_field():
+    cause = attribute(trace("full-without-features.err_rec", ERR_REC))
+    assert (cause.kind, cause.paths) == (STATE, ("features.err_rec",))
+    assert cause.key == "lost features.err_rec"
+    assert "features.err_rec" in cause.describe()
+
+
+def test_the_cause_is_the_lost_state_the_finding_needs_not_all_it_lost():
+    t = trace("qemu-v3-patch", ERR_REC)
+    lost = lost_paths(replay(t)[1])
+    assert {"features.err_rec", "features.temp_thresh_hi"} <= lost   # it lost more
+    cause = attribute(t)
+    assert (cause.kind, cause.paths) == (STATE, ("features.err_rec",))
+    assert cause.replays == 2 + len(lost) + 1      # one per path, and the RAM pass (ram_first)
+
+
+def test_two_faces_of_one_loss_share_one_cause():
+    """QEMU 11.1 writes an in-flight completion after the final RAM pass: with interrupts on,
+    the guest misses the interrupt first, with them off the CQE."""
+    with_irq = attribute(trace("qemu-11.1", in_flight(ien=1)))
+    without = attribute(trace("qemu-11.1", in_flight(ien=0)))
+    assert with_irq.signature == "divergence:irq/missing"
+    assert without.signature == "divergence:posted/io/missing"
+    assert with_irq.kind == without.kind == STATE
+    assert with_irq.paths == without.paths == (RAM_PASS,)
+    assert with_irq.key == without.key
+
+
+def test_a_qemu_trace_is_explained_on_the_model_under_the_qemu_profile():
+    t = trace("full", in_flight(ien=0))
+    qemu = attrs.evolve(t, target={**t.target, "kind": "qemu"})
+    cause = attribute(qemu)                    # no QEMU needed: only the model replays
+    assert cause.profile == QEMU_PROFILE
+    assert (cause.kind, cause.paths) == (STATE, (RAM_PASS,))
+
+
+def test_a_qemu_finding_the_profile_does_not_reproduce_is_unexplained():
+    t = trace("full", [ENABLE, Step("migrate"), IDENTIFY])
+    cause = attribute(attrs.evolve(t, target={**t.target, "kind": "qemu"}))
+    assert cause.kind == UNEXPLAINED and QEMU_PROFILE in cause.describe()
+
+
+def test_a_trace_that_passes_has_no_cause():
+    assert attribute(trace("full", ERR_REC)).kind == PASSES
+
+
+def test_a_refusal_loses_nothing_and_keeps_its_reason_in_the_key():
+    steps = [ENABLE, Step("create_cq", {"qid": 1, "size": 2}),
+             Step("create_sq", {"qid": 1, "cqid": 1, "size": 3}),
+             write(1, 0, 0), write(1, 16375, 3), Step("migrate")]
+    cause = attribute(trace("qemu-v3-patch", steps))
+    assert cause.kind == NOTHING_LOST
+    assert cause.key == "nothing lost: refused:no free space in CQ (not supported)"
+
+
+def test_a_loss_the_state_does_not_hold_is_outside_it():
+    """nvmecs-v0 re-enables the controller on load, which restarts the timestamp: loading the
+    timestamp from the twin does not help."""
+    steps = [ENABLE, Step("advance", {"ns": 3_600_000_000_000}), Step("migrate"),
+             Step("admin", {"opc": int(A.GET_FEATURES), "cdw10": 0x0E, "length": 8})]
+    cause = attribute(trace("nvmecs-v0", steps))
+    assert cause.kind == OUTSIDE
+    assert "features.timestamp_set_ms" in cause.paths
+
+
+def test_repairing_needs_the_model():
+    with pytest.raises(TargetUnavailable, match="needs the model"):
+        Session(TargetConfig(kind="qemu"), repair=frozenset({"cc"}))
