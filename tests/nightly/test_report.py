@@ -8,6 +8,7 @@ the first one filled.  The HTML page is opened in headless Chromium; its screens
 
 from __future__ import annotations
 
+import html as html_mod
 import json
 import shutil
 import struct
@@ -155,9 +156,12 @@ def test_report_opens_in_headless_chromium(first, tmp_path):
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert "new findings" in dom.stdout and "Hard states reached at migration" in dom.stdout
     assert "Hard states met by resets" in dom.stdout
+    causes = {f["cause"]["key"] for f in first.summary["findings"]}
+    assert f"{len(first.summary['findings'])} findings, {len(causes)} root causes" in dom.stdout
     for f in first.summary["findings"]:
         assert f["signature"] in dom.stdout
         assert f"nvmefuzz repro {f['trace'] or f['raw_trace']}" in dom.stdout
+        assert html_mod.escape(f["cause"]["describe"], quote=False) in dom.stdout
     assert dom.stdout.count("data:image/png;base64,") >= 2      # tonight + over nights
 
     png = tmp_path / "nightly-report.png"

@@ -111,6 +111,20 @@ def test_inflight_counts_fetched_io_and_format_until_their_completions():
     assert log.io == 0 and not log.busy(held=False)
 
 
+def test_while_held_only_what_the_hold_lets_through_is_waited_for():
+    """A discard passes a held backend and completes in the block layer's own time: a settle
+    waits for it; the held Write it waits behind is nothing to wait for."""
+    dsm = IO_CMD.replace("cid 4", "cid 5").replace("opc 0x1", "opc 0x9")
+    log = Inflight(Counter())
+    rounds, _ = log.poll([IO_CMD, dsm, MARKER_LINE], held=True)
+    assert rounds == [(True, True)] and log.io == 2
+    assert log.busy(held=True)
+    log.poll([_done(5, 1), MARKER_LINE], held=True)
+    assert not log.busy(held=True) and log.busy(held=False) and log.io == 1
+    log.poll([_done(4, 1)], held=False)
+    assert log.io == 0 and not log.busy(held=False)
+
+
 def test_more_completions_than_fetches_is_counted_and_never_waited_on():
     stats: Counter = Counter()
     log = Inflight(stats)

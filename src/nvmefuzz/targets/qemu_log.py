@@ -38,6 +38,9 @@ QTEST_CHUNK = 1024               # bytes QEMU's qtest server reads per main-loop
 MARKER_OFFSET = 0xFFC            # a reserved dword of the register page (read as 0)
 MARKER_LINE = f"pci_nvme_mmio_read addr {MARKER_OFFSET:#x} size 4"   # as QEMU logs it
 ASYNC_ADMIN = frozenset({0x80})  # admin opcodes QEMU completes through the block layer
+#: I/O opcodes a held backend (``qemu_backend``) lets through: Dataset Management (a discard)
+#: and Write Uncorrectable complete as usual, in the block layer's own time
+PASS_HOLD = frozenset({0x09, 0x04})
 
 
 def marker(bar0: int) -> str:
@@ -55,18 +58,22 @@ class Inflight:
     """Commands one QEMU process fetched and has not queued a completion for, from its log.
 
     ``held`` (to ``busy`` and ``poll``): the backend holds the guest's I/O on purpose
-    (``qemu_backend``); held I/O is in flight but nothing to wait for.  A count that would
-    go below zero (cannot happen) is counted in ``stats["count anomalies"]`` and never
-    waited on."""
+    (``qemu_backend``); held I/O is in flight but nothing to wait for, unlike what the hold
+    lets through (``PASS_HOLD``, matched by CID: while held nothing else completes).  A count
+    that would go below zero (cannot happen) is counted in ``stats["count anomalies"]`` and
+    never waited on."""
 
     def __init__(self, stats: Counter) -> None:
         self.io = 0
         self.admin: Counter = Counter()          # CID -> count (Format NVM)
+        self.unheld: Counter = Counter()         # CID -> count (I/O a hold lets through)
         self.stats = stats
 
     def busy(self, held: bool) -> bool:
+        """Is anything in flight worth waiting for?  While the backend holds I/O, only
+        what the hold lets through (``PASS_HOLD``): it completes in its own time."""
         if held:
-            return False
+            return any(v > 0 for v in self.unheld.values())
         return self.io > 0 or any(v > 0 for v in self.admin.values())
 
     def poll(self, lines: Iterable[str], held: bool) -> tuple[list[tuple[bool, bool]], bool]:
@@ -99,11 +106,16 @@ class Inflight:
     def _account(self, event: str, rest: str) -> None:
         if event == "pci_nvme_io_cmd":
             self.io += 1
+            f = rest.split()
+            if _field(f, "opc", 16) in PASS_HOLD:
+                self.unheld[_field(f, "cid")] += 1
         elif event == "pci_nvme_enqueue_req_completion":
             f = rest.split()
             cid, cqid = _field(f, "cid"), _field(f, "cqid")
             if cqid:
                 self.io -= 1
+                if self.unheld[cid] > 0:          # while held, only these complete
+                    self.unheld[cid] -= 1
             elif self.admin[cid] > 0:
                 self.admin[cid] -= 1
         elif event == "pci_nvme_admin_cmd":
