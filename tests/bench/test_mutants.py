@@ -14,6 +14,7 @@ import attrs
 import pytest
 
 from nvmefuzz.fuzz import baselines, walk
+from nvmefuzz.fuzz.cause import attribute
 from nvmefuzz.fuzz.campaign import load
 from nvmefuzz.fuzz.session import replay
 from nvmefuzz.model import profiles, snapshot as snap
@@ -151,6 +152,16 @@ def test_state_machine_kills_representative_mutants(name):
     assert kill.length <= kill.raw_length
     trace = Trace.decode(kill.trace)
     assert trace.profile == name and not replay(trace)[0].ok
+    # and its root cause is the state the mutant loses
+    assert attribute(trace).paths == CAUSE[name]
+
+
+#: the lost state ``fuzz.cause`` must name for each representative mutant's reproducer
+CAUSE = {"full+csts-not-migrated": ("csts",), "full-without-cq.tail": ("cq.tail",),
+         "full+vector-ien-swapped": ("cq.ien", "cq.vector"),
+         "full+enabled-flag-stale": (),      # a derived flag: no saved state differs
+         "full-without-host_writes": ("host_writes",),
+         "full-without-features.err_rec": ("features.err_rec",)}
 
 
 def test_state_machine_leaves_full_alone():

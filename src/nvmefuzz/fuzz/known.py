@@ -3,31 +3,33 @@
 How it works
 ------------
 A stored finding whose root cause (``fuzz.cause``) is lost state is known by that cause: a
-new divergence is the same bug when loading that state from the twin at every migration makes
-it go away, i.e. when fixing the stored finding would fix it too (``posted/io/missing`` with
-interrupts off and ``irq/missing`` with them on are one loss).  Where no lost state explains
+new divergence is known when loading the state the known causes name from the twin at every
+migration makes it go away, i.e. when fixing the stored findings would fix it too
+(``posted/io/missing`` with interrupts off and ``irq/missing`` with them on are one loss).  Where no lost state explains
 a divergence (a refusal, a loss outside the state, a QEMU behaviour the model does not
 reproduce) the signature decides, as it must.  So a known signature no longer hides another
 bug behind it: a divergence that looks like a stored finding but goes away only when some
 other lost state is repaired is new, and is stored beside it (its verdict names its cause,
 ``Verdict.identity``).
 
-``match`` costs model replays of the example: one to see what its migrations lost (none when
-the caller already knows, as the model target's session does), then one per known cause
-whose state the example lost too, and one more when the signature is known.  It does nothing
+``match`` costs at most three model replays of the example: one to see what its migrations
+lost (none when the caller already knows, as the model target's session does), one with the
+known causes' state repaired, and one with all of it repaired when the signature is known;
+``stats`` counts them and how each finding was known.  It does nothing
 while nothing is known.  Stored findings are attributed when the run starts (the cause a
 trace records is not trusted: the model may have changed since).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Iterable
 
 import attrs
 
 from nvmefuzz.errors import NvmeFuzzError
 from nvmefuzz.fuzz.cause import STATE, Cause, attribute, candidates, explained, on_model, stays
-from nvmefuzz.trace.schema import Trace
+from nvmefuzz.trace.schema import Trace, Verdict
 
 
 def root_cause(trace: Trace) -> Cause | None:
@@ -45,6 +47,8 @@ class Known:
 
     signatures: set[str] = attrs.Factory(set)
     causes: dict[str, frozenset[str]] = attrs.Factory(dict)
+    #: ``known by root cause``, ``known by signature``, ``root cause replays``
+    stats: Counter = attrs.Factory(Counter)
 
     @classmethod
     def of(cls, traces: Iterable[Trace]) -> Known:
@@ -57,6 +61,11 @@ class Known:
         self.signatures.add(trace.verdict.signature)
         if cause is not None and cause.kind == STATE:
             self.causes[cause.key] = frozenset(cause.paths)
+
+    @property
+    def paths(self) -> frozenset[str]:
+        """Every state path a known finding's cause needs."""
+        return frozenset().union(*self.causes.values())
 
     def __bool__(self) -> bool:
         return bool(self.signatures)
@@ -74,18 +83,27 @@ class Known:
     def _match(self, trace: Trace, lost: Iterable[str] | None) -> bool:
         verdict = trace.verdict
         if lost is None or on_model(trace) is not trace:
+            self.stats["root cause replays"] += 1
             model, verdict, paths, same = explained(trace)
             if not same:
+                self.stats["known by signature"] += trace.verdict.signature in self.signatures
                 return trace.verdict.signature in self.signatures
         else:
             model, paths = trace, candidates(trace.profile, lost)
-        have = set(paths)
-        for needs in self.causes.values():
-            if needs <= have and not stays(model, needs, verdict):
-                return True               # fixing that finding fixes this one
+        fix = frozenset(paths) & self.paths
+        if fix and not self._stays(model, fix, verdict):
+            self.stats["known by root cause"] += 1
+            return True                   # fixing the known findings fixes this one
         if verdict.signature not in self.signatures:
             return False
-        return not paths or stays(model, paths, verdict)     # nor does lost state explain it
+        if paths and not self._stays(model, paths, verdict):
+            return False                  # lost state explains it, but no known finding's
+        self.stats["known by signature"] += 1
+        return True
+
+    def _stays(self, model: Trace, repair: Iterable[str], verdict: Verdict) -> bool:
+        self.stats["root cause replays"] += 1
+        return stays(model, repair, verdict)
 
 
 __all__ = ["Known", "root_cause"]

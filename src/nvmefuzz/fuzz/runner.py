@@ -184,4 +184,5 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
             result.elapsed = time.monotonic() - start
             progress(result)
     result.elapsed = time.monotonic() - start
+    result.stats.update(known.stats)
     return result

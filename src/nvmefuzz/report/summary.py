@@ -46,6 +46,9 @@ def summary(result: RunResult) -> dict[str, Any]:
         "resets": s["resets"],
         "hard_states_at_reset": _under(s, RESET_PREFIX),
         "migrations_that_lost_state": s["migrations that lost state"],
+        "known_by_root_cause": s["known by root cause"],
+        "known_by_signature": s["known by signature"],
+        "root_cause_replays": s["root cause replays"],
         "lost_at_migration": _under(s, LOST_PREFIX),
         "actions": _under(s, "action:"),
         "waived": _under(s, "waived:"),
@@ -80,6 +83,9 @@ def table(data: dict[str, Any]) -> Table:
         t.add_row("migrations that lost state", str(data["migrations_that_lost_state"]))
     for path, n in data["lost_at_migration"].items():
         t.add_row(f"{LOST_PREFIX}{path}", str(n))
+    for key in ("known_by_root_cause", "known_by_signature", "root_cause_replays"):
+        if data.get(key):
+            t.add_row(key.replace("_", " "), str(data[key]))
     for name, n in data["waived"].items():
         t.add_row(f"waived: {name}", str(n))
     t.add_row("findings", str(len(data["findings"])))
