@@ -5,9 +5,9 @@ How it works
 A stored finding whose root cause (``fuzz.cause``) is lost state is known by that cause: a
 new divergence is known when loading the state the known causes name from the twin at every
 migration makes it go away, i.e. when fixing the stored findings would fix it too
-(``posted/io/missing`` with interrupts off and ``irq/missing`` with them on are one loss).  Where no lost state explains
-a divergence (a refusal, a loss outside the state, a QEMU behaviour the model does not
-reproduce) the signature decides, as it must.  So a known signature no longer hides another
+(``posted/io/missing`` with interrupts off and ``irq/missing`` with them on are one loss).
+Where no lost state explains a divergence (a refusal, a loss outside the state, a QEMU
+behaviour the model does not reproduce) the signature decides, as it must.  So a known signature no longer hides another
 bug behind it: a divergence that looks like a stored finding but goes away only when some
 other lost state is repaired is new, and is stored beside it (its verdict names its cause,
 ``Verdict.identity``).
@@ -15,8 +15,8 @@ other lost state is repaired is new, and is stored beside it (its verdict names 
 ``match`` costs at most three model replays of the example: one to see what its migrations
 lost (none when the caller already knows, as the model target's session does), one with the
 known causes' state repaired, and one with all of it repaired when the signature is known;
-``stats`` counts them and how each finding was known.  It does nothing
-while nothing is known.  Stored findings are attributed when the run starts (the cause a
+``stats`` counts them and how each finding was known.  It does nothing while nothing is
+known.  Stored findings are attributed when the run starts (the cause a
 trace records is not trusted: the model may have changed since).
 """
 
