@@ -7,17 +7,17 @@ new divergence is known when loading the state the known causes name from the tw
 migration makes it go away, i.e. when fixing the stored findings would fix it too
 (``posted/io/missing`` with interrupts off and ``irq/missing`` with them on are one loss).
 Where no lost state explains a divergence (a refusal, a loss outside the state, a QEMU
-behaviour the model does not reproduce) the signature decides, as it must.  So a known signature no longer hides another
-bug behind it: a divergence that looks like a stored finding but goes away only when some
-other lost state is repaired is new, and is stored beside it (its verdict names its cause,
-``Verdict.identity``).
+behaviour the model does not reproduce) the signature decides, as it must.  So a known
+signature no longer hides another bug behind it: a divergence that looks like a stored
+finding but goes away only when other lost state is repaired is new, and is stored beside it
+(its verdict names its cause, ``Verdict.identity``).
 
 ``match`` costs at most three model replays of the example: one to see what its migrations
 lost (none when the caller already knows, as the model target's session does), one with the
 known causes' state repaired, and one with all of it repaired when the signature is known;
 ``stats`` counts them and how each finding was known.  It does nothing while nothing is
-known.  Stored findings are attributed when the run starts (the cause a
-trace records is not trusted: the model may have changed since).
+known.  Stored findings are attributed when the run starts (the cause a trace records is not
+trusted: the model may have changed since).
 """
 
 from __future__ import annotations
