@@ -9,13 +9,16 @@ sides can be looked inside, so a finding is explained the way a developer would 
 1. replay the trace and collect the state paths its migrations lost (``Session.lost``, field
    by field: ``cq.waiting``, ``inflight``, ``features.err_rec``);
 2. replay it with all of them *repaired*: every migration loads them from the never-migrated
-   twin, as a design that saved them correctly would.  If the finding stays, the cause is
-   ``outside the state`` (guest memory written after the final RAM pass, an interrupt the
-   save sent, timing);
+   twin, as a design that saved them correctly would.  A repaired migration can lose more
+   (a design whose load re-derives state from what it finds, e.g. re-enabling when the admin
+   queues are missing), so what it loses is repaired too, until nothing new is lost.  If the
+   finding stays, the cause is ``outside the state`` (what the design's save or load does:
+   interrupts it sends, state it resets, timing);
 3. otherwise leave one path at a time lost again and drop it from the repair when the
    finding stays away without it.  What remains is a minimal set of lost paths whose repair
-   makes the finding go away: the root cause.  Going away means no failure up to the step
-   that failed: a failure later is another loss's, and a different failure by then (a
+   makes the finding go away: the root cause.  Going away means no failure before the step
+   that failed and not the same one there: a failure later, or another one at that step, is
+   another loss's (or the repair's: re-deriving less on load), and a failure before it (a
    repaired state the design's load rejects) does not count as a repair.
 
 A QEMU trace shows no insides.  It is replayed on the model under ``QEMU_PROFILE``, the
@@ -109,11 +112,12 @@ def candidates(profile: str, lost: Iterable[str]) -> list[str]:
 
 
 def stays(model: Trace, repair: Iterable[str], verdict: Verdict) -> bool:
-    """Does ``model`` (a trace the model replays) still fail by ``verdict``'s step with
-    ``repair``?  Failing later, or not at all, is going away; failing differently by then (a
-    repair the design cannot load) is not."""
+    """Does ``model`` (a trace the model replays) still fail as ``verdict`` with ``repair``?
+    It does when it fails the same way at the same step, or at any earlier step (a repair the
+    design cannot load); failing later, differently at that step, or not at all, is a fix."""
     now = replay(model, repair=frozenset(repair))[0]
-    return not now.ok and now.step <= verdict.step
+    return not now.ok and (now.step < verdict.step or (
+        now.step == verdict.step and now.signature == verdict.signature))
 
 
 def explained(trace: Trace) -> tuple[Trace, Verdict, list[str], bool]:
@@ -139,16 +143,23 @@ def attribute(trace: Trace) -> Cause:
     if not lost:
         return Cause(NOTHING_LOST, profile=profile, signature=verdict.signature,
                      replays=replays)
-    replays += 1
-    if stays(model, lost, verdict):
-        return Cause(OUTSIDE, tuple(lost), profile, verdict.signature, replays)
+    while True:                         # repair what the repaired migrations lose too
+        replays += 1
+        now, stats = replay(model, repair=frozenset(lost))
+        if now.ok or now.step > verdict.step or (
+                now.step == verdict.step and now.signature != verdict.signature):
+            break
+        more = [p for p in candidates(profile, lost_paths(stats)) if p not in lost]
+        if not more:
+            return Cause(OUTSIDE, tuple(lost), profile, verdict.signature, replays)
+        lost += more
     need = list(lost)
     for path in lost:
         rest = [p for p in need if p != path]
         replays += 1
         if not stays(model, rest, verdict):   # still goes away without it
             need = rest
-    return Cause(STATE, tuple(need), profile, verdict.signature, replays)
+    return Cause(STATE, tuple(_in_schema_order(need)), profile, verdict.signature, replays)
 
 
 __all__ = ["QEMU_PROFILE", "Cause", "attribute", "candidates", "explained", "on_model",

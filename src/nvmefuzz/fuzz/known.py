@@ -90,7 +90,7 @@ class Known:
                 return trace.verdict.signature in self.signatures
         else:
             model, paths = trace, candidates(trace.profile, lost)
-        fix = frozenset(paths) & self.paths
+        fix = self.paths                  # repairing what was not lost changes nothing
         if fix and not self._stays(model, fix, verdict):
             self.stats["known by root cause"] += 1
             return True                   # fixing the known findings fixes this one

@@ -10,8 +10,8 @@ list (``cq``).
 
 ``merge`` goes the other way: a state as a snapshot decodes it (queue records hold their id
 and the fields the profile saved) with each of ``paths`` set to its value in ``truth`` (a
-captured state); queues only ``truth`` holds come whole (with the CQ such an SQ needs),
-queues only ``state`` holds go.  Loading that is what a design which also saved those paths
+captured state); queues only ``truth`` holds come whole (with the CQ such an SQ needs, and
+the SQ a repaired request is on), queues only ``state`` holds go.  Loading that is what a design which also saved those paths
 would have loaded; ``fuzz.cause`` uses it to ask which lost paths a finding needs.
 """
 
@@ -86,11 +86,28 @@ def merge(state: dict[str, Any], truth: dict[str, Any], paths: Iterable[str]) ->
         have = _by_id(out.get(head), id_key)
         out[head] = [{**have[q], field: rec[field]} if q in have else rec
                      for q, rec in right.items()]
-    if isinstance(out.get("sq"), list) and isinstance(truth.get("cq"), list):
-        cqs = _by_id(out.get("cq"), "cqid")
-        need = {q.get("cqid") for q in out["sq"] if isinstance(q, dict)} - cqs.keys()
-        out["cq"] = [*cqs.values(), *(_plain(q) for q in truth["cq"] if q["cqid"] in need)]
+    _complete(out, truth)
     return out
+
+
+def _complete(out: dict[str, Any], truth: dict[str, Any]) -> None:
+    """Bring whole from ``truth`` the SQs the requests in ``out`` are on and the CQs its SQs
+    post to, where ``out`` lacks them (a design that saves no admin queues)."""
+    reqs = [r for path in ("inflight", "aer_reqs") if isinstance(out.get(path), list)
+            for r in out[path]]
+    reqs += [r for q in out.get("cq") or () if isinstance(q, dict)
+             for r in q.get("waiting") or ()]
+    for kind, id_key, need in (
+            ("sq", "sqid", lambda: {r.get("sqid") for r in reqs if isinstance(r, dict)}),
+            ("cq", "cqid", lambda: {q.get("cqid") for q in out.get("sq") or ()
+                                    if isinstance(q, dict)})):
+        if not isinstance(truth.get(kind), list):
+            continue
+        have = _by_id(out.get(kind) or [], id_key)
+        want = need() - have.keys()
+        if want:
+            out[kind] = [*have.values(),
+                         *(_plain(q) for q in truth[kind] if q[id_key] in want)]
 
 
 __all__ = ["QUEUES", "differing", "merge"]
