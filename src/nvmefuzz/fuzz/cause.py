@@ -9,11 +9,12 @@ sides can be looked inside, so a finding is explained the way a developer would 
 1. replay the trace and collect the state paths its migrations lost (``Session.lost``, field
    by field: ``cq.waiting``, ``inflight``, ``features.err_rec``);
 2. replay it with all of them *repaired*: every migration loads them from the never-migrated
-   twin, as a design that saved them correctly would.  A repaired migration can lose more
-   (a design whose load re-derives state from what it finds, e.g. re-enabling when the admin
-   queues are missing), so what it loses is repaired too, until nothing new is lost.  If the
-   finding stays, the cause is ``outside the state`` (what the design's save or load does:
-   interrupts it sends, state it resets, timing);
+   twin, as a design that saved them correctly would.  A repaired migration can lose what
+   the unrepaired one did not (a load that re-derives state only when it has to re-create
+   something, e.g. re-enabling when the admin queues are missing): that is the repair's
+   doing, and is repaired too, never named.  If the finding stays, the cause is ``outside
+   the state`` (what the design's save or load does: interrupts it sends, state it resets,
+   timing);
 3. otherwise leave one path at a time lost again and drop it from the repair when the
    finding stays away without it.  What remains is a minimal set of lost paths whose repair
    makes the finding go away: the root cause.  Going away means no failure before the step
@@ -115,9 +116,30 @@ def stays(model: Trace, repair: Iterable[str], verdict: Verdict) -> bool:
     """Does ``model`` (a trace the model replays) still fail as ``verdict`` with ``repair``?
     It does when it fails the same way at the same step, or at any earlier step (a repair the
     design cannot load); failing later, differently at that step, or not at all, is a fix."""
-    now = replay(model, repair=frozenset(repair))[0]
+    return _stays(replay(model, repair=frozenset(repair))[0], verdict)
+
+
+def _stays(now: Verdict, verdict: Verdict) -> bool:
     return not now.ok and (now.step < verdict.step or (
         now.step == verdict.step and now.signature == verdict.signature))
+
+
+def fixes(model: Trace, repair: Iterable[str], verdict: Verdict,
+          lost: Iterable[str]) -> tuple[bool, int]:
+    """Does repairing ``repair`` make ``verdict`` go away?  What the repaired migrations lose
+    that the unrepaired ones (``lost``) did not is the repair's doing (a load that re-derives
+    less once it finds what it would have re-created) and is repaired too.  Also the replays
+    it took."""
+    repair, lost, replays = set(repair), set(lost), 0
+    while True:
+        replays += 1
+        now, stats = replay(model, repair=frozenset(repair))
+        if not _stays(now, verdict):
+            return True, replays
+        more = set(candidates(model.profile, lost_paths(stats))) - repair - lost
+        if not more:
+            return False, replays
+        repair |= more
 
 
 def explained(trace: Trace) -> tuple[Trace, Verdict, list[str], bool]:
@@ -143,24 +165,19 @@ def attribute(trace: Trace) -> Cause:
     if not lost:
         return Cause(NOTHING_LOST, profile=profile, signature=verdict.signature,
                      replays=replays)
-    while True:                         # repair what the repaired migrations lose too
-        replays += 1
-        now, stats = replay(model, repair=frozenset(lost))
-        if now.ok or now.step > verdict.step or (
-                now.step == verdict.step and now.signature != verdict.signature):
-            break
-        more = [p for p in candidates(profile, lost_paths(stats)) if p not in lost]
-        if not more:
-            return Cause(OUTSIDE, tuple(lost), profile, verdict.signature, replays)
-        lost += more
+    ok, replays = fixes(model, lost, verdict, lost)
+    replays += 1
+    if not ok:
+        return Cause(OUTSIDE, tuple(lost), profile, verdict.signature, replays)
     need = list(lost)
     for path in lost:
         rest = [p for p in need if p != path]
-        replays += 1
-        if not stays(model, rest, verdict):   # still goes away without it
+        ok, n = fixes(model, rest, verdict, lost)
+        replays += n
+        if ok:                          # the finding still goes away without it
             need = rest
     return Cause(STATE, tuple(_in_schema_order(need)), profile, verdict.signature, replays)
 
 
-__all__ = ["QEMU_PROFILE", "Cause", "attribute", "candidates", "explained", "on_model",
-           "stays"]
+__all__ = ["QEMU_PROFILE", "Cause", "attribute", "candidates", "explained", "fixes",
+           "on_model", "stays"]

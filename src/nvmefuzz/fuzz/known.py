@@ -12,9 +12,10 @@ signature no longer hides another bug behind it: a divergence that looks like a 
 finding but goes away only when other lost state is repaired is new, and is stored beside it
 (its verdict names its cause, ``Verdict.identity``).
 
-``match`` costs at most three model replays of the example: one to see what its migrations
-lost (none when the caller already knows, as the model target's session does), one with the
-known causes' state repaired, and one with all of it repaired when the signature is known;
+``match`` costs a few model replays of the example: one to see what its migrations lost
+(none when the caller already knows, as the model target's session does), one with the
+known causes' state repaired, and one with all of it repaired when the signature is known,
+each again when a repair loses more (``cause.fixes``);
 ``stats`` counts them and how each finding was known.  It does nothing while nothing is
 known.  Stored findings are attributed when the run starts (the cause a trace records is not
 trusted: the model may have changed since).
@@ -28,7 +29,8 @@ from typing import Iterable
 import attrs
 
 from nvmefuzz.errors import NvmeFuzzError
-from nvmefuzz.fuzz.cause import STATE, Cause, attribute, candidates, explained, on_model, stays
+from nvmefuzz.fuzz.cause import (STATE, Cause, attribute, candidates, explained, fixes,
+                                 on_model)
 from nvmefuzz.trace.schema import Trace, Verdict
 
 
@@ -91,19 +93,21 @@ class Known:
         else:
             model, paths = trace, candidates(trace.profile, lost)
         fix = self.paths                  # repairing what was not lost changes nothing
-        if fix and not self._stays(model, fix, verdict):
+        if fix and self._fixes(model, fix, verdict, paths):
             self.stats["known by root cause"] += 1
             return True                   # fixing the known findings fixes this one
         if verdict.signature not in self.signatures:
             return False
-        if paths and not self._stays(model, paths, verdict):
+        if paths and self._fixes(model, paths, verdict, paths):
             return False                  # lost state explains it, but no known finding's
         self.stats["known by signature"] += 1
         return True
 
-    def _stays(self, model: Trace, repair: Iterable[str], verdict: Verdict) -> bool:
-        self.stats["root cause replays"] += 1
-        return stays(model, repair, verdict)
+    def _fixes(self, model: Trace, repair: Iterable[str], verdict: Verdict,
+               lost: Iterable[str]) -> bool:
+        ok, replays = fixes(model, repair, verdict, lost)
+        self.stats["root cause replays"] += replays
+        return ok
 
 
 __all__ = ["Known", "root_cause"]

@@ -11,8 +11,9 @@ list (``cq``).
 ``merge`` goes the other way: a state as a snapshot decodes it (queue records hold their id
 and the fields the profile saved) with each of ``paths`` set to its value in ``truth`` (a
 captured state); queues only ``truth`` holds come whole (with the CQ such an SQ needs, and
-the SQ a repaired request is on), queues only ``state`` holds go.  Loading that is what a design which also saved those paths
-would have loaded; ``fuzz.cause`` uses it to ask which lost paths a finding needs.
+the SQ a repaired request is on), queues only ``state`` holds go.  Loading that is what a
+design which also saved those paths would have loaded; ``fuzz.cause`` uses it to ask which
+lost paths a finding needs.
 """
 
 from __future__ import annotations
