@@ -92,14 +92,17 @@ def merge(state: dict[str, Any], truth: dict[str, Any], paths: Iterable[str]) ->
 
 
 def _complete(out: dict[str, Any], truth: dict[str, Any]) -> None:
-    """Bring whole from ``truth`` the SQs the requests in ``out`` are on and the CQs its SQs
-    post to, where ``out`` lacks them (a design that saves no admin queues)."""
+    """Bring whole from ``truth`` the SQs the requests in ``out`` are on, the admin SQ when
+    ``out`` holds either admin queue, and the CQs its SQs post to, where ``out`` lacks them
+    (a design that saves no admin queues)."""
     reqs = [r for path in ("inflight", "aer_reqs") if isinstance(out.get(path), list)
             for r in out[path]]
     reqs += [r for q in out.get("cq") or () if isinstance(q, dict)
              for r in q.get("waiting") or ()]
-    for kind, id_key, need in (
-            ("sq", "sqid", lambda: {r.get("sqid") for r in reqs if isinstance(r, dict)}),
+    admin = any(0 in _by_id(out.get(k) or [], QUEUES[k][0]) for k in QUEUES)
+    for kind, id_key, need in (     # the admin queues are a pair: enabling creates both
+            ("sq", "sqid", lambda: {r.get("sqid") for r in reqs if isinstance(r, dict)}
+             | ({0} if admin else set())),
             ("cq", "cqid", lambda: {q.get("cqid") for q in out.get("sq") or ()
                                     if isinstance(q, dict)})):
         if not isinstance(truth.get(kind), list):
