@@ -2,7 +2,8 @@
 
 Every stored finding becomes a row: its signature, what that means in NVMe terms (derived
 from the observation label: ``GET_FEATURES/fid=0x04`` is the Temperature Threshold feature),
-the length of the shrunk trace and its file.  ``scripts/profile-losses`` writes the result
+its root cause (``fuzz.cause``, found now on the model), the length of the shrunk trace and
+its file.  ``scripts/profile-losses`` writes the result
 into the README between the ``<!-- losses -->`` markers.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from nvmefuzz.fuzz.known import root_cause
 from nvmefuzz.protocol.spec import FeatureId, LogId
 from nvmefuzz.trace import corpus
 
@@ -75,12 +77,13 @@ def section(root: Path) -> str:
             by_profile.setdefault(e.trace.profile, []).append(e)
     lines = []
     for profile in sorted(by_profile):
-        lines += [f"### `{profile}`", "", "| finding | meaning | steps | trace |",
-                  "|---|---|---|---|"]
-        for e in sorted(by_profile[profile], key=lambda e: e.trace.verdict.signature):
+        lines += [f"### `{profile}`", "", "| finding | meaning | root cause | steps | trace |",
+                  "|---|---|---|---|---|"]
+        for e in sorted(by_profile[profile], key=lambda e: e.trace.verdict.identity):
             sig = e.trace.verdict.signature
-            lines.append(f"| `{sig}` | {explain(sig)} | {len(e.trace.steps)} | "
-                         f"[{e.path.name}]({e.path.as_posix()}) |")
+            cause = root_cause(e.trace)
+            lines.append(f"| `{sig}` | {explain(sig)} | {cause.key if cause else '-'} | "
+                         f"{len(e.trace.steps)} | [{e.path.name}]({e.path.as_posix()}) |")
         lines.append("")
     return "\n".join(lines) if lines else "_(the corpus holds no findings yet)_\n"
 
