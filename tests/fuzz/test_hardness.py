@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from nvmefuzz.fuzz.hardness import STATES, measure, names, overlapping
-from nvmefuzz.fuzz.session import Session
-from nvmefuzz.targets import TargetConfig
 from nvmefuzz.trace.schema import Step
+
+from tests.fuzz.test_session import on_twin
 
 PAIR = [Step("enable", {"asqs": 7, "acqs": 7}),
         Step("create_cq", {"qid": 1, "size": 8, "iv": 0}),
@@ -17,13 +17,7 @@ def _io(opc: int, slba: int, nlb: int = 1, **extra) -> Step:
 
 
 def _scores(steps: list[Step]) -> dict[str, int]:
-    s = Session(TargetConfig(kind="model", profile="full"))
-    try:
-        for step in steps:
-            s.apply(step)
-        return measure(s.twin.ctrl)
-    finally:
-        s.close()
+    return on_twin(steps, measure)
 
 
 def test_a_quiet_controller_scores_zero_everywhere():

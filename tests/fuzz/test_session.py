@@ -20,6 +20,17 @@ def trace(profile: str, steps, refusals: str = "finding", waivers=()) -> Trace:
                  steps=tuple(steps), refusals=refusals, waivers=tuple(waivers))
 
 
+def on_twin(steps, look, profile: str = "full"):
+    """``look(controller)`` of the twin after ``steps`` on a model session."""
+    s = Session(TargetConfig(profile=profile))
+    try:
+        for step in steps:
+            s.apply(step)
+        return look(s.twin.ctrl)
+    finally:
+        s.close()
+
+
 def write(qid: int, slba: int, pattern: int, nlb: int = 1) -> Step:
     """A write of ``nlb`` blocks on SQ ``qid``."""
     return Step("io", {"qid": qid, "opc": int(IO.WRITE), "slba": slba, "nlb": nlb,

@@ -7,17 +7,11 @@ import copy
 from nvmefuzz.model.snapshot import capture, select
 from nvmefuzz.model.statediff import differing, merge
 
-from tests.fuzz.test_session import HARD, Session, TargetConfig
+from tests.fuzz.test_session import HARD, on_twin
 
 
 def _hard_state() -> dict:
-    s = Session(TargetConfig(profile="full"))
-    try:
-        for step in HARD:
-            s.apply(step)
-        return capture(s.twin.ctrl)
-    finally:
-        s.close()
+    return on_twin(HARD, capture)
 
 
 def test_queues_differ_field_by_field_when_both_sides_hold_the_same_queues():
