@@ -50,7 +50,8 @@ STATE, OUTSIDE, NOTHING_LOST, UNEXPLAINED, PASSES = (
 SAYS = {
     STATE: "the migration lost {paths}: loading {them} from the twin makes it go away",
     OUTSIDE: "not in the controller state: the migration lost {paths}, but with {them} "
-             "repaired it stays (guest memory, interrupts or timing)",
+             "repaired it stays (what the design's save or load does: interrupts it sends, "
+             "state it resets, timing)",
     NOTHING_LOST: "no completed migration lost controller state (a refused, hung or failed "
                   "save, guest memory, interrupts or timing)",
     UNEXPLAINED: "the model under {profile} does not reproduce it (it saw {seen}): "
@@ -112,14 +113,10 @@ def candidates(profile: str, lost: Iterable[str]) -> list[str]:
     return out
 
 
-def stays(model: Trace, repair: Iterable[str], verdict: Verdict) -> bool:
-    """Does ``model`` (a trace the model replays) still fail as ``verdict`` with ``repair``?
-    It does when it fails the same way at the same step, or at any earlier step (a repair the
-    design cannot load); failing later, differently at that step, or not at all, is a fix."""
-    return _stays(replay(model, repair=frozenset(repair))[0], verdict)
-
-
 def _stays(now: Verdict, verdict: Verdict) -> bool:
+    """Does a repaired replay's verdict ``now`` still fail as ``verdict``?  It does when it
+    fails the same way at the same step, or at any earlier step (a repair the design cannot
+    load); failing later, differently at that step, or not at all, is a fix."""
     return not now.ok and (now.step < verdict.step or (
         now.step == verdict.step and now.signature == verdict.signature))
 
@@ -180,4 +177,4 @@ def attribute(trace: Trace) -> Cause:
 
 
 __all__ = ["QEMU_PROFILE", "Cause", "attribute", "candidates", "explained", "fixes",
-           "on_model", "stays"]
+           "on_model"]
