@@ -44,19 +44,17 @@ def corpus_list(root: Path) -> None:
 def corpus_causes(root: Path) -> None:
     """The stored findings grouped by root cause (``fuzz.cause``): one row per cause, with
     every signature it shows as."""
-    from nvmefuzz.fuzz.known import root_cause
+    from nvmefuzz.fuzz.known import NOT_REPLAYABLE, root_cause
 
     groups: dict[tuple[str, str], list[str]] = {}
-    says: dict[tuple[str, str], str] = {}
     bad = 0
     for e in corpus_mod.load_all(root):
         if e.trace is None:
             bad += 1
             continue
         cause = root_cause(e.trace)
-        key = (e.trace.profile, cause.key if cause else "not replayable on the model")
+        key = (e.trace.profile, cause.key if cause else NOT_REPLAYABLE)
         groups.setdefault(key, []).append(e.trace.verdict.signature)
-        says[key] = cause.describe() if cause else ""
     t = Table(title=f"{root}: root causes")
     for col in ("profile", "root cause", "findings", "signatures"):
         t.add_column(col)

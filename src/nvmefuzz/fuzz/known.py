@@ -34,6 +34,10 @@ from nvmefuzz.fuzz.cause import (STATE, Cause, attribute, candidates, explained,
 from nvmefuzz.trace.schema import Trace, Verdict
 
 
+#: the root cause key of a finding the model cannot replay
+NOT_REPLAYABLE = "not replayable on the model"
+
+
 def root_cause(trace: Trace) -> Cause | None:
     """``cause.attribute``, or None for a trace the model cannot replay."""
     try:
@@ -110,4 +114,4 @@ class Known:
         return ok
 
 
-__all__ = ["Known", "root_cause"]
+__all__ = ["NOT_REPLAYABLE", "Known", "root_cause"]

@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
-from nvmefuzz.fuzz.known import root_cause
+from nvmefuzz.fuzz.known import NOT_REPLAYABLE, root_cause
 from nvmefuzz.trace import corpus as corpus_mod
 from nvmefuzz.trace.render import listing
 
@@ -221,7 +221,7 @@ def causes(findings: list[dict]) -> dict[str, list[dict]]:
     groups: dict[str, list[dict]] = {}
     for f in findings:
         cause = f.get("cause")
-        groups.setdefault(cause["key"] if cause else "not replayable on the model",
+        groups.setdefault(cause["key"] if cause else NOT_REPLAYABLE,
                           []).append(f)
     return dict(sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])))
 
