@@ -23,9 +23,10 @@ sides can be looked inside, so a finding is explained the way a developer would 
    repaired state the design's load rejects) does not count as a repair.
 
 A QEMU trace shows no insides.  It is replayed on the model under ``QEMU_PROFILE``, the
-profile that describes the QEMU the ``qemu`` target runs; if the model fails there the same
-way, the cause is found as above; if it passes, or fails another way, the profile does not
-explain the finding (``unexplained``), which is worth a look on its own.
+profile that describes the QEMU the ``qemu`` target runs, seen as the qemu target sees
+(``targets.base.QEMU_VIEW``); if the model fails there the same way, the cause is found as
+above; if it passes, or fails another way, the profile does not explain the finding
+(``unexplained``), which is worth a look on its own.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import attrs
 from nvmefuzz.fuzz.session import lost_paths, replay
 from nvmefuzz.model.profiles import get as get_profile
 from nvmefuzz.model.snapshot import SCHEMA
+from nvmefuzz.targets.base import QEMU_VIEW
 from nvmefuzz.targets.model import RAM_PASS
 from nvmefuzz.trace.schema import Trace, Verdict
 
@@ -97,11 +99,13 @@ def _in_schema_order(paths: Iterable[str]) -> list[str]:
 
 
 def on_model(trace: Trace) -> Trace:
-    """``trace`` as the model replays it: a QEMU trace runs under ``QEMU_PROFILE``."""
+    """``trace`` as the model replays it: a QEMU trace runs under ``QEMU_PROFILE``, with the
+    model showing what the qemu target can (``QEMU_VIEW``: commands complete within their
+    step, an MSI-X vector shows once per look)."""
     if trace.target.get("kind", "model") == "model":
         return trace
     return attrs.evolve(trace, target={**trace.target, "kind": "model",
-                                       "profile": QEMU_PROFILE})
+                                       "profile": QEMU_PROFILE, **QEMU_VIEW})
 
 
 def candidates(profile: str, lost: Iterable[str]) -> list[str]:
@@ -145,8 +149,8 @@ def explained(trace: Trace) -> tuple[Trace, Verdict, list[str], bool]:
     describe)."""
     model = on_model(trace)
     verdict, stats = replay(model)
-    same = model is trace or not (verdict.ok or (
-        not trace.verdict.ok and verdict.signature != trace.verdict.signature))
+    same = model is trace or (verdict.ok, verdict.signature) == (trace.verdict.ok,
+                                                                 trace.verdict.signature)
     return model, verdict, candidates(model.profile, lost_paths(stats)), same
 
 

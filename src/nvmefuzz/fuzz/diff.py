@@ -14,15 +14,10 @@ fills up is the backend's timing on QEMU and fetch order on the model.  ``migrat
 ``environment`` steps are skipped (``SKIPPED``): this mode asks whether the model *behaves*
 like QEMU, not whether a migration loses state.
 
-The model runs with ``io_latency_ns = 0`` (``MODEL_TIMING``): QEMU's I/O completes in real time
-while its virtual clock stands still, and the qemu target settles after every step, so in
-virtual time every QEMU command completes at once.  That is a timing choice, not a behaviour
-difference, and the model has the option for it.
-
-Interrupts are compared as QEMU can show them: an MSI-X message is a DMA write of a fixed
-value to a per-vector dword that the qemu target reads and clears once per look, so a vector
-that fired twice between two looks is seen once; ``normalise`` reduces both sides' MSI-X
-events to the set of vectors that fired (INTx level changes are compared as they are).
+The model runs with ``targets.base.QEMU_VIEW``: every command completes within its step, as
+the qemu target's settle makes it, and a look at the interrupts shows each MSI-X vector that
+fired once, as QEMU's per-vector message dwords do (INTx level changes are compared as they
+are).  Timing and visibility choices, not behaviour differences.
 
 A trace ends at its first disagreement (after it the two controllers are in different states,
 so later differences say nothing new).  ``diff_steps`` returns it as a ``Disagreement``;
@@ -48,11 +43,10 @@ from nvmefuzz.fuzz.compare import Comparator, Waiver, canonical_order
 from nvmefuzz.fuzz.reorder import DoorbellTap, HostView, Ledger
 from nvmefuzz.host.driver import Host
 from nvmefuzz.targets import TargetConfig, open_target
+from nvmefuzz.targets.base import QEMU_VIEW
 from nvmefuzz.fuzz.minimize import minimize
 from nvmefuzz.trace.schema import Step, Trace, Verdict
 
-#: model options that match how the qemu target presents time (see the module docstring)
-MODEL_TIMING = {"io_latency_ns": 0}
 #: steps run on neither side: migrations (not what this mode compares) and environment
 #: events (the qemu target has none: a namespace change needs hotplug, which QEMU's
 #: migration support excludes)
@@ -100,19 +94,6 @@ def _brief(value: Any, at: int | None = None, limit: int = 400) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def normalise(obs: list[Observation]) -> list[Observation]:
-    """MSI-X events as the set of vectors that fired (see the module docstring)."""
-    out = []
-    for label, fields in obs:
-        if label == "irq":
-            events = fields["events"]
-            msix = sorted({e for e in events if e[0] == "msix"})
-            fields = {**fields, "events": tuple(msix) + tuple(e for e in events
-                                                              if e[0] != "msix")}
-        out.append((label, fields))
-    return out
-
-
 class DiffSession:
     """The model and QEMU side by side; ``apply`` returns the first unwaived difference."""
 
@@ -145,8 +126,8 @@ class DiffSession:
             raise TraceFormatError(f"unknown action {step.action!r}")
         model_obs = self._side(action, self.model_host, self.taps[0], step)
         qemu_obs = self._side(action, self.qemu_host, self.taps[1], step)
-        model_obs = normalise(canonical_order(model_obs))
-        qemu_obs = normalise(canonical_order(qemu_obs))
+        model_obs = canonical_order(model_obs)
+        qemu_obs = canonical_order(qemu_obs)
         if self.on_step is not None:
             self.on_step(self.index, step, model_obs, qemu_obs)
         self.index += 1
@@ -176,7 +157,7 @@ def configs(msix: bool = True, profile: str = "full",
             nsze: int | None = None) -> tuple[TargetConfig, TargetConfig]:
     """The model and QEMU configurations of a differential run."""
     extra = {} if nsze is None else {"nsze": nsze}
-    return (TargetConfig(kind="model", profile=profile, msix=msix, **MODEL_TIMING, **extra),
+    return (TargetConfig(kind="model", profile=profile, msix=msix, **QEMU_VIEW, **extra),
             TargetConfig(kind="qemu", msix=msix, **extra))
 
 

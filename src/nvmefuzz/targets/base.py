@@ -55,6 +55,16 @@ class Target(Protocol):
     def close(self) -> None: ...
 
 
+#: the model options under which the model shows what the qemu target can: QEMU's I/O
+#: completes in real time while its virtual clock stands still, and the qemu target settles
+#: after every step, so in virtual time every command completes at once; and an MSI-X message
+#: is a DMA write of a fixed value to a per-vector dword that the qemu target reads and
+#: clears once per look, so a vector that fired twice between two looks is seen once.  Timing
+#: and visibility choices, not behaviour: ``fuzz.diff`` and ``fuzz.cause`` replay QEMU's steps
+#: on the model this way.
+QEMU_VIEW = {"io_latency_ns": 0, "msix_once_per_look": True}
+
+
 @attrs.frozen
 class TargetConfig:
     """How to build a target: its kind, the controller's power-on config and a profile."""
@@ -64,6 +74,8 @@ class TargetConfig:
     msix: bool = True
     io_latency_ns: int = 20_000
     nsze: int = 1 << 14
+    #: the model shows each MSI-X vector once per look, however often it fired (``QEMU_VIEW``)
+    msix_once_per_look: bool = False
 
     def to_plain(self) -> dict:
         return attrs.asdict(self)

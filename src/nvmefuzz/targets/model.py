@@ -7,7 +7,9 @@ is checkpointed before the save and rolled back after it, and the MSI-X messages
 sent are dropped: the final RAM pass went before them.  A refusal leaves the source running
 with what it wrote; a save that would never return is a ``hung`` outcome naming what it waits
 for; a blob the destination cannot load is a ``crashed`` outcome with the loader's message.
-Completion order is fully deterministic.
+Completion order is fully deterministic.  With ``msix_once_per_look`` (part of
+``QEMU_VIEW``) each look at the interrupts shows every MSI-X vector that fired once, in vector
+order, as the qemu target can.
 
 ``repair``, when set to (paths, truth), makes every migration load ``paths`` from ``truth()``
 (a captured state, the never-migrated twin's) instead of from what the profile saved, and
@@ -73,6 +75,9 @@ class ModelTarget:
             self._irq_seen = 0
         else:
             self._irq_seen = len(log)
+        if self.cfg.msix_once_per_look and len(new) > 1:     # as the qemu target sees them
+            new = ([("msix", v) for v in sorted({v for kind, v in new if kind == "msix"})]
+                   + [e for e in new if e[0] != "msix"])
         return new
 
     @property
