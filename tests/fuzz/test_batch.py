@@ -107,3 +107,15 @@ def test_a_batch_never_shrinks_hypothesis_pareto_front():
         assert engine.MAX_SHRINKING_SECONDS == old_budget
     assert engine.ConjectureRunner.pareto_optimise is original
     assert engine.MAX_SHRINKING_SECONDS == old_budget
+
+
+def test_a_batch_says_nothing_when_its_shrink_budget_runs_out(monkeypatch, capsys):
+    """A run's shrink budget stops Hypothesis shrinking routinely (``runner._shrink_budget``);
+    its warning about five minutes spent shrinking would be false, and is not printed."""
+    from hypothesis.internal.conjecture import engine
+
+    monkeypatch.setattr(engine, "MAX_SHRINKING_SECONDS", 0)
+    obs = Observer()
+    assert run_batch(_machine("full-without-acq", obs), batch_settings(50, 40), seed=1)
+    out = capsys.readouterr()
+    assert "WARNING" not in out.out + out.err and obs.last_failure is not None

@@ -1,8 +1,14 @@
-"""Step-level shrinking of findings: deletes what the verdict does not need, nothing else."""
+"""Shrinking findings after Hypothesis: steps the verdict does not need, simpler values, and a
+QEMU finding shrunk on the model first."""
 
 from __future__ import annotations
 
-from nvmefuzz.fuzz.minimize import minimize
+import attrs
+
+from nvmefuzz.fuzz.cause import on_model
+from nvmefuzz.fuzz.minimize import minimize, reproduces_on_model, simplify, via_model
+from nvmefuzz.fuzz.session import replay
+from nvmefuzz.targets import TargetConfig
 from nvmefuzz.trace.schema import PASS, Step, Trace, Verdict
 
 
@@ -59,3 +65,94 @@ def test_passing_traces_and_budgets_are_respected():
     assert minimize(ok, replay=replay) is ok and calls == []
     out = minimize(_trace(["x", "a", "y"]), seconds=0, replay=replay)
     assert [s.action for s in out.steps] == ["x", "a"]
+
+
+# ---------------------------------------------------------------- values, and QEMU via the model
+def _qemu(steps) -> Trace:
+    """A QEMU trace of ``steps`` with the verdict the model reaches under the QEMU profile."""
+    t = Trace(target=TargetConfig(kind="qemu").to_plain(), campaign="c", seed=0,
+              steps=tuple(steps))
+    return attrs.evolve(t, verdict=replay(on_model(t))[0])
+
+
+def _on_model(trace: Trace):
+    """The model in QEMU's place, as the qemu target would show it (no QEMU needed)."""
+    return replay(on_model(trace))
+
+
+#: QEMU 11.1 reports DMRSL 0 after a migration (Identify CNS 06h), with steps it does not need
+DMRSL = [Step("enable", {"asqs": 7, "acqs": 7}),
+         Step("create_cq", {"qid": 1, "size": 8, "iv": 3}),
+         Step("admin", {"opc": 0x0A, "cdw10": 0x07, "length": 0}),
+         Step("migrate"), Step("advance", {"ns": 5000}),
+         Step("admin", {"opc": 6, "cdw10": 6, "length": 4096})]
+
+
+def test_simplify_makes_each_argument_as_simple_as_the_finding_allows():
+    t = _qemu(DMRSL)
+    model = attrs.evolve(on_model(t), verdict=t.verdict)
+    out = simplify(model)
+    assert out.verdict.signature == t.verdict.signature == (
+        "divergence:cqe/admin/IDENTIFY/cns=0x06/data@0x4")
+    assert out.steps[0] == Step("enable", {})                 # defaults: the arguments went
+    assert out.steps[-1].args["cdw10"] == 6                   # CNS 06h is what it needs
+    assert len(out.steps) == len(DMRSL)                       # it deletes no steps
+    assert simplify(out) == out                               # nothing left to simplify
+
+
+def test_a_qemu_finding_the_model_reproduces_is_shrunk_there_and_confirmed():
+    t = _qemu(DMRSL)
+    assert reproduces_on_model(t, _on_model)
+    confirmed = []
+
+    def on_qemu(trace):
+        confirmed.append(trace.target["kind"])
+        return _on_model(trace)
+
+    out = via_model(t, replay=on_qemu)
+    assert out.target == t.target                             # still the QEMU trace
+    assert [s.action for s in out.steps] == ["enable", "migrate", "admin"]
+    assert out.verdict.signature == t.verdict.signature
+    assert confirmed == ["model"] * (len(confirmed) - 1) + ["qemu"]   # one replay on QEMU
+
+
+def test_a_qemu_finding_is_not_taken_from_the_model_unless_qemu_confirms_it():
+    t = _qemu(DMRSL)
+    assert via_model(t, replay=lambda tr: (Verdict(PASS), None) if tr.target["kind"] == "qemu"
+                     else _on_model(tr)) is None
+    assert via_model(t, replay=_on_model, keep=lambda tr: False) is None      # known
+
+
+def test_a_qemu_finding_the_model_does_not_reproduce_stays_for_qemu():
+    seen = attrs.evolve(_qemu(DMRSL[:3]), verdict=Verdict("divergence", "divergence:x", "", 2))
+    assert not reproduces_on_model(seen, _on_model)
+    assert via_model(seen, replay=_on_model) is None
+    assert not reproduces_on_model(attrs.evolve(seen, target={"kind": "model"}), _on_model)
+
+
+def test_a_qemu_run_shrinks_what_the_model_reproduces_on_the_model(monkeypatch, tmp_path):
+    """The model under the QEMU profile stands in for QEMU: every finding is shrunk on the
+    model, Hypothesis never shrinks with the target in the loop, and QEMU confirms."""
+    from hypothesis.internal.conjecture import engine
+
+    from nvmefuzz.fuzz import campaign as campaigns
+    from nvmefuzz.fuzz import session
+    from nvmefuzz.fuzz.runner import run_campaign
+    from nvmefuzz.targets import open_target
+    from nvmefuzz.targets.base import QEMU_VIEW
+
+    monkeypatch.setattr(session, "open_target", lambda cfg: open_target(
+        attrs.evolve(cfg, kind="model", profile="qemu-11.1", **QEMU_VIEW))
+        if cfg.kind == "qemu" else open_target(cfg))
+    shrinks = []
+    real = engine.ConjectureRunner.shrink
+    monkeypatch.setattr(engine.ConjectureRunner, "shrink",
+                        lambda self, *a, **k: shrinks.append(1) or real(self, *a, **k))
+    camp = attrs.evolve(campaigns.load("default"), target="qemu")
+    result = run_campaign(camp, seed=1, examples=300, corpus_dir=tmp_path)
+    assert result.findings
+    assert result.stats["findings shrunk on the model"] == len(result.findings)
+    assert not shrinks
+    for f in result.findings:
+        assert f.trace.target["kind"] == "qemu" and len(f.trace.steps) <= 8
+        assert reproduces_on_model(f.trace)

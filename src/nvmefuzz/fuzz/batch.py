@@ -11,7 +11,8 @@ it the key in the example database, is the one the class had. It also carries th
 Hypothesis reads the seed from the factory.
 
 ``batch_settings`` holds the settings every fuzzing batch shares: no deadline, no health
-checks, and none of Hypothesis' own reporting. A batch returns what ended it: the
+checks, and none of Hypothesis' own reporting (quiet: not even its warning that shrinking
+stopped, which a run's shrink budget makes routine). A batch returns what ended it: the
 ``Divergence`` or Hypothesis' wrapper around it (Flaky, an exception group). It returns
 None when the batch ended without one. Any other exception propagates. An ``Observer``
 hears of every finding as the machine meets it, and of every example's statistics.
@@ -34,7 +35,7 @@ import pkgutil
 from collections import Counter
 from typing import Iterator, Sequence
 
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, Verbosity, settings
 from hypothesis.errors import Flaky
 from hypothesis.database import ExampleDatabase
 from hypothesis.internal.conjecture import providers
@@ -121,6 +122,7 @@ def batch_settings(examples: int, steps: int, *, database: ExampleDatabase | Non
                    phases: Sequence[Phase] = FUZZ_PHASES) -> settings:
     return settings(max_examples=examples, stateful_step_count=steps, deadline=None,
                     database=database, derandomize=False, print_blob=False,
+                    verbosity=Verbosity.quiet,
                     report_multiple_bugs=False, suppress_health_check=list(HealthCheck),
                     phases=list(phases))
 

@@ -7,7 +7,10 @@ A run is a series of batches.  Batch ``b`` runs the campaign's state machine wit
 gives the same examples whatever the machine's speed; only how many batches fit in a time
 budget depends on the clock.  When a batch fails, Hypothesis has already shrunk the failure;
 the machine's observer holds the shrunk trace, and ``minimize`` deletes the steps Hypothesis
-had no time to (bounded, and never turning it into a known finding).  The raw (first seen)
+had no time to (bounded, and never turning it into a known finding).  A QEMU finding that
+the model reproduces (checked when the batch first meets it) is not shrunk by Hypothesis
+with QEMU in the loop, seconds per example, but on the model, and QEMU confirms the result
+(``minimize.via_model``).  The raw (first seen)
 trace of a finding is written to the run's folder the moment it is seen, before shrinking
 starts; the shrunk trace, its verdict naming its root cause (``fuzz.cause``), goes to the
 corpus.  The corpus's findings are ``known`` (``fuzz.known``: by root cause where lost state
@@ -39,7 +42,7 @@ from nvmefuzz.fuzz.cause import Cause
 from nvmefuzz.fuzz.known import Known, root_cause
 from nvmefuzz.fuzz.database import KeepingDatabase
 from nvmefuzz.fuzz.machine import Observer, build_machine
-from nvmefuzz.fuzz.minimize import minimize
+from nvmefuzz.fuzz.minimize import minimize, reproduces_on_model, via_model
 from nvmefuzz.fuzz.session import lost_paths, replay
 from nvmefuzz.trace import corpus
 from nvmefuzz.trace.schema import Trace
@@ -73,8 +76,11 @@ class RawWriter(Observer):
         super().__init__(seed)
         self.raw_dir = raw_dir
         self.raw: dict[str, Path] = {}
+        self.first: Callable[[Trace], None] | None = None    # hears of the first failure
 
     def finding(self, trace: Trace) -> None:
+        if self.last_failure is None and self.first is not None:
+            self.first(trace)
         super().finding(trace)
         sig = trace.verdict.signature
         if self.raw_dir is not None and sig not in self.raw:
@@ -86,7 +92,8 @@ class RawWriter(Observer):
 @contextlib.contextmanager
 def _shrink_budget(remaining: float | None):
     """Cap Hypothesis' shrinking time at what is left of a time budget (at least 10 s), and
-    keep it from shrinking its Pareto front.
+    keep it from shrinking its Pareto front; what it yields stops shrinking altogether (read
+    when the shrink phase starts).
 
     Hypothesis bounds shrinking by its own MAX_SHRINKING_SECONDS (300 s); a run with a time
     budget must not overrun by that much, and a shorter shrink still yields a finding (the
@@ -102,7 +109,7 @@ def _shrink_budget(remaining: float | None):
         engine.MAX_SHRINKING_SECONDS = int(max(10, min(old[0], remaining)))
     runner.pareto_optimise = lambda self: None
     try:
-        yield
+        yield lambda: setattr(engine, "MAX_SHRINKING_SECONDS", 0)   # no shrinking at all
     finally:
         engine.MAX_SHRINKING_SECONDS, runner.pareto_optimise = old
 
@@ -140,6 +147,7 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
     where = Trace(target={"kind": camp.target, "profile": camp.profile}, campaign=camp.name,
                   seed=seed, steps=()).profile            # the corpus folder it writes to
     findings = known_findings(corpus_dir, where)
+    qemu = camp.target != "model"
     known = Known.of(findings)
     explained = explained_losses(findings)
     memory = hardness.Memory()      # what the run's migrations started from, for steering
@@ -155,12 +163,22 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
             per_example = (time.monotonic() - start) / result.stats["examples"]
             remaining = seconds - (time.monotonic() - start)
             n = max(5, min(n, int(remaining / per_example)))
+        on_model: list[bool] = []       # the model reproduces the batch's finding
         observer = RawWriter(out_dir, seed)
         machine = build_machine(camp, observer, known, steer=steer,
                                 explained=frozenset(explained), memory=memory)
         config = batch_settings(n, camp.steps, database=database, phases=FUZZ_PHASES + (
             (Phase.reuse,) if database is not None else ()))
-        with _shrink_budget(None if seconds is None else seconds - (time.monotonic() - start)):
+        with _shrink_budget(None if seconds is None else seconds - (time.monotonic() - start)
+                            ) as stop_shrinking:
+            def first(trace: Trace) -> None:
+                """Shrink a QEMU finding the model reproduces on the model, not with QEMU in
+                the loop (``minimize.via_model``)."""
+                on_model.append(reproduces_on_model(trace))
+                if on_model[-1]:
+                    stop_shrinking()
+
+            observer.first = first if qemu else None
             failure = run_batch(machine, config, seed * 1_000_003 + result.batches)
         result.batches += 1
         done += max(1, observer.stats["examples"]) if failure is None else n
@@ -168,8 +186,12 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
         if failure is not None and observer.last_failure is not None:
             # Hypothesis shrinks within a time budget that a slow target can exhaust
             # (and must not make it a known finding on the way)
-            trace = minimize(attrs.evolve(observer.last_failure, seed=seed),
-                             keep=lambda t: not known.match(t))
+            trace = attrs.evolve(observer.last_failure, seed=seed)
+            if any(on_model):           # Hypothesis did not shrink it; the model does
+                small = via_model(trace, keep=lambda t: not known.match(t))
+                result.stats["findings shrunk on the model"] += small is not None
+                trace = small or trace
+            trace = minimize(trace, keep=lambda t: not known.match(t))
             sig = trace.verdict.signature
             cause = root_cause(trace)
             if cause is not None:

@@ -49,6 +49,7 @@ def summary(result: RunResult) -> dict[str, Any]:
         "known_by_root_cause": s["known by root cause"],
         "known_by_signature": s["known by signature"],
         "root_cause_replays": s["root cause replays"],
+        "findings_shrunk_on_the_model": s["findings shrunk on the model"],
         "lost_at_migration": _under(s, LOST_PREFIX),
         "actions": _under(s, "action:"),
         "waived": _under(s, "waived:"),
@@ -83,7 +84,8 @@ def table(data: dict[str, Any]) -> Table:
         t.add_row("migrations that lost state", str(data["migrations_that_lost_state"]))
     for path, n in data["lost_at_migration"].items():
         t.add_row(f"{LOST_PREFIX}{path}", str(n))
-    for key in ("known_by_root_cause", "known_by_signature", "root_cause_replays"):
+    for key in ("known_by_root_cause", "known_by_signature", "root_cause_replays",
+                "findings_shrunk_on_the_model"):
         if data.get(key):
             t.add_row(key.replace("_", " "), str(data[key]))
     for name, n in data["waived"].items():
