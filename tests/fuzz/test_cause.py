@@ -9,7 +9,7 @@ import pytest
 
 from nvmefuzz.errors import TargetUnavailable
 from nvmefuzz.fuzz.cause import (NOTHING_LOST, OUTSIDE, PASSES, QEMU_PROFILE, STATE,
-                                 UNEXPLAINED, attribute)
+                                 UNEXPLAINED, attribute, on_model)
 from nvmefuzz.fuzz.session import Session, lost_paths, replay
 from nvmefuzz.protocol.spec import AdminOpcode as A
 from nvmefuzz.targets import TargetConfig
@@ -120,3 +120,19 @@ def test_every_qemu_finding_in_the_corpus_is_explained_by_the_qemu_profile(path)
     stored QEMU trace as QEMU did: no cause reads ``unexplained``."""
     cause = attribute(corpus.load(path))
     assert cause.kind in (STATE, OUTSIDE, NOTHING_LOST), cause.key
+
+
+def test_a_qemu_trace_is_replayed_with_the_waivers_the_qemu_target_applies():
+    """QEMU does not migrate the SMART I/O counters, and the qemu target waives that; on the
+    model under ``qemu-11.1`` the same trace is waived too, so a finding after it can be
+    explained there."""
+    smart = Step("admin", {"opc": int(A.GET_LOG_PAGE), "cdw10": (127 << 16) | 0x02,
+                           "nsid": 0xFFFFFFFF, "length": 512})
+    steps = [*in_flight(ien=0)[:4], Step("advance", {"ns": 10**6}),
+             Step("consume", {"qid": 1}), Step("migrate"), smart]
+    t = trace("qemu-11.1", steps)
+    seen, _ = replay(t)
+    assert seen.signature.startswith("divergence:cqe/admin/GET_LOG_PAGE/lid=0x02/data.")
+    qemu = attrs.evolve(t, target={**t.target, "kind": "qemu"})
+    assert "smart-io-counters" in on_model(qemu).waivers
+    assert replay(on_model(qemu))[0].ok

@@ -24,9 +24,9 @@ sides can be looked inside, so a finding is explained the way a developer would 
 
 A QEMU trace shows no insides.  It is replayed on the model under ``QEMU_PROFILE``, the
 profile that describes the QEMU the ``qemu`` target runs, seen as the qemu target sees
-(``targets.base.QEMU_VIEW``); if the model fails there the same way, the cause is found as
-above; if it passes, or fails another way, the profile does not explain the finding
-(``unexplained``), which is worth a look on its own.
+(``targets.base.QEMU_VIEW``) and with the waivers its sessions apply; if the model fails
+there the same way, the cause is found as above; if it passes, or fails another way, the
+profile does not explain the finding (``unexplained``), which is worth a look on its own.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from typing import Iterable
 
 import attrs
 
+from nvmefuzz.fuzz.compare import TARGET_WAIVERS
 from nvmefuzz.fuzz.session import lost_paths, replay
 from nvmefuzz.model.profiles import get as get_profile
 from nvmefuzz.model.snapshot import SCHEMA
@@ -101,11 +102,15 @@ def _in_schema_order(paths: Iterable[str]) -> list[str]:
 def on_model(trace: Trace) -> Trace:
     """``trace`` as the model replays it: a QEMU trace runs under ``QEMU_PROFILE``, with the
     model showing what the qemu target can (``QEMU_VIEW``: commands complete within their
-    step, an MSI-X vector shows once per look)."""
-    if trace.target.get("kind", "model") == "model":
+    step, an MSI-X vector shows once per look) and the waivers the qemu target's sessions
+    apply (``compare.TARGET_WAIVERS``)."""
+    kind = trace.target.get("kind", "model")
+    if kind == "model":
         return trace
-    return attrs.evolve(trace, target={**trace.target, "kind": "model",
-                                       "profile": QEMU_PROFILE, **QEMU_VIEW})
+    waivers = (*trace.waivers, *(w for w in TARGET_WAIVERS.get(kind, ())
+                                 if w not in trace.waivers))
+    return attrs.evolve(trace, waivers=waivers, target={
+        **trace.target, "kind": "model", "profile": QEMU_PROFILE, **QEMU_VIEW})
 
 
 def candidates(profile: str, lost: Iterable[str]) -> list[str]:
