@@ -128,31 +128,3 @@ def test_a_qemu_finding_the_model_does_not_reproduce_stays_for_qemu():
     assert not reproduces_on_model(seen, _on_model)
     assert via_model(seen, replay=_on_model) is None
     assert not reproduces_on_model(attrs.evolve(seen, target={"kind": "model"}), _on_model)
-
-
-def test_a_qemu_run_shrinks_what_the_model_reproduces_on_the_model(monkeypatch, tmp_path):
-    """The model under the QEMU profile stands in for QEMU: every finding is shrunk on the
-    model, Hypothesis never shrinks with the target in the loop, and QEMU confirms."""
-    from hypothesis.internal.conjecture import engine
-
-    from nvmefuzz.fuzz import campaign as campaigns
-    from nvmefuzz.fuzz import session
-    from nvmefuzz.fuzz.runner import run_campaign
-    from nvmefuzz.targets import open_target
-    from nvmefuzz.targets.base import QEMU_VIEW
-
-    monkeypatch.setattr(session, "open_target", lambda cfg: open_target(
-        attrs.evolve(cfg, kind="model", profile="qemu-11.1", **QEMU_VIEW))
-        if cfg.kind == "qemu" else open_target(cfg))
-    shrinks = []
-    real = engine.ConjectureRunner.shrink
-    monkeypatch.setattr(engine.ConjectureRunner, "shrink",
-                        lambda self, *a, **k: shrinks.append(1) or real(self, *a, **k))
-    camp = attrs.evolve(campaigns.load("default"), target="qemu")
-    result = run_campaign(camp, seed=1, examples=300, corpus_dir=tmp_path)
-    assert result.findings
-    assert result.stats["findings shrunk on the model"] == len(result.findings)
-    assert not shrinks
-    for f in result.findings:
-        assert f.trace.target["kind"] == "qemu" and len(f.trace.steps) <= 8
-        assert reproduces_on_model(f.trace)

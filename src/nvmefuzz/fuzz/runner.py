@@ -5,7 +5,8 @@ How it works
 A run is a series of batches.  Batch ``b`` runs the campaign's state machine with
 ``max_examples`` examples under the Hypothesis seed ``seed * 1000003 + b``, so the same seed
 gives the same examples whatever the machine's speed; only how many batches fit in a time
-budget depends on the clock.  When a batch fails, Hypothesis has already shrunk the failure;
+budget depends on the clock (and their size: the first has ``FIRST_BATCH`` examples, the
+others as many as the rate so far lets the budget hold, up to ``batch``).  When a batch fails, Hypothesis has already shrunk the failure;
 the machine's observer holds the shrunk trace, and ``minimize`` deletes the steps Hypothesis
 had no time to (bounded, and never turning it into a known finding).  A QEMU finding that
 the model reproduces (checked when the batch first meets it) is not shrunk by Hypothesis
@@ -46,6 +47,10 @@ from nvmefuzz.fuzz.minimize import minimize, reproduces_on_model, via_model
 from nvmefuzz.fuzz.session import lost_paths, replay
 from nvmefuzz.trace import corpus
 from nvmefuzz.trace.schema import Trace
+
+
+#: examples in a time-budgeted run's first batch, which measures the rate the others use
+FIRST_BATCH = 10
 
 
 @attrs.define
@@ -163,6 +168,8 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
             per_example = (time.monotonic() - start) / result.stats["examples"]
             remaining = seconds - (time.monotonic() - start)
             n = max(5, min(n, int(remaining / per_example)))
+        elif seconds is not None:       # no rate yet: a QEMU example can take a second
+            n = min(n, FIRST_BATCH)
         on_model: list[bool] = []       # the model reproduces the batch's finding
         observer = RawWriter(out_dir, seed)
         machine = build_machine(camp, observer, known, steer=steer,
