@@ -118,15 +118,14 @@ def simplify(trace: Trace, seconds: float = 30.0, replay: Replay | None = None,
         changed = False                  # a pass over every argument of every step
         for i in range(len(trace.steps)):
             for key in sorted(best.steps[i].args) if i < len(best.steps) else ():
-                while time.monotonic() < deadline and key in best.steps[i].args:
+                while (time.monotonic() < deadline and i < len(best.steps)   # a cut trace
+                       and key in best.steps[i].args):
                     found = next(filter(None, (reproduces(_with(best.steps, i, key, value))
                                                for value in _simpler(best.steps[i].args[key]))),
                                  None)
                     if found is None:
                         break
                     best, changed = found, True
-                    if i >= len(best.steps):
-                        break
     return best
 
 
