@@ -1,4 +1,4 @@
-"""Running a campaign: batch sizes under a time budget, and where QEMU findings are shrunk."""
+"""Running a campaign: batch sizes under a time budget, and how findings are shrunk."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from hypothesis.internal.conjecture import engine
 
 from nvmefuzz.fuzz import campaign as campaigns
 from nvmefuzz.fuzz import session
-from nvmefuzz.fuzz.minimize import reproduces_on_model
+from nvmefuzz.fuzz.minimize import reproduces_on_model, simplify
 from nvmefuzz.fuzz.runner import FIRST_BATCH, run_campaign
 from nvmefuzz.targets import open_target
 from nvmefuzz.targets.base import QEMU_VIEW
+from nvmefuzz.trace.schema import Step
 
 
 def test_a_qemu_run_shrinks_what_the_model_reproduces_on_the_model(monkeypatch, tmp_path):
@@ -46,3 +47,13 @@ def test_a_timed_run_measures_its_rate_on_a_small_first_batch():
     timed = sizes(seconds=3.0)
     assert timed[0] == FIRST_BATCH and max(timed[1:]) > FIRST_BATCH
     assert sizes(examples=30) == [20, 10]
+
+
+def test_a_model_finding_is_stored_with_arguments_as_simple_as_it_allows(tmp_path):
+    """After Hypothesis and step deletion, ``simplify``: nothing in the stored trace can be
+    left at its default or made smaller and still reach the verdict."""
+    camp = campaigns.load("mutant-hunt-admin").with_profile("full-without-acq")
+    result = run_campaign(camp, seed=1, examples=50, corpus_dir=tmp_path)
+    [finding] = result.findings
+    assert simplify(finding.trace) == finding.trace
+    assert finding.trace.steps[0] == Step("enable", {})

@@ -6,12 +6,13 @@ A run is a series of batches.  Batch ``b`` runs the campaign's state machine wit
 ``max_examples`` examples under the Hypothesis seed ``seed * 1000003 + b``, so the same seed
 gives the same examples whatever the machine's speed; only how many batches fit in a time
 budget depends on the clock (and their size: the first has ``FIRST_BATCH`` examples, the
-others as many as the rate so far lets the budget hold, up to ``batch``).  When a batch fails, Hypothesis has already shrunk the failure;
-the machine's observer holds the shrunk trace, and ``minimize`` deletes the steps Hypothesis
-had no time to (bounded, and never turning it into a known finding).  A QEMU finding that
-the model reproduces (checked when the batch first meets it) is not shrunk by Hypothesis
-with QEMU in the loop, seconds per example, but on the model, and QEMU confirms the result
-(``minimize.via_model``).  The raw (first seen)
+others as many as the rate so far lets the budget hold, up to ``batch``).  When a batch
+fails, Hypothesis has already shrunk the failure; the machine's observer holds the shrunk
+trace, and ``minimize`` deletes the steps Hypothesis had no time to (bounded, and never
+turning it into a known finding), and on the model ``simplify`` makes the arguments as
+simple as the finding allows.  A QEMU finding that the model reproduces (checked when the batch
+first meets it) is not shrunk by Hypothesis with QEMU in the loop, seconds per example, but
+on the model, and QEMU confirms the result (``minimize.via_model``).  The raw (first seen)
 trace of a finding is written to the run's folder the moment it is seen, before shrinking
 starts; the shrunk trace, its verdict naming its root cause (``fuzz.cause``), goes to the
 corpus.  The corpus's findings are ``known`` (``fuzz.known``: by root cause where lost state
@@ -43,7 +44,7 @@ from nvmefuzz.fuzz.cause import Cause
 from nvmefuzz.fuzz.known import Known, root_cause
 from nvmefuzz.fuzz.database import KeepingDatabase
 from nvmefuzz.fuzz.machine import Observer, build_machine
-from nvmefuzz.fuzz.minimize import minimize, reproduces_on_model, via_model
+from nvmefuzz.fuzz.minimize import minimize, reproduces_on_model, simplify, via_model
 from nvmefuzz.fuzz.session import lost_paths, replay
 from nvmefuzz.trace import corpus
 from nvmefuzz.trace.schema import Trace
@@ -199,6 +200,8 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
                 result.stats["findings shrunk on the model"] += small is not None
                 trace = small or trace
             trace = minimize(trace, keep=lambda t: not known.match(t))
+            if not qemu:                # arguments left at their defaults, ms per replay
+                trace = simplify(trace, keep=lambda t: not known.match(t))
             sig = trace.verdict.signature
             cause = root_cause(trace)
             if cause is not None:
