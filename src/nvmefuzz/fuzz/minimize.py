@@ -116,10 +116,10 @@ def simplify(trace: Trace, seconds: float = 30.0, replay: Replay | None = None,
     best, changed = trace, True
     while changed and time.monotonic() < deadline:
         changed = False                  # a pass over every argument of every step
+        # a change at step i can cut the trace after its verdict, never before step i
         for i in range(len(trace.steps)):
             for key in sorted(best.steps[i].args) if i < len(best.steps) else ():
-                while (time.monotonic() < deadline and i < len(best.steps)   # a cut trace
-                       and key in best.steps[i].args):
+                while time.monotonic() < deadline and key in best.steps[i].args:
                     found = next(filter(None, (reproduces(_with(best.steps, i, key, value))
                                                for value in _simpler(best.steps[i].args[key]))),
                                  None)
@@ -141,18 +141,25 @@ def _same(a: Verdict, b: Verdict) -> bool:
     return (a.kind, a.signature) == (b.kind, b.signature)
 
 
-def reproduces_on_model(trace: Trace, replay: Replay | None = None) -> bool:
-    """Is ``trace`` a QEMU trace whose finding the model reproduces (same verdict class and
-    signature under ``cause.QEMU_PROFILE``)?"""
+def _model_verdict(trace: Trace, replay: Replay | None) -> tuple[Trace, Verdict] | None:
+    """``trace`` on the model and the verdict it reaches there, if ``trace`` is a QEMU
+    trace whose finding the model reproduces (same verdict class and signature under
+    ``cause.QEMU_PROFILE``)."""
     if replay is None:
         from nvmefuzz.fuzz.session import replay
     model = on_model(trace)
     if model is trace or trace.verdict.ok:
-        return False
+        return None
     try:
-        return _same(replay(model)[0], trace.verdict)
+        verdict, _ = replay(model)
     except NvmeFuzzError:
-        return False
+        return None
+    return (model, verdict) if _same(verdict, trace.verdict) else None
+
+
+def reproduces_on_model(trace: Trace, replay: Replay | None = None) -> bool:
+    """Is ``trace`` a QEMU trace whose finding the model reproduces?"""
+    return _model_verdict(trace, replay) is not None
 
 
 def via_model(trace: Trace, seconds: float = 60.0, replay: Replay | None = None,
@@ -165,10 +172,10 @@ def via_model(trace: Trace, seconds: float = 60.0, replay: Replay | None = None,
     reproducer)."""
     if replay is None:
         from nvmefuzz.fuzz.session import replay
-    if not reproduces_on_model(trace, replay):
+    seen = _model_verdict(trace, replay)
+    if seen is None:
         return None
-    model = on_model(trace)
-    verdict, _ = replay(model)
+    model, verdict = seen
     back = (lambda t: keep(attrs.evolve(t, target=trace.target))) if keep else None
     deadline = time.monotonic() + seconds
     small, last = attrs.evolve(model, verdict=verdict), None

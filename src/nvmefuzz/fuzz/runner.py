@@ -10,14 +10,14 @@ others as many as the rate so far lets the budget hold, up to ``batch``).  When 
 fails, Hypothesis has already shrunk the failure; the machine's observer holds the shrunk
 trace, and ``minimize`` deletes the steps Hypothesis had no time to (bounded, and never
 turning it into a known finding), and on the model ``simplify`` makes the arguments as
-simple as the finding allows.  A QEMU finding that the model reproduces (checked when the batch
-first meets it) is not shrunk by Hypothesis with QEMU in the loop, seconds per example, but
-on the model, and QEMU confirms the result (``minimize.via_model``).  The raw (first seen)
-trace of a finding is written to the run's folder the moment it is seen, before shrinking
-starts; the shrunk trace, its verdict naming its root cause (``fuzz.cause``), goes to the
-corpus.  The corpus's findings are ``known`` (``fuzz.known``: by root cause where lost state
-explains them, else by signature): examples that reach them end quietly, so later batches
-look for new findings.  For the same reason the state paths those findings lose are
+simple as the finding allows.  A QEMU finding that the model reproduces (checked when the
+batch first meets it) is not shrunk by Hypothesis with QEMU in the loop, seconds per
+example, but on the model, and QEMU confirms the result (``minimize.via_model``).  The raw
+(first seen) trace of a finding is written to the run's folder the moment it is seen, before
+shrinking starts; the shrunk trace, its verdict naming its root cause (``fuzz.cause``), goes
+to the corpus.  The corpus's findings are ``known`` (``fuzz.known``: by root cause where
+lost state explains them, else by signature): examples that reach them end quietly, so later
+batches look for new findings.  For the same reason the state paths those findings lose are
 ``explained``: a migration that loses only them is not followed by reading back everything
 (``machine``).  One ``hardness.Memory`` lasts the whole run: a migration is steered only
 where none of the run's earlier batches has migrated from.
@@ -195,13 +195,17 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
             # Hypothesis shrinks within a time budget that a slow target can exhaust
             # (and must not make it a known finding on the way)
             trace = attrs.evolve(observer.last_failure, seed=seed)
+
+            def unknown(t: Trace) -> bool:      # not a finding the run already knows
+                return not known.match(t)
+
             if any(on_model):           # Hypothesis did not shrink it; the model does
-                small = via_model(trace, keep=lambda t: not known.match(t))
+                small = via_model(trace, keep=unknown)
                 result.stats["findings shrunk on the model"] += small is not None
                 trace = small or trace
-            trace = minimize(trace, keep=lambda t: not known.match(t))
+            trace = minimize(trace, keep=unknown)
             if not qemu:                # arguments left at their defaults, ms per replay
-                trace = simplify(trace, keep=lambda t: not known.match(t))
+                trace = simplify(trace, keep=unknown)
             sig = trace.verdict.signature
             cause = root_cause(trace)
             if cause is not None:
