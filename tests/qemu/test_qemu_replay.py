@@ -1,9 +1,11 @@
-"""A short nvmefuzz trace on the qemu target replays to a pass (twin vs migrated QEMU)."""
+"""Traces on the qemu target: a short one replays to a pass (twin vs migrated QEMU), and a
+finding shrunk on the model replays on QEMU as it did."""
 
 from __future__ import annotations
 
 import attrs
 
+from nvmefuzz.fuzz.minimize import via_model
 from nvmefuzz.fuzz.session import replay
 from nvmefuzz.targets.base import TargetConfig
 from nvmefuzz.trace.schema import PASS, Step, Trace
@@ -147,3 +149,23 @@ def test_bytes_a_log_does_not_transfer_are_not_what_an_earlier_command_left():
     assert verdict.kind == PASS, verdict.detail
     (log,) = [f["data"] for label, f in seen[-1] if label.endswith("lid=0x01")]
     assert len(log) == 4096 and not any(log[64:])
+
+
+def test_a_qemu_finding_is_shrunk_on_the_model_and_qemu_confirms_it(qemu_binary):
+    """QEMU reports DMRSL 0 after a migration: a padded trace of it, shrunk on the model under
+    ``qemu-11.1`` (``minimize.via_model``), is the three steps that show it, and replaying
+    those on QEMU gives the same verdict."""
+    steps = [Step("enable", {"asqs": 7, "acqs": 7}),
+             Step("create_cq", {"qid": 1, "size": 4, "iv": 1}),
+             Step("admin", {"opc": 6, "cdw10": 1, "length": 4096}),
+             Step("migrate", {}), Step("reg_read", {"offset": 0x1C}),
+             Step("admin", {"opc": 6, "cdw10": 6, "length": 4096})]
+    t = Trace(target=TargetConfig(kind="qemu").to_plain(), campaign="test", seed=0,
+              steps=tuple(steps))
+    seen, _ = replay(t)
+    assert seen.signature == "divergence:cqe/admin/IDENTIFY/cns=0x06/data@0x4"
+    small = via_model(attrs.evolve(t, verdict=seen))
+    assert small is not None and small.target == t.target
+    assert [s.action for s in small.steps] == ["enable", "migrate", "admin"]
+    again, _ = replay(small)
+    assert again.signature == seen.signature
