@@ -102,7 +102,7 @@ def test_simplify_makes_each_argument_as_simple_as_the_finding_allows():
 
 def test_a_qemu_finding_the_model_reproduces_is_shrunk_there_and_confirmed():
     t = _qemu(DMRSL)
-    assert reproduces_on_model(t, _on_model)
+    assert reproduces_on_model(t)
     confirmed = []
 
     def on_qemu(trace):
@@ -125,6 +125,6 @@ def test_a_qemu_finding_is_not_taken_from_the_model_unless_qemu_confirms_it():
 
 def test_a_qemu_finding_the_model_does_not_reproduce_stays_for_qemu():
     seen = attrs.evolve(_qemu(DMRSL[:3]), verdict=Verdict("divergence", "divergence:x", "", 2))
-    assert not reproduces_on_model(seen, _on_model)
+    assert not reproduces_on_model(seen)
     assert via_model(seen, replay=_on_model) is None
-    assert not reproduces_on_model(attrs.evolve(seen, target={"kind": "model"}), _on_model)
+    assert not reproduces_on_model(attrs.evolve(seen, target={"kind": "model"}))

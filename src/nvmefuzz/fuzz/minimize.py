@@ -24,7 +24,7 @@ from typing import Callable
 import attrs
 
 from nvmefuzz.errors import NvmeFuzzError
-from nvmefuzz.fuzz.cause import on_model
+from nvmefuzz.fuzz.cause import explained, on_model
 from nvmefuzz.trace.schema import Step, Trace, Verdict
 
 Replay = Callable[[Trace], tuple[Verdict, object]]
@@ -34,15 +34,13 @@ def _reproducer(trace: Trace, replay: Replay, keep: Callable[[Trace], bool] | No
                 catch: type[BaseException] | tuple) -> Callable[[list[Step]], Trace | None]:
     """A check of other steps for ``trace``: the trace they make, cut at its verdict, when
     they reach the same verdict class and signature (and ``keep`` accepts it), else None."""
-    want = (trace.verdict.kind, trace.verdict.signature)
-
     def reproduces(steps: list[Step]) -> Trace | None:
         candidate = attrs.evolve(trace, steps=tuple(steps))
         try:
             verdict, _ = replay(candidate)
         except catch:
             return None
-        if (verdict.kind, verdict.signature) != want:
+        if not _same(verdict, trace.verdict):
             return None
         found = attrs.evolve(candidate, steps=tuple(steps[:verdict.step + 1]), verdict=verdict)
         return found if keep is None or keep(found) else None
@@ -141,25 +139,22 @@ def _same(a: Verdict, b: Verdict) -> bool:
     return (a.kind, a.signature) == (b.kind, b.signature)
 
 
-def _model_verdict(trace: Trace, replay: Replay | None) -> tuple[Trace, Verdict] | None:
+def _model_verdict(trace: Trace) -> tuple[Trace, Verdict] | None:
     """``trace`` on the model and the verdict it reaches there, if ``trace`` is a QEMU
-    trace whose finding the model reproduces (same verdict class and signature under
+    finding the model reproduces (``cause.explained``: the same verdict under
     ``cause.QEMU_PROFILE``)."""
-    if replay is None:
-        from nvmefuzz.fuzz.session import replay
-    model = on_model(trace)
-    if model is trace or trace.verdict.ok:
+    if trace.verdict.ok or on_model(trace) is trace:
         return None
     try:
-        verdict, _ = replay(model)
+        model, verdict, _, same = explained(trace)
     except NvmeFuzzError:
         return None
-    return (model, verdict) if _same(verdict, trace.verdict) else None
+    return (model, verdict) if same else None
 
 
-def reproduces_on_model(trace: Trace, replay: Replay | None = None) -> bool:
+def reproduces_on_model(trace: Trace) -> bool:
     """Is ``trace`` a QEMU trace whose finding the model reproduces?"""
-    return _model_verdict(trace, replay) is not None
+    return _model_verdict(trace) is not None
 
 
 def via_model(trace: Trace, seconds: float = 60.0, replay: Replay | None = None,
@@ -172,7 +167,7 @@ def via_model(trace: Trace, seconds: float = 60.0, replay: Replay | None = None,
     reproducer)."""
     if replay is None:
         from nvmefuzz.fuzz.session import replay
-    seen = _model_verdict(trace, replay)
+    seen = _model_verdict(trace)
     if seen is None:
         return None
     model, verdict = seen

@@ -3,8 +3,8 @@
 Every stored finding becomes a row: its signature, what that means in NVMe terms (derived
 from the observation label: ``GET_FEATURES/fid=0x04`` is the Temperature Threshold feature),
 its root cause (``fuzz.cause``, found now on the model), the length of the shrunk trace and
-its file.  ``scripts/profile-losses`` writes the result
-into the README between the ``<!-- losses -->`` markers.
+its file.  ``scripts/profile-losses`` writes the result into the README between the
+``<!-- losses -->`` markers.
 """
 
 from __future__ import annotations
