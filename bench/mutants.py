@@ -239,9 +239,9 @@ def markdown(report: dict) -> str:
                    f"{_fmt(x['median_seconds_killed'], ' s')} | {_fmt(x['median_length'])} | "
                    f"{_fmt(x['median_examples'])} |")
     out += ["", "Time to kill counts mutants a strategy did not kill as never killed. "
-            "Reproducer: Hypothesis's shrunk trace after step deletion (what `nvmefuzz fuzz` "
-            "stores) for nvmefuzz and unguided; the walk up to the failing step for "
-            "random-walk; the whole workload for functional.", "",
+            "Reproducer: Hypothesis's shrunk trace after step deletion and simpler arguments "
+            "(what `nvmefuzz fuzz` stores) for nvmefuzz and unguided; the walk up to the "
+            "failing step for random-walk; the whole workload for functional.", "",
             "## Acceptance", ""]
     out += [f"- [{'x' if ok else ' '}] {name}" for name, ok in report["acceptance"].items()]
     out += ["", "\"Better\" means better beyond chance: nvmefuzz minus the baseline, with the "

@@ -13,7 +13,7 @@ import attrs
 import pytest
 
 from nvmefuzz.trace import corpus
-from nvmefuzz.trace.schema import Trace
+from nvmefuzz.trace.schema import Step, Trace
 
 OK, FOUND, ERROR = 0, 1, 2
 
@@ -212,6 +212,38 @@ def test_corpus_dedup(v3_run, tmp_path):
     assert sorted(after) == sorted(original)
     assert corpus.load(keep) == trace
     assert not any(p.name.startswith(".tmp-") for p in root.rglob("*"))
+
+
+def test_corpus_shrink_rewrites_traces_in_place_with_their_identity(tmp_path):
+    """`corpus shrink` gives a stored trace today's shrinking: an hour of virtual time and a
+    needless step go, the file keeps its name and verdict; `--dry-run` writes nothing; an
+    unreadable file is named, left alone, and the exit is 2."""
+    repo = Path(__file__).resolve().parents[2] / "corpus" / "nvmecs-v0"
+    stored = corpus.load(next(p for p in corpus.files(repo) if "fid-0x0e" in p.name))
+    hour = 3_600_000_000_000
+    padded = attrs.evolve(stored, steps=(
+        stored.steps[0], Step("migrate"), *(attrs.evolve(s, args={**s.args, "ns": hour})
+                                            if s.action == "advance" else s
+                                            for s in stored.steps[1:])),
+        verdict=attrs.evolve(stored.verdict, step=stored.verdict.step + 1))
+    path = corpus.path_for(tmp_path / "c", padded)
+    corpus.atomic_write(path, padded.encode())
+    proc = nvmefuzz(tmp_path, "corpus", "shrink", "c", "--dry-run")
+    assert proc.returncode == OK, proc.stderr
+    assert "1 traces would be shrunk" in one_line(proc.stdout)
+    assert corpus.load(path) == padded
+    (path.parent / "broken.cbor").write_bytes(b"\xa1not cbor")
+    proc = nvmefuzz(tmp_path, "corpus", "shrink", "c")
+    assert proc.returncode == ERROR
+    assert "1 traces shrunk" in one_line(proc.stdout) and "unreadable" in proc.stdout
+    assert (path.parent / "broken.cbor").read_bytes() == b"\xa1not cbor"
+    small = corpus.load(path)
+    assert len(small.steps) < len(padded.steps)
+    assert small.verdict.signature == stored.verdict.signature
+    assert all(s.args.get("ns", 0) < hour for s in small.steps)
+    assert sorted(corpus.files(tmp_path / "c")) == sorted([path, path.parent / "broken.cbor"])
+    proc = nvmefuzz(tmp_path, "replay", str(path))
+    assert proc.returncode == OK, proc.stdout
 
 
 def test_campaigns_and_targets(tmp_path):

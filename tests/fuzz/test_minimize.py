@@ -3,13 +3,19 @@ QEMU finding shrunk on the model first."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import attrs
 
 from nvmefuzz.fuzz.cause import on_model
-from nvmefuzz.fuzz.minimize import minimize, reproduces_on_model, simplify, via_model
+from nvmefuzz.fuzz.minimize import (
+    minimize, reproduces_on_model, reshrink, shrink, simplify, via_model,
+)
 from nvmefuzz.fuzz.session import replay
 from nvmefuzz.targets import TargetConfig
 from nvmefuzz.trace.schema import PASS, Step, Trace, Verdict
+
+CORPUS = Path(__file__).resolve().parents[2] / "corpus"
 
 
 def _fake_replay(needed: set[str]):
@@ -128,3 +134,74 @@ def test_a_qemu_finding_the_model_does_not_reproduce_stays_for_qemu():
     assert not reproduces_on_model(seen)
     assert via_model(seen, replay=_on_model) is None
     assert not reproduces_on_model(attrs.evolve(seen, target={"kind": "model"}))
+
+
+def _needs(check):
+    """A replay that diverges at the last step when ``check(steps)`` holds, and counts calls."""
+    calls = []
+
+    def replay(trace: Trace):
+        calls.append(1)
+        if check(trace.steps):
+            return Verdict("divergence", "divergence:x", "", len(trace.steps) - 1, -1), None
+        return Verdict(PASS), None
+    return replay, calls
+
+
+def _finding(*steps: Step) -> Trace:
+    return Trace(target={"kind": "model"}, campaign="c", seed=0, steps=steps,
+                 verdict=Verdict("divergence", "divergence:x", "", len(steps) - 1, -1))
+
+
+def test_a_number_is_simplified_by_bisection_to_the_least_that_reproduces():
+    """An hour of virtual time where a millisecond and a bit is what the finding needs: the
+    least value that works, in tens of replays, not millions."""
+    replay, calls = _needs(lambda steps: steps[0].args.get("ns", 0) >= 1_234_567)
+    out = simplify(_finding(Step("advance", {"ns": 3_600_000_000_000}), Step("admin")),
+                   replay=replay)
+    assert out.steps[0].args == {"ns": 1_234_567}
+    assert len(calls) < 100
+
+
+def test_a_list_loses_the_elements_it_can_and_its_elements_are_simplified():
+    """DSM ranges: of three, only one with two blocks or more is needed; it becomes (0, 2)."""
+    replay, _ = _needs(lambda steps: any(n >= 2 for _, n in steps[0].args.get("ranges", ())))
+    out = simplify(_finding(Step("io", {"ranges": [[0, 1], [8, 8], [100, 3]]})), replay=replay)
+    assert out.steps[0].args == {"ranges": [[0, 2]]}
+    replay, _ = _needs(lambda steps: len(steps[0].args.get("ranges", ())) == 2)
+    out = simplify(_finding(Step("io", {"ranges": [[5, 9], [7, 1]]})), replay=replay)
+    assert out.steps[0].args == {"ranges": [[0, 0], [0, 0]]}      # a range stays a pair
+
+
+def test_shrink_repeats_until_a_simpler_value_has_freed_the_steps_it_can():
+    """Once the big value is gone, the step that only mattered with it goes too."""
+    def check(steps):        # it needs the advance, and the enable only with a long one
+        ns = [s.args.get("ns", 0) for s in steps if s.action == "advance"]
+        return (steps[-1].action == "admin" and bool(ns)
+                and (ns[0] <= 10 or steps[0].action == "enable"))
+    replay, _ = _needs(check)
+    t = _finding(Step("enable"), Step("advance", {"ns": 50}), Step("admin"))
+    assert [s.action for s in minimize(t, replay=replay).steps] == ["enable", "advance", "admin"]
+    out = shrink(t, replay=replay)
+    assert out.steps == (Step("advance"), Step("admin"))
+
+
+def test_a_stored_finding_is_shrunk_again_keeping_its_root_cause():
+    """The corpus's nvmecs-v0 Abort finding is lost AEN config and CQ tail together; shrunk
+    with no regard for that it becomes the CQ tail alone, which another stored finding is.
+    ``reshrink`` keeps verdict, signature and cause, and the file name with them."""
+    from nvmefuzz.fuzz.known import root_cause
+    from nvmefuzz.trace import corpus
+
+    path = CORPUS / "nvmecs-v0" / "divergence-cqe-admin-abort-missing-ae0261168a.cbor"
+    stored = corpus.load(path)
+    cause = root_cause(stored).key
+    assert cause == "lost features.async_config + cq.tail"
+    assert root_cause(shrink(stored)).key == "lost cq.tail"
+    padded = attrs.evolve(stored, steps=(stored.steps[0], Step("migrate"), *stored.steps[1:]),
+                          verdict=attrs.evolve(stored.verdict, step=stored.verdict.step + 1))
+    out = reshrink(padded)
+    assert len(out.steps) <= len(stored.steps) and root_cause(out).key == cause
+    assert out.verdict.signature == stored.verdict.signature
+    assert corpus.path_for(CORPUS, out) == path
+    assert reshrink(out) == out                         # as small as it gets

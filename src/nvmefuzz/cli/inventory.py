@@ -4,6 +4,7 @@ can be run."""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -91,6 +92,54 @@ def corpus_dedup(root: Path) -> None:
             corpus_mod.atomic_write(canonical, e.trace.encode())
             e.path.unlink()
     out.print(f"{len(best)} traces kept, {removed} duplicates removed")
+
+
+@corpus.command("shrink")
+@click.argument("root", type=click.Path(path_type=Path), default=Path("corpus"))
+@click.option("--seconds", default=60.0, show_default=True,
+              help="Shrinking budget per trace.")
+@click.option("--dry-run", is_flag=True, help="Only report what would change.")
+def corpus_shrink(root: Path, seconds: float, dry_run: bool) -> None:
+    """Shrink the stored traces again: steps deleted and arguments simplified while each keeps
+    its verdict, signature and root cause (so its file name); rewritten in place.  QEMU traces
+    are shrunk on the model and confirmed on QEMU."""
+    from nvmefuzz.fuzz.minimize import reshrink
+
+    t = Table(title=f"{root}: shrunk again" + (" (dry run)" if dry_run else ""))
+    for col in ("path", "steps", "arguments", "seconds"):
+        t.add_column(col)
+    bad = changed = kept = 0
+    for e in corpus_mod.load_all(root):
+        if e.trace is None:
+            bad += 1
+            t.add_row(_shown(e.path, root), "[red]unreadable", e.error, "-")
+            continue
+        start = time.monotonic()
+        small = reshrink(e.trace, seconds)
+        took = f"{time.monotonic() - start:.1f}"
+        if small == e.trace:
+            kept += 1
+            continue
+        changed += 1
+        if not dry_run:
+            corpus_mod.atomic_write(e.path, small.encode())
+        t.add_row(_shown(e.path, root), f"{len(e.trace.steps)} -> {len(small.steps)}",
+                  f"{_args(e.trace)} -> {_args(small)}", took)
+    out.print(t)
+    out.print(f"{changed} traces {'would be ' if dry_run else ''}shrunk, {kept} already as "
+              "small as today's shrinking makes them"
+              + (f", {bad} unreadable files left as they are" if bad else ""))
+    sys.exit(EXIT_ERROR if bad else EXIT_OK)
+
+
+def _shown(path: Path, root: Path) -> str:
+    """``path`` as the table shows it: below ``root`` where it is (a corpus folder)."""
+    return str(path.relative_to(root)) if path != root and path.is_relative_to(root) else str(path)
+
+
+def _args(trace) -> int:
+    """Arguments given in the trace's steps (the rest are the actions' defaults)."""
+    return sum(len(s.args) for s in trace.steps)
 
 
 @main.command()

@@ -13,7 +13,8 @@ seen, how many examples that took, and how long the reproducer it hands the user
   on), where ``target()`` steers.  One ``hardness.Memory`` per campaign steers migrations
   across the run's batches.  ``steer=False`` is the baseline without guidance (no steered
   migrations, no ``target()``).  The reproducer is what ``run_campaign`` gives the user: Hypothesis'
-  shrunk trace after ``minimize`` deleted the steps it does not need.
+  shrunk trace after ``minimize.shrink`` deleted the steps and simplified the arguments it
+  does not need.
 * ``random_walk``: Python's ``random.Random(seed)`` picks uniformly among the actions (and
   ``migrate``) and uniformly among each argument's values; no preconditions, no bundles, no
   shrinking: the reproducer is the walk up to the failing step.
@@ -37,7 +38,7 @@ from nvmefuzz.fuzz import walk
 from nvmefuzz.fuzz.batch import batch_settings, run_batch
 from nvmefuzz.fuzz.campaign import Campaign
 from nvmefuzz.fuzz.machine import Observer, build_machine
-from nvmefuzz.fuzz.minimize import minimize
+from nvmefuzz.fuzz.minimize import shrink
 from nvmefuzz.fuzz.session import Session
 from nvmefuzz.targets import TargetConfig
 from nvmefuzz.trace.schema import Step, Trace, Verdict
@@ -115,8 +116,8 @@ def state_machine(camps: Sequence[Campaign], seed: int, seconds: float, *,
         b += 1
         if failed and obs.first is not None and obs.last_failure is not None:
             seen, examples, raw = obs.first
-            # what ``run_campaign`` hands the user: Hypothesis' shrink, then step deletion
-            trace = minimize(attrs.evolve(obs.last_failure, seed=seed))
+            # what ``run_campaign`` hands the user: Hypothesis' shrink, then the model's
+            trace = shrink(attrs.evolve(obs.last_failure, seed=seed))
             return Kill(name, seen - start <= seconds, seen - start, examples,
                         len(trace.steps), raw, trace.verdict.signature,
                         time.monotonic() - seen, trace.encode())

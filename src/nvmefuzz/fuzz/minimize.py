@@ -13,7 +13,13 @@ same verdict under ``cause.QEMU_PROFILE``, seen as the qemu target sees) it is s
 model first, in milliseconds per replay (``via_model``): steps deleted, then each argument
 made as simple as it can be (``simplify``: what Hypothesis' shrinker does to values), and QEMU
 replays the result once to confirm it; the runner then stops Hypothesis shrinking with QEMU
-in the loop.
+in the loop.  ``shrink`` is the two passes again until neither helps (a simpler value can
+free a step), the whole shrink of a model finding.  A number is simplified by bisection, not
+one at a time: a virtual time of an hour takes some forty replays.
+
+``reshrink`` shrinks a stored finding again (``nvmefuzz corpus shrink``): a corpus written by
+an older shrinker gets today's reproducers, each keeping its verdict, signature and root
+cause, and so its file.
 """
 
 from __future__ import annotations
@@ -88,22 +94,46 @@ def minimize(trace: Trace, seconds: float = 120.0,
 _DROP = object()
 
 
-def _simpler(value: object) -> list[object]:
-    """Values simpler than ``value``, simplest first: leaving it out, then for an integer 0,
-    1, half and one less, for True False."""
+def _simplest(value: object, works: Callable[[object], bool], top: bool = True) -> object:
+    """The simplest value found in place of ``value`` (which works) for which ``works`` holds,
+    as Hypothesis' shrinker simplifies values: True to False; a positive integer to 0, 1,
+    else the smallest that works by bisection (a time or a count of ten digits takes tens of
+    replays, not its value); a list (DSM ranges) loses the elements it can, one at a time,
+    then its elements are simplified in turn (a list inside it, a range's SLBA and length,
+    keeps its length).  Other values stay."""
     if value is True:
-        return [_DROP, False]
-    if type(value) is not int or value <= 0:
-        return [_DROP]
-    return [_DROP, *dict.fromkeys(c for c in (0, 1, value // 2, value - 1) if c < value)]
+        return False if works(False) else value
+    if type(value) is int and value > 0:
+        if works(0):
+            return 0
+        lo, hi = 0, value                  # lo does not work, hi does
+        if value > 1:
+            lo, hi = (0, 1) if works(1) else (1, value)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if works(mid) else (mid, hi)
+        return hi
+    if isinstance(value, (list, tuple)):
+        items, kind, i = list(value), type(value), 0
+        while top and i < len(items):
+            if len(items) > 1 and works(kind(items[:i] + items[i + 1:])):
+                del items[i]
+            else:
+                i += 1
+        for i, item in enumerate(items):
+            items[i] = _simplest(item, lambda v, i=i: works(kind(items[:i] + [v]
+                                                                 + items[i + 1:])), False)
+        return kind(items)
+    return value
 
 
 def simplify(trace: Trace, seconds: float = 30.0, replay: Replay | None = None,
              keep: Callable[[Trace], bool] | None = None) -> Trace:
-    """``trace`` with its steps' arguments made simpler (``_simpler``) while it reaches the
-    same verdict class and signature (and ``keep`` accepts it), one argument at a time until
-    none can be, within ``seconds``: what Hypothesis' shrinker does to values, for a trace
-    shrunk without it (``via_model``).  For the model: a value the host cannot even send
+    """``trace`` with its steps' arguments made simpler while it reaches the same verdict class
+    and signature (and ``keep`` accepts it): each argument left out (the action's default),
+    else made as simple as it can be (``_simplest``), one argument at a time, in passes until
+    none changes or ``seconds`` are spent: what Hypothesis' shrinker does to values, for a
+    trace shrunk without it (``via_model``).  For the model: a value the host cannot even send
     (a queue of no entries) is no simplification, whatever it raises."""
     if trace.verdict.ok or trace.verdict.step < 0:
         return trace
@@ -112,18 +142,23 @@ def simplify(trace: Trace, seconds: float = 30.0, replay: Replay | None = None,
     deadline = time.monotonic() + seconds
     reproduces = _reproducer(trace, replay, keep, Exception)
     best, changed = trace, True
+
+    def works(i: int, key: str, value: object) -> bool:
+        nonlocal best, changed
+        if time.monotonic() >= deadline:
+            return False
+        found = reproduces(_with(best.steps, i, key, value))
+        if found is not None:
+            best, changed = found, True
+        return found is not None
+
     while changed and time.monotonic() < deadline:
         changed = False                  # a pass over every argument of every step
         # a change at step i can cut the trace after its verdict, never before step i
         for i in range(len(trace.steps)):
             for key in sorted(best.steps[i].args) if i < len(best.steps) else ():
-                while time.monotonic() < deadline and key in best.steps[i].args:
-                    found = next(filter(None, (reproduces(_with(best.steps, i, key, value))
-                                               for value in _simpler(best.steps[i].args[key]))),
-                                 None)
-                    if found is None:
-                        break
-                    best, changed = found, True
+                if not works(i, key, _DROP):
+                    _simplest(best.steps[i].args[key], lambda v: works(i, key, v))
     return best
 
 
@@ -133,6 +168,19 @@ def _with(steps: tuple[Step, ...], i: int, key: str, value: object) -> list[Step
     if value is not _DROP:
         args[key] = value
     return [*steps[:i], Step(steps[i].action, args), *steps[i + 1:]]
+
+
+def shrink(trace: Trace, seconds: float = 60.0, replay: Replay | None = None,
+           keep: Callable[[Trace], bool] | None = None) -> Trace:
+    """``minimize`` then ``simplify``, again until neither changes the trace (a simpler value
+    can free a step) or ``seconds`` are spent: the model's whole shrink, at ms per replay."""
+    deadline = time.monotonic() + seconds
+    small, last = trace, None
+    while small != last and time.monotonic() < deadline:
+        last = small
+        small = minimize(small, deadline - time.monotonic(), replay, keep)
+        small = simplify(small, deadline - time.monotonic(), replay, keep)
+    return small
 
 
 def _same(a: Verdict, b: Verdict) -> bool:
@@ -172,12 +220,7 @@ def via_model(trace: Trace, seconds: float = 60.0, replay: Replay | None = None,
         return None
     model, verdict = seen
     back = (lambda t: keep(attrs.evolve(t, target=trace.target))) if keep else None
-    deadline = time.monotonic() + seconds
-    small, last = attrs.evolve(model, verdict=verdict), None
-    while small != last and time.monotonic() < deadline:     # simpler values free steps
-        last = small
-        small = minimize(small, deadline - time.monotonic(), replay, back)
-        small = simplify(small, deadline - time.monotonic(), replay, back)
+    small = shrink(attrs.evolve(model, verdict=verdict), seconds, replay, back)
     if small.steps == trace.steps:
         return None
     candidate = attrs.evolve(trace, steps=small.steps)
@@ -190,3 +233,32 @@ def via_model(trace: Trace, seconds: float = 60.0, replay: Replay | None = None,
     found = attrs.evolve(candidate, steps=candidate.steps[:confirmed.step + 1],
                          verdict=confirmed)
     return found if keep is None or keep(found) else None
+
+
+def reshrink(trace: Trace, seconds: float = 60.0, replay: Replay | None = None) -> Trace:
+    """A stored finding shrunk again by today's shrinking, for ``nvmefuzz corpus shrink``:
+    steps deleted and arguments simplified until neither helps, keeping the verdict class,
+    the signature and the root cause (``known.root_cause``), so the finding keeps its
+    identity and its file; ``trace`` itself when nothing smaller or simpler is found.  A QEMU
+    trace is shrunk on the model and confirmed on QEMU (``via_model``); with no QEMU here,
+    or where the model does not reproduce it, it stays as it is."""
+    from nvmefuzz.fuzz.known import root_cause
+
+    def cause(t: Trace) -> str | None:
+        found = root_cause(t)
+        return found.key if found is not None else None
+
+    if trace.verdict.ok or trace.verdict.step < 0:
+        return trace
+    was = cause(trace)
+
+    def same_cause(t: Trace) -> bool:
+        return cause(t) == was
+
+    if trace.target.get("kind", "model") != "model":
+        small = via_model(trace, seconds, replay, same_cause)
+    else:
+        small = shrink(trace, seconds, replay, same_cause)
+    if small is None or small.steps == trace.steps:
+        return trace
+    return attrs.evolve(small, verdict=attrs.evolve(small.verdict, cause=trace.verdict.cause))

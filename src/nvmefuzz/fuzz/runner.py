@@ -44,7 +44,7 @@ from nvmefuzz.fuzz.cause import Cause
 from nvmefuzz.fuzz.known import Known, root_cause
 from nvmefuzz.fuzz.database import KeepingDatabase
 from nvmefuzz.fuzz.machine import Observer, build_machine
-from nvmefuzz.fuzz.minimize import minimize, reproduces_on_model, simplify, via_model
+from nvmefuzz.fuzz.minimize import minimize, reproduces_on_model, shrink, via_model
 from nvmefuzz.fuzz.session import lost_paths, replay
 from nvmefuzz.trace import corpus
 from nvmefuzz.trace.schema import Trace
@@ -203,9 +203,8 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
                 small = via_model(trace, keep=unknown)
                 result.stats["findings shrunk on the model"] += small is not None
                 trace = small or trace
-            trace = minimize(trace, keep=unknown)
-            if not qemu:                # arguments left at their defaults, ms per replay
-                trace = simplify(trace, keep=unknown)
+            # on the model also the arguments made simple, at ms per replay
+            trace = minimize(trace, keep=unknown) if qemu else shrink(trace, keep=unknown)
             sig = trace.verdict.signature
             cause = root_cause(trace)
             if cause is not None:
