@@ -141,6 +141,27 @@ def test_acceptance_wants_better_than_every_baseline():
             "+0 steps (+0 .. +inf) tie |") in table.splitlines()
 
 
+def test_with_no_baseline_run_nothing_is_better_than_one():
+    """A run of nvmefuzz alone (``--strategies nvmefuzz``) meets its own goals and no
+    "better than every baseline": there was none to beat."""
+    easy = [_row(n, nvmefuzz=_kill(0.1, 2)) for n in "abcd"]
+    report = {"meta": {"strategies": ["nvmefuzz"]}, "mutants": easy,
+              "summary": {"nvmefuzz": mutants.summarise(easy, "nvmefuzz")}}
+    mutants.judge(report)
+    verdict = report["acceptance"]
+    assert report["comparisons"] == {}
+    assert verdict["kill rate >= 95% of killable"] and verdict["median time to kill <= 5 s"]
+    assert not any(ok for goal, ok in verdict.items() if "every baseline" in goal)
+
+
+def test_only_a_full_run_replaces_the_committed_results():
+    every = list(mutants.STRATEGIES)
+    assert mutants.full_run(None, every, mutants.CAMPAIGNS)
+    assert not mutants.full_run("aer", every, mutants.CAMPAIGNS)
+    assert not mutants.full_run(None, ["nvmefuzz"], mutants.CAMPAIGNS)
+    assert not mutants.full_run(None, every, ("default",))
+
+
 def test_the_results_name_the_commit_they_measured(monkeypatch, tmp_path):
     """In a checkout: its short commit, marked when tracked files have changes; outside
     one: nothing (the table then names no commit)."""
