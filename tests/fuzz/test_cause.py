@@ -9,7 +9,7 @@ import pytest
 
 from nvmefuzz.errors import TargetUnavailable
 from nvmefuzz.fuzz.cause import (NOTHING_LOST, OUTSIDE, PASSES, QEMU_PROFILE, STATE,
-                                 UNEXPLAINED, attribute, on_model)
+                                 UNEXPLAINED, attribute, lost_lines, lost_values, on_model)
 from nvmefuzz.fuzz.session import Session, lost_paths, replay
 from nvmefuzz.protocol.spec import AdminOpcode as A
 from nvmefuzz.targets import TargetConfig
@@ -39,6 +39,24 @@ def test_a_field_mutant_is_explained_by_its_field():
     assert (cause.kind, cause.paths) == (STATE, ("features.err_rec",))
     assert cause.key == "lost features.err_rec"
     assert "features.err_rec" in cause.describe()
+
+
+def test_the_values_a_cause_lost_are_named_per_queue_and_migration():
+    """What a bug report needs beside ``lost cq.tail``: which queue, and the values."""
+    cause = attribute(trace("full-without-features.err_rec", ERR_REC))
+    assert lost_values(trace("full-without-features.err_rec", ERR_REC), cause.paths) == [
+        (3, "features.err_rec", 0x10, 0)]
+    stored = corpus.load(CORPUS / "nvmecs-v0" /
+                         "divergence-cqe-admin-abort-missing-ae0261168a.cbor")
+    cause = attribute(stored)
+    assert cause.paths == ("features.async_config", "cq.tail")
+    seen = lost_values(stored, cause.paths)
+    migrations = [i for i, s in enumerate(stored.steps) if s.action == "migrate"]
+    assert {i for i, *_ in seen} <= set(migrations) and seen
+    assert {where for _, where, *_ in seen} == {"features.async_config", "cq[0].tail"}
+    assert all(twin != migrated and migrated == 0 for *_, twin, migrated in seen)
+    assert lost_lines(stored, cause)[0].startswith(f"migrate at step {seen[0][0]}: ")
+    assert lost_lines(stored, attrs.evolve(cause, paths=())) == []
 
 
 def test_the_cause_is_the_lost_state_the_finding_needs_not_all_it_lost():

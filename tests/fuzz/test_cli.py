@@ -161,6 +161,18 @@ def test_repro_emits_a_pytest_file(v3_run, tmp_path):
     assert "def test_" in text and trace.verdict.signature in text
 
 
+def test_repro_names_the_values_the_root_cause_lost(tmp_path):
+    """Beside the cause, the values it lost at each migration: here the changed namespace
+    list the destination no longer has, so its AER reports another event."""
+    trace = (Path(__file__).resolve().parents[2] / "corpus" / "qemu-11-1" /
+             "divergence-cqe-admin-async-event-request-dw0-2d2357bef0.cbor")
+    proc = nvmefuzz(tmp_path, "repro", str(trace))
+    assert proc.returncode == OK, proc.stdout + proc.stderr
+    text = one_line(proc.stdout)
+    assert "root cause on qemu-11.1: the migration lost changed_nsids" in text
+    assert "migrate at step 4: changed_nsids: twin [1], migrated []" in text
+
+
 def test_corpus_list(v3_run):
     """`corpus list` shows one row per trace and exits 0."""
     work, _, data = v3_run

@@ -123,13 +123,22 @@ def test_each_finding_has_class_signature_repro_and_a_trace_that_replays(first, 
         if f["trace"]:
             assert trace_path == in_corpus[f["identity"]]
             assert f["cause"] and f["identity"] == f"{f['signature']} [{f['cause']['key']}]"
+        # a cause naming lost state names the values lost, at a migration of the trace
+        trace = corpus_mod.load(trace_path)
+        assert bool(f["lost"]) == any(p != "guest memory written while saving"
+                                      for p in f["cause"]["paths"])
+        migrations = {i for i, s in enumerate(trace.steps) if s.action == "migrate"}
+        for line in f["lost"]:
+            step, where = line.removeprefix("migrate at step ").split(": ")[:2]
+            assert int(step) in migrations and where.split("[")[0].split(".")[0] in {
+                p.split(".")[0] for p in f["cause"]["paths"]}
         assert f["repro"] == [f"nvmefuzz repro {trace_path}",
                               f"nvmefuzz repro {trace_path} --emit-pytest test_repro.py"]
-        trace = corpus_mod.load(trace_path)
         assert len(trace.steps) == f["steps"] and "migrate()" in f["listing"]
         verdict, _ = replay(trace)
         assert (verdict.kind, verdict.signature) == (f["class"], f["signature"])
     assert set(in_corpus) == _stored(first)
+    assert any(f["lost"] for f in first.summary["findings"])   # v3 loses feature values
 
 
 def test_first_night_junit_has_a_testcase_per_slice_and_a_failure_per_finding(first):
@@ -162,6 +171,8 @@ def test_report_opens_in_headless_chromium(first, tmp_path):
         assert f["signature"] in dom.stdout
         assert f"nvmefuzz repro {f['trace'] or f['raw_trace']}" in dom.stdout
         assert html_mod.escape(f["cause"]["describe"], quote=False) in dom.stdout
+        for line in f["lost"]:
+            assert html_mod.escape(line, quote=False) in dom.stdout
     assert dom.stdout.count("data:image/png;base64,") >= 2      # tonight + over nights
 
     png = tmp_path / "nightly-report.png"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 from nvmefuzz.model.snapshot import capture, select
-from nvmefuzz.model.statediff import differing, merge
+from nvmefuzz.model.statediff import differences, differing, merge
 
 from tests.fuzz.test_session import HARD, on_twin
 
@@ -29,6 +29,22 @@ def test_a_queue_missing_on_one_side_is_the_whole_list():
     b = copy.deepcopy(a)
     b["cq"] = b["cq"][:-1]
     assert differing(a, b) == ["cq"]
+
+
+def test_differences_name_the_queue_and_the_values_on_each_side():
+    a = _hard_state()
+    b = copy.deepcopy(a)
+    b["sq"][0]["head"] += 1
+    b["features.err_rec"] = 7
+    cqid = b["cq"][-1]["cqid"]
+    b["cq"] = b["cq"][:-1]
+    sq = a["sq"][0]
+    assert differences(a, b, ["sq.head", "features.err_rec", "ram pass"]) == [
+        (f"sq[{sq['sqid']}].head", sq["head"], sq["head"] + 1),
+        ("features.err_rec", a["features.err_rec"], 7)]        # not a state path: nothing
+    assert differences(a, b, ["cq"]) == [(f"cq[{cqid}]", a["cq"][-1], None)]
+    assert differences(a, b, ["cq.tail"]) == [(f"cq[{cqid}]", a["cq"][-1], None)]
+    assert differences(a, a, ["sq.head", "features.err_rec", "cq"]) == []
 
 
 def test_merge_takes_the_paths_from_the_truth_and_leaves_the_rest():

@@ -15,6 +15,7 @@ from nvmefuzz.cli import (EXIT_ERROR, EXIT_FOUND, EXIT_OK, TERMINATED, Terminate
                           main, out, parse_duration)
 from nvmefuzz.errors import NvmeFuzzError
 from nvmefuzz.fuzz import campaign as campaigns
+from nvmefuzz.fuzz.cause import lost_lines
 from nvmefuzz.fuzz.known import root_cause
 from nvmefuzz.fuzz.runner import run_campaign
 from nvmefuzz.fuzz.session import replay as replay_trace
@@ -211,6 +212,8 @@ def repro(path: Path, emit_dir: Path | None, emit_pytest: Path | None,
             seen = (f" (the model saw {cause.signature})"
                     if cause.signature and cause.signature != verdict.signature else "")
             out.print(f"root cause on {cause.profile}{seen}: {cause.describe()}")
+            for line in lost_lines(trace, cause):
+                out.print(f"  {line}")
     if emit_pytest:
         emit_pytest.write_text(pytest_file(trace))
         out.print(f"wrote {emit_pytest}")

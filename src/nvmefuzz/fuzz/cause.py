@@ -27,6 +27,10 @@ profile that describes the QEMU the ``qemu`` target runs, seen as the qemu targe
 (``targets.base.QEMU_VIEW``) and with the waivers its sessions apply; if the model fails
 there the same way, the cause is found as above; if it passes, or fails another way, the
 profile does not explain the finding (``unexplained``), which is worth a look on its own.
+
+A cause names schema paths (``cq.tail``), so that findings share it; ``lost_values`` gives
+what a bug report needs beside it, from one more replay: at each migration that lost them,
+where (``cq[0].tail``: the admin CQ) and the value on each side.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ import attrs
 from nvmefuzz.fuzz.compare import TARGET_WAIVERS
 from nvmefuzz.fuzz.session import lost_paths, replay
 from nvmefuzz.model.profiles import get as get_profile
-from nvmefuzz.model.snapshot import SCHEMA
+from nvmefuzz.model.snapshot import SCHEMA, capture
+from nvmefuzz.model.statediff import differences
 from nvmefuzz.targets.base import QEMU_VIEW
 from nvmefuzz.targets.model import RAM_PASS
 from nvmefuzz.trace.schema import Trace, Verdict
@@ -185,5 +190,36 @@ def attribute(trace: Trace) -> Cause:
     return Cause(STATE, tuple(_in_schema_order(need)), profile, verdict.signature, replays)
 
 
+def lost_values(trace: Trace, paths: Iterable[str]) -> list[tuple[int, str, object, object]]:
+    """What exactly ``trace``'s migrations lost of ``paths`` (a cause's), replayed on the model
+    as ``attribute`` does: (step of the migration, where, twin's value, migrated value), e.g.
+    ``(4, "cq[0].tail", 3, 0)``: which queue, and the values a bug report needs."""
+    paths = list(paths)
+    out: list[tuple[int, str, object, object]] = []
+
+    def look(i: int, step, session) -> None:
+        lost = [p for p in paths if p in session.lost]
+        if step.action == "migrate" and lost:
+            twin, mig = capture(session.twin.ctrl), capture(session.mig.ctrl)
+            out.extend((i, *d) for d in differences(twin, mig, lost))
+
+    replay(on_model(trace), after_step=look)
+    return out
+
+
+def lost_lines(trace: Trace, cause: Cause | None) -> list[str]:
+    """``lost_values`` of ``cause``'s paths as a report shows them, one line each:
+    ``migrate at step 4: cq[0].tail: twin 3, migrated 0`` (none for a cause without paths)."""
+    if cause is None or not cause.paths:
+        return []
+    return [f"migrate at step {i}: {where}: twin {_brief(a)}, migrated {_brief(b)}"
+            for i, where, a, b in lost_values(trace, cause.paths)]
+
+
+def _brief(value: object, limit: int = 100) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 __all__ = ["QEMU_PROFILE", "Cause", "attribute", "candidates", "explained", "fixes",
-           "on_model"]
+           "lost_lines", "lost_values", "on_model"]

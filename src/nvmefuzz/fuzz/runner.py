@@ -40,7 +40,7 @@ from nvmefuzz.errors import NvmeFuzzError
 from nvmefuzz.fuzz import hardness
 from nvmefuzz.fuzz.batch import FUZZ_PHASES, batch_settings, run_batch
 from nvmefuzz.fuzz.campaign import Campaign
-from nvmefuzz.fuzz.cause import Cause
+from nvmefuzz.fuzz.cause import Cause, lost_lines
 from nvmefuzz.fuzz.known import Known, root_cause
 from nvmefuzz.fuzz.database import KeepingDatabase
 from nvmefuzz.fuzz.machine import Observer, build_machine
@@ -63,6 +63,7 @@ class Finding:
     raw_path: Path | None
     new: bool
     cause: Cause | None = None          # ``fuzz.cause``; None where the model cannot replay it
+    lost: list[str] = attrs.Factory(list)   # ``cause.lost_lines``: the values the cause lost
 
 
 @attrs.define
@@ -212,7 +213,8 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
             path, new = (corpus.save(corpus_dir, trace) if corpus_dir is not None
                          else (None, True))
             result.findings.append(Finding(sig, trace.verdict.kind, trace, path,
-                                           observer.raw.get(sig), new, cause))
+                                           observer.raw.get(sig), new, cause,
+                                           lost_lines(trace, cause)))
             known.add(trace, cause)
             explained |= explained_losses([trace])
         if progress is not None:

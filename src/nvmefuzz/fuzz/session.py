@@ -221,10 +221,11 @@ class Session:
 
 
 def replay(trace: Trace, on_step=None, before_step=None,
-           repair: frozenset[str] = frozenset()) -> tuple[Verdict, Counter]:
+           repair: frozenset[str] = frozenset(), after_step=None) -> tuple[Verdict, Counter]:
     """Run ``trace`` from its first step; the verdict it reaches now, and statistics.
 
-    ``before_step(index, step, session)``, if given, is called before each step runs;
+    ``before_step(index, step, session)``, if given, is called before each step runs, and
+    ``after_step`` likewise after it (the failing step included);
     ``repair``: state paths every migration loads from the twin (models only, ``fuzz.cause``)."""
     try:
         cfg = TargetConfig.from_plain(trace.target)
@@ -245,7 +246,11 @@ def replay(trace: Trace, on_step=None, before_step=None,
                 session.apply(step)
             except Divergence as exc:
                 since = i - session.last_migration if session.last_migration >= 0 else -1
+                if after_step is not None:
+                    after_step(i, step, session)
                 return Verdict(exc.kind, exc.signature, exc.detail, i, since), session.stats
+            if after_step is not None:
+                after_step(i, step, session)
         return Verdict(PASS), session.stats
     finally:
         session.close()

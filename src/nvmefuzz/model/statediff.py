@@ -6,7 +6,8 @@ States are what ``model.snapshot.capture`` gives: plain values keyed by schema p
 the top level compare as a whole (``inflight``, ``features.err_rec``).  The queue lists
 compare field by field when both sides hold the same queues, so a difference is named
 ``cq.waiting`` or ``sq.head``; when a queue is missing or extra on one side it is the whole
-list (``cq``).
+list (``cq``).  ``differences`` gives the values behind those names, per queue
+(``cq[0].tail``: 3 on one side, 0 on the other).
 
 ``merge`` goes the other way: a state as a snapshot decodes it (queue records hold their id
 and the fields the profile saved) with each of ``paths`` set to its value in ``truth`` (a
@@ -54,6 +55,34 @@ def differing(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
             continue
         out.extend(f"{path}.{f}" for f in fields
                    if any(qa[q].get(f) != qb[q].get(f) for q in qa))
+    return out
+
+
+def differences(a: dict[str, Any], b: dict[str, Any],
+                paths: Iterable[str]) -> list[tuple[str, Any, Any]]:
+    """Where exactly ``b`` differs from ``a`` on ``paths`` (``differing``'s names): (where,
+    value in ``a``, value in ``b``), a queue field per queue (``cq[0].tail``), a queue only
+    one side holds as the whole record (None on the other side)."""
+    out: list[tuple[str, Any, Any]] = []
+    for path in paths:
+        queue_field = _queue_field(path)
+        head = queue_field[0] if queue_field else path
+        if head not in a and head not in b:
+            continue                          # not a state path (the final RAM pass)
+        if head not in QUEUES:
+            if a.get(path) != b.get(path):
+                out.append((path, a.get(path), b.get(path)))
+            continue
+        id_key = QUEUES[head][0]
+        qa, qb = _by_id(a.get(head), id_key), _by_id(b.get(head), id_key)
+        for q in sorted(qa.keys() | qb.keys()):
+            ra, rb = qa.get(q), qb.get(q)
+            if queue_field and ra is not None and rb is not None:
+                field = queue_field[1]
+                if ra.get(field) != rb.get(field):
+                    out.append((f"{head}[{q}].{field}", ra.get(field), rb.get(field)))
+            elif ra != rb and (ra is None or rb is None or not queue_field):
+                out.append((f"{head}[{q}]", ra, rb))
     return out
 
 
@@ -114,4 +143,4 @@ def _complete(out: dict[str, Any], truth: dict[str, Any]) -> None:
                          *(_plain(q) for q in truth[kind] if q[id_key] in want)]
 
 
-__all__ = ["QUEUES", "differing", "merge"]
+__all__ = ["QUEUES", "differences", "differing", "merge"]

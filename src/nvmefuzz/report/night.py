@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+from nvmefuzz.fuzz.cause import lost_lines
 from nvmefuzz.fuzz.known import NOT_REPLAYABLE, root_cause
 from nvmefuzz.trace import corpus as corpus_mod
 from nvmefuzz.trace.render import listing
@@ -100,6 +101,7 @@ def collect(folder: Path, state: dict, corpus_rows: list[dict]) -> dict:
                                  "steps": steps,
                                  "trace": trace, "raw_trace": str(raw),
                                  "cause": cause.to_plain() if cause else None,
+                                 "lost": lost_lines(tr, cause),
                                  "detail": tr.verdict.detail, "campaign": s["campaign"],
                                  "slice": s["index"]}
         slices.append({**s, "summary": summary})
@@ -255,6 +257,9 @@ def html(summary: dict, images: list[tuple[str, str]]) -> str:
                   f"<p>First divergence: {h.escape(f['detail'])}</p>",
                   f"<p>Root cause (on {h.escape(cause['profile'])}): "
                   f"{h.escape(cause['describe'])}</p>" if cause else "",
+                  "<ul class='lost'>" + "".join(f"<li>{h.escape(line)}</li>"
+                                                for line in f.get("lost", ())) + "</ul>"
+                  if f.get("lost") else "",
                   f"<pre>{h.escape(f['listing'])}</pre>",
                   "<p>Reproduce:</p><pre>" + h.escape("\n".join(f["repro"])) + "</pre>"]
     parts += ["<h2>Hard states reached at migration</h2>",

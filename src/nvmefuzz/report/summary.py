@@ -59,7 +59,8 @@ def summary(result: RunResult) -> dict[str, Any]:
              "trace": str(f.path) if f.path else None,
              "raw_trace": str(f.raw_path) if f.raw_path else None, "new": f.new,
              "detail": f.trace.verdict.detail,
-             "cause": f.cause.to_plain() if f.cause is not None else None}
+             "cause": f.cause.to_plain() if f.cause is not None else None,
+             "lost": f.lost}
             for f in result.findings
         ],
     }
