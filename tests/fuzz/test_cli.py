@@ -85,6 +85,9 @@ def test_fuzz_v3_patch_reports_findings(v3_run):
         assert trace.verdict.cause == f["cause"]["key"] and f["identity"] == (
             f"{f['signature']} [{f['cause']['key']}]")
     assert len({f["identity"] for f in data["findings"]}) == len(data["findings"])
+    # the findings table gives each cause with the values it lost
+    lost = [line for f in data["findings"] for line in f["lost"]]
+    assert lost and all(line in one_line(proc.stdout) for line in lost)
 
 
 def test_a_second_run_reports_no_stored_finding_again(v3_run, tmp_path):
@@ -159,6 +162,7 @@ def test_repro_emits_a_pytest_file(v3_run, tmp_path):
     text = out.read_text()
     compile(text, str(out), "exec")
     assert "def test_" in text and trace.verdict.signature in text
+    assert "root cause on qemu-v3-patch: " in text            # the cause, for the bug report
 
 
 def test_repro_names_the_values_the_root_cause_lost(tmp_path):

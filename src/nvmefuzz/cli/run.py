@@ -206,19 +206,21 @@ def repro(path: Path, emit_dir: Path | None, emit_pytest: Path | None,
         verdict, _ = replay_trace(trace, on_step=show)
     out.print(f"verdict now: {verdict.kind} {verdict.signature}")
     out.print(verdict.detail)
+    notes: list[str] = []               # the root cause, and what it lost
     if not verdict.ok:
         cause = root_cause(trace)
         if cause is not None:
             seen = (f" (the model saw {cause.signature})"
                     if cause.signature and cause.signature != verdict.signature else "")
-            out.print(f"root cause on {cause.profile}{seen}: {cause.describe()}")
-            for line in lost_lines(trace, cause):
-                out.print(f"  {line}")
+            notes = [f"root cause on {cause.profile}{seen}: {cause.describe()}",
+                     *(f"  {line}" for line in lost_lines(trace, cause))]
+    for line in notes:
+        out.print(line)
     if emit_pytest:
-        emit_pytest.write_text(pytest_file(trace))
+        emit_pytest.write_text(pytest_file(trace, notes))
         out.print(f"wrote {emit_pytest}")
     if emit == "pytest":
-        print(pytest_file(trace))
+        print(pytest_file(trace, notes))
     same = verdict.kind == trace.verdict.kind and verdict.signature == trace.verdict.signature
     sys.exit(EXIT_OK if same else EXIT_FOUND)
 

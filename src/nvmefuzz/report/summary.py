@@ -101,6 +101,6 @@ def findings_table(data: dict[str, Any]) -> Table:
         t.add_column(col)
     for f in data["findings"]:
         cause = f.get("cause")
-        t.add_row(f["class"], f["signature"], str(f["steps"]), cause["key"] if cause else "-",
-                  f["trace"] or "-")
+        why = "\n".join([cause["key"], *f.get("lost", ())]) if cause else "-"
+        t.add_row(f["class"], f["signature"], str(f["steps"]), why, f["trace"] or "-")
     return t
