@@ -262,6 +262,21 @@ def test_corpus_shrink_rewrites_traces_in_place_with_their_identity(tmp_path):
     assert proc.returncode == OK, proc.stdout
 
 
+def test_corpus_shrink_without_qemu_leaves_qemu_traces_and_says_why(tmp_path, monkeypatch):
+    """QEMU confirms what the model shrinks: with no QEMU a QEMU trace is left as it is, and
+    the summary says so and why."""
+    repo = Path(__file__).resolve().parents[2] / "corpus"
+    qemu = next(p for p in corpus.files(repo / "qemu-target") if "irq-extra" in p.name)
+    (tmp_path / "c" / "qemu-target").mkdir(parents=True)
+    shutil.copy(qemu, tmp_path / "c" / "qemu-target" / qemu.name)
+    monkeypatch.setenv("NVMEFUZZ_QEMU", f"chroot:{tmp_path / 'no-such-root'}")
+    proc = nvmefuzz(tmp_path, "corpus", "shrink", "c")
+    assert proc.returncode == OK, proc.stderr
+    text = one_line(proc.stdout)
+    assert "1 QEMU traces left as they are (no usable QEMU >= 11.1" in text
+    assert (tmp_path / "c" / "qemu-target" / qemu.name).read_bytes() == qemu.read_bytes()
+
+
 def test_campaigns_and_targets(tmp_path):
     """`campaigns` lists the shipped campaigns; `targets` lists the model target."""
     proc = nvmefuzz(tmp_path, "campaigns")

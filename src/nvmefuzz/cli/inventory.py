@@ -103,17 +103,26 @@ def corpus_shrink(root: Path, seconds: float, dry_run: bool) -> None:
     """Shrink the stored traces again: steps deleted and arguments simplified while each keeps
     its verdict, signature and root cause (so its file name); rewritten in place.  QEMU traces
     are shrunk on the model and confirmed on QEMU."""
+    from nvmefuzz.errors import TargetUnavailable
     from nvmefuzz.fuzz.minimize import reshrink
+    from nvmefuzz.targets.discovery import find_qemu
 
     t = Table(title=f"{root}: shrunk again" + (" (dry run)" if dry_run else ""))
     for col in ("path", "steps", "arguments", "seconds"):
         t.add_column(col)
-    bad = changed = kept = 0
+    bad = changed = kept = unconfirmed = 0
+    no_qemu: str | None = None
     for e in corpus_mod.load_all(root):
         if e.trace is None:
             bad += 1
             t.add_row(_shown(e.path, root), "[red]unreadable", e.error, "-")
             continue
+        if e.trace.target.get("kind", "model") == "qemu":
+            try:
+                find_qemu()                    # looked for once (discovery caches it)
+            except TargetUnavailable as exc:   # QEMU confirms what the model shrinks
+                no_qemu, unconfirmed = str(exc), unconfirmed + 1
+                continue
         start = time.monotonic()
         small = reshrink(e.trace, seconds)
         took = f"{time.monotonic() - start:.1f}"
@@ -128,6 +137,8 @@ def corpus_shrink(root: Path, seconds: float, dry_run: bool) -> None:
     out.print(t)
     out.print(f"{changed} traces {'would be ' if dry_run else ''}shrunk, {kept} already as "
               "small as today's shrinking makes them"
+              + (f", {unconfirmed} QEMU traces left as they are ({no_qemu})"
+                 if unconfirmed else "")
               + (f", {bad} unreadable files left as they are" if bad else ""))
     sys.exit(EXIT_ERROR if bad else EXIT_OK)
 
