@@ -164,6 +164,7 @@ def test_a_qemu_finding_is_shrunk_on_the_model_and_qemu_confirms_it(qemu_binary)
               steps=tuple(steps))
     seen, _ = replay(t)
     assert seen.signature == "divergence:cqe/admin/IDENTIFY/cns=0x06/data@0x4"
+    assert seen.detail.endswith("after the last migration, target qemu)")    # no profile
     small = via_model(attrs.evolve(t, verdict=seen))
     assert small is not None and small.target == t.target
     assert [s.action for s in small.steps] == ["enable", "migrate", "admin"]
