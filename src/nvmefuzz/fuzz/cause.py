@@ -209,8 +209,9 @@ def lost_values(trace: Trace, paths: Iterable[str]) -> list[tuple[int, str, obje
 
 def lost_lines(trace: Trace, cause: Cause | None) -> list[str]:
     """``lost_values`` of ``cause``'s paths as a report shows them, one line each:
-    ``migrate at step 4: cq[0].tail: twin 3, migrated 0`` (none for a cause without paths)."""
-    if cause is None or not cause.paths:
+    ``migrate at step 4: cq[0].tail: twin 3, migrated 0``; none unless lost state is the
+    cause (outside the state, what was lost is not why the guest saw a difference)."""
+    if cause is None or cause.kind != STATE:
         return []
     return [f"migrate at step {i}: {where}: twin {_brief(a)}, migrated {_brief(b)}"
             for i, where, a, b in lost_values(trace, cause.paths)]
