@@ -107,9 +107,6 @@ def fuzz(campaign: str, target: str | None, profile: str | None, budget: str | N
     out.print(table(data))
     if data["findings"]:
         out.print(findings_table(data))
-    hard = {k: v for k, v in result.stats.items() if not k.startswith(("action:", "waived:"))}
-    if not quiet:
-        out.print("event statistics: " + ", ".join(f"{k}={v}" for k, v in sorted(hard.items())))
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(data, indent=2, sort_keys=True))
