@@ -205,3 +205,31 @@ def test_a_stored_finding_is_shrunk_again_keeping_its_root_cause():
     assert out.verdict.signature == stored.verdict.signature
     assert corpus.path_for(CORPUS, out) == path
     assert reshrink(out) == out                         # as small as it gets
+
+
+def test_a_stored_qemu_trace_is_shrunk_again_only_if_qemu_reproduces_it_every_time():
+    """Shrunk on the model, then QEMU must reach the verdict in all CONFIRMATIONS replays: a
+    stored reproducer that comes and goes would read as a regression in CI."""
+    from nvmefuzz.fuzz.minimize import CONFIRMATIONS
+
+    t = _qemu(DMRSL)
+    on_qemu = []
+
+    def steady(trace):
+        if trace.target["kind"] == "qemu":
+            on_qemu.append(trace.steps)
+        return _on_model(trace)
+
+    out = reshrink(t, replay=steady)
+    assert [s.action for s in out.steps] == ["enable", "migrate", "admin"]
+    assert on_qemu == [out.steps] * CONFIRMATIONS and CONFIRMATIONS >= 2
+
+    def flaky(trace):                    # QEMU shows it once, then no more
+        if trace.target["kind"] == "qemu":
+            on_qemu.append(trace.steps)
+            if len(on_qemu) > 1:
+                return Verdict(PASS), None
+        return _on_model(trace)
+
+    on_qemu.clear()
+    assert reshrink(t, replay=flaky) == t and len(on_qemu) == 2

@@ -235,13 +235,28 @@ def via_model(trace: Trace, seconds: float = 60.0, replay: Replay | None = None,
     return found if keep is None or keep(found) else None
 
 
+#: replays on its own target (QEMU) a re-shrunk stored trace must reach its verdict in, all
+CONFIRMATIONS = 3
+
+
+def _steady(trace: Trace, times: int, replay: Replay | None = None) -> bool:
+    """Does ``trace`` reach its verdict class and signature ``times`` more times?"""
+    if replay is None:
+        from nvmefuzz.fuzz.session import replay
+    try:
+        return all(_same(replay(trace)[0], trace.verdict) for _ in range(times))
+    except NvmeFuzzError:
+        return False
+
+
 def reshrink(trace: Trace, seconds: float = 60.0, replay: Replay | None = None) -> Trace:
     """A stored finding shrunk again by today's shrinking, for ``nvmefuzz corpus shrink``:
     steps deleted and arguments simplified until neither helps, keeping the verdict class,
     the signature and the root cause (``known.root_cause``), so the finding keeps its
     identity and its file; ``trace`` itself when nothing smaller or simpler is found.  A QEMU
-    trace is shrunk on the model and confirmed on QEMU (``via_model``); with no QEMU here,
-    or where the model does not reproduce it, it stays as it is."""
+    trace is shrunk on the model and confirmed on QEMU (``via_model``), ``CONFIRMATIONS``
+    replays in all (the corpus replays it in CI); with no QEMU here, or where the model does
+    not reproduce it, it stays as it is."""
     from nvmefuzz.fuzz.known import root_cause
 
     def cause(t: Trace) -> str | None:
@@ -257,6 +272,8 @@ def reshrink(trace: Trace, seconds: float = 60.0, replay: Replay | None = None) 
 
     if trace.target.get("kind", "model") != "model":
         small = via_model(trace, seconds, replay, same_cause)
+        if small is not None and not _steady(small, CONFIRMATIONS - 1, replay):
+            small = None                 # a stored reproducer must not come and go
     else:
         small = shrink(trace, seconds, replay, same_cause)
     if small is None or small.steps == trace.steps:
