@@ -65,7 +65,8 @@ def fuzz(campaign: str, target: str | None, profile: str | None, budget: str | N
     seconds = parse_duration(budget) if budget else None
     if seconds is None and examples is None:
         seconds = 60.0
-    run_dir = out_dir / "runs" / f"{camp.name}-{camp.profile}-seed{seed}"
+    design = camp.profile if camp.target == "model" else camp.target   # QEMU has no profile
+    run_dir = out_dir / "runs" / f"{camp.name}-{design}-seed{seed}"
     db = open_database(database)
     started = time.time()
     if timeline is not None:
