@@ -277,6 +277,38 @@ def test_corpus_shrink_without_qemu_leaves_qemu_traces_and_says_why(tmp_path, mo
     assert (tmp_path / "c" / "qemu-target" / qemu.name).read_bytes() == qemu.read_bytes()
 
 
+def test_a_signal_stops_corpus_shrink_with_every_file_whole(tmp_path):
+    """SIGTERM in the middle of `corpus shrink`: exit 143, the traces shrunk so far listed,
+    every file readable, those not reached as they were."""
+    import signal
+    import time
+
+    repo = Path(__file__).resolve().parents[2] / "corpus" / "nvmecs-v0"
+    stored = corpus.load(next(p for p in corpus.files(repo) if "fid-0x0e" in p.name))
+    padded = attrs.evolve(stored, steps=(stored.steps[0], *[Step("migrate")] * 150,
+                                         *stored.steps[1:]),
+                          verdict=attrs.evolve(stored.verdict, step=stored.verdict.step + 150))
+    names = [f"t{i:02d}.cbor" for i in range(24)]          # 0.2 s each: time to stop
+    for name in names:
+        corpus.atomic_write(tmp_path / "c" / "nvmecs-v0" / name, padded.encode())
+    proc = subprocess.Popen([sys.executable, "-m", "nvmefuzz.cli", "corpus", "shrink", "c"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "COLUMNS": "200"})
+    first = tmp_path / "c" / "nvmecs-v0" / names[0]
+    deadline = time.monotonic() + 60
+    while corpus.load(first) == padded and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        stdout, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "stopped: the traces above were shrunk" in stdout and names[0] in stdout
+    after = [corpus.load(tmp_path / "c" / "nvmecs-v0" / name) for name in names]  # all whole
+    assert len(after[0].steps) < len(padded.steps) and after[-1] == padded
+
+
 def test_campaigns_and_targets(tmp_path):
     """`campaigns` lists the shipped campaigns; `targets` lists the model target."""
     proc = nvmefuzz(tmp_path, "campaigns")

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import click
 from rich.table import Table
 
-from nvmefuzz.cli import EXIT_ERROR, EXIT_OK, main, out
+from nvmefuzz.cli import EXIT_ERROR, EXIT_OK, Terminated, main, out
 from nvmefuzz.fuzz import campaign as campaigns
 from nvmefuzz.trace import corpus as corpus_mod
 
@@ -103,44 +104,57 @@ def corpus_shrink(root: Path, seconds: float, dry_run: bool) -> None:
     """Shrink the stored traces again: steps deleted and arguments simplified while each keeps
     its verdict, signature and root cause (so its file name); rewritten in place.  QEMU traces
     are shrunk on the model and confirmed on QEMU."""
+    t = Table(title=f"{root}: shrunk again" + (" (dry run)" if dry_run else ""))
+    for col in ("path", "steps", "arguments", "seconds"):
+        t.add_column(col)
+    n: Counter = Counter()
+    try:
+        no_qemu = _shrink_all(corpus_mod.load_all(root), root, seconds, dry_run, t, n)
+    except Terminated:                    # each file is written whole (atomic), or not at all
+        out.print(t)
+        out.print("stopped: the traces above were shrunk, the others are as they were")
+        raise
+    out.print(t)
+    out.print(f"{n['changed']} traces {'would be ' if dry_run else ''}shrunk, {n['kept']} "
+              "already as small as today's shrinking makes them"
+              + (f", {n['no qemu']} QEMU traces left as they are ({no_qemu})"
+                 if n["no qemu"] else "")
+              + (f", {n['bad']} unreadable files left as they are" if n["bad"] else ""))
+    sys.exit(EXIT_ERROR if n["bad"] else EXIT_OK)
+
+
+def _shrink_all(entries: list[corpus_mod.Entry], root: Path, seconds: float, dry_run: bool,
+                t: Table, n: Counter) -> str | None:
+    """``corpus shrink``'s loop: each trace shrunk again and, unless a dry run, written back,
+    with a row in ``t``; ``n`` counts them as it goes.  Returns why QEMU traces were left
+    (no QEMU here), if they were."""
     from nvmefuzz.errors import TargetUnavailable
     from nvmefuzz.fuzz.minimize import reshrink
     from nvmefuzz.targets.discovery import find_qemu
 
-    t = Table(title=f"{root}: shrunk again" + (" (dry run)" if dry_run else ""))
-    for col in ("path", "steps", "arguments", "seconds"):
-        t.add_column(col)
-    bad = changed = kept = unconfirmed = 0
-    no_qemu: str | None = None
-    for e in corpus_mod.load_all(root):
+    no_qemu = None
+    for e in entries:
         if e.trace is None:
-            bad += 1
+            n["bad"] += 1
             t.add_row(_shown(e.path, root), "[red]unreadable", e.error, "-")
             continue
         if e.trace.target.get("kind", "model") == "qemu":
             try:
                 find_qemu()                    # looked for once (discovery caches it)
             except TargetUnavailable as exc:   # QEMU confirms what the model shrinks
-                no_qemu, unconfirmed = str(exc), unconfirmed + 1
+                no_qemu, n["no qemu"] = str(exc), n["no qemu"] + 1
                 continue
         start = time.monotonic()
         small = reshrink(e.trace, seconds)
-        took = f"{time.monotonic() - start:.1f}"
         if small == e.trace:
-            kept += 1
+            n["kept"] += 1
             continue
-        changed += 1
+        n["changed"] += 1
         if not dry_run:
             corpus_mod.atomic_write(e.path, small.encode())
         t.add_row(_shown(e.path, root), f"{len(e.trace.steps)} -> {len(small.steps)}",
-                  f"{_args(e.trace)} -> {_args(small)}", took)
-    out.print(t)
-    out.print(f"{changed} traces {'would be ' if dry_run else ''}shrunk, {kept} already as "
-              "small as today's shrinking makes them"
-              + (f", {unconfirmed} QEMU traces left as they are ({no_qemu})"
-                 if unconfirmed else "")
-              + (f", {bad} unreadable files left as they are" if bad else ""))
-    sys.exit(EXIT_ERROR if bad else EXIT_OK)
+                  f"{_args(e.trace)} -> {_args(small)}", f"{time.monotonic() - start:.1f}")
+    return no_qemu
 
 
 def _shown(path: Path, root: Path) -> str:
