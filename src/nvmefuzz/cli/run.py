@@ -20,6 +20,7 @@ from nvmefuzz.fuzz.known import root_cause
 from nvmefuzz.fuzz.runner import run_campaign
 from nvmefuzz.fuzz.session import replay as replay_trace
 from nvmefuzz.report.summary import findings_table, summary, table
+from nvmefuzz.targets import TargetConfig
 from nvmefuzz.trace import corpus as corpus_mod
 from nvmefuzz.trace.render import listing, pytest_file
 
@@ -65,7 +66,7 @@ def fuzz(campaign: str, target: str | None, profile: str | None, budget: str | N
     seconds = parse_duration(budget) if budget else None
     if seconds is None and examples is None:
         seconds = 60.0
-    design = camp.profile if camp.target == "model" else camp.target   # QEMU has no profile
+    design = TargetConfig(kind=camp.target, profile=camp.profile).design_name
     run_dir = out_dir / "runs" / f"{camp.name}-{design}-seed{seed}"
     db = open_database(database)
     started = time.time()

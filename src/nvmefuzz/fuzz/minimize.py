@@ -31,6 +31,7 @@ import attrs
 
 from nvmefuzz.errors import NvmeFuzzError
 from nvmefuzz.fuzz.cause import explained, on_model
+from nvmefuzz.fuzz.known import root_cause
 from nvmefuzz.trace.schema import Step, Trace, Verdict
 
 Replay = Callable[[Trace], tuple[Verdict, object]]
@@ -257,8 +258,6 @@ def reshrink(trace: Trace, seconds: float = 60.0, replay: Replay | None = None) 
     trace is shrunk on the model and confirmed on QEMU (``via_model``), ``CONFIRMATIONS``
     replays in all (the corpus replays it in CI); with no QEMU here, or where the model does
     not reproduce it, it stays as it is."""
-    from nvmefuzz.fuzz.known import root_cause
-
     def cause(t: Trace) -> str | None:
         found = root_cause(t)
         return found.key if found is not None else None

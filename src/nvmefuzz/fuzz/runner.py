@@ -9,12 +9,12 @@ budget depends on the clock (and their size: the first has ``FIRST_BATCH`` examp
 others as many as the rate so far lets the budget hold, up to ``batch``).  When a batch
 fails, Hypothesis has already shrunk the failure; the machine's observer holds the shrunk
 trace, and ``minimize`` deletes the steps Hypothesis had no time to (bounded, and never
-turning it into a known finding), and on the model ``simplify`` makes the arguments as
-simple as the finding allows.  A QEMU finding that the model reproduces (checked when the
-batch first meets it) is not shrunk by Hypothesis with QEMU in the loop, seconds per
-example, but on the model, and QEMU confirms the result (``minimize.via_model``).  The raw
-(first seen) trace of a finding is written to the run's folder the moment it is seen, before
-shrinking starts; the shrunk trace, its verdict naming its root cause (``fuzz.cause``), goes
+turning it into a known finding); on the model ``shrink`` also makes the arguments as simple
+as the finding allows, again until neither helps.  A QEMU finding that the model reproduces
+(checked when the batch first meets it) is not shrunk by Hypothesis with QEMU in the loop,
+seconds per example, but on the model, and QEMU confirms the result (``minimize.via_model``).
+The raw (first seen) trace of a finding is written to the run's folder the moment it is seen,
+before shrinking starts; the shrunk trace, its verdict naming its root cause (``fuzz.cause``), goes
 to the corpus.  The corpus's findings are ``known`` (``fuzz.known``: by root cause where
 lost state explains them, else by signature): examples that reach them end quietly, so later
 batches look for new findings.  For the same reason the state paths those findings lose are

@@ -158,12 +158,9 @@ class Session:
 
     def _fail(self, kind: str, observation: str, detail: str) -> None:
         since = self.index - self.last_migration if self.last_migration >= 0 else -1
-        # a profile describes a model's migration; another target migrates its own way
-        design = (f"profile {self.profile.name}" if self.cfg.kind == "model"
-                  else f"target {self.cfg.kind}")
         raise Divergence(kind, observation,
                          f"{detail} (step {self.index}, {since} steps after the last "
-                         f"migration, {design})")
+                         f"migration, {self.cfg.design})")
 
     def _migrate(self) -> tuple[list[Observation], list[Observation]]:
         self.stats["migrations attempted"] += 1

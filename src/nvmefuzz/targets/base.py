@@ -77,6 +77,17 @@ class TargetConfig:
     #: the model shows each MSI-X vector once per look, however often it fired (``QEMU_VIEW``)
     msix_once_per_look: bool = False
 
+    @property
+    def design_name(self) -> str:
+        """What migrates: the model's profile, else the target itself (QEMU migrates by its
+        own rules, whatever profile the config carries)."""
+        return self.profile if self.kind == "model" else self.kind
+
+    @property
+    def design(self) -> str:
+        """``design_name`` said what it is: ``profile full``, ``target qemu``."""
+        return f"{'profile' if self.kind == 'model' else 'target'} {self.design_name}"
+
     def to_plain(self) -> dict:
         return attrs.asdict(self)
 
