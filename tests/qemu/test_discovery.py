@@ -77,7 +77,8 @@ def test_argv_has_one_nvme_on_q35_with_qtest_and_qmp():
     line = " ".join(argv)
     for part in ("-accel qtest", "-qtest unix:/t/q.sock", "-qtest-log none",
                  "-qmp unix:/t/m.sock,server=on,wait=off", "-display none", "-nodefaults",
-                 "-machine q35", "-m 64M", "-drive id=drv0,if=none,file=/t/disk.img,format=raw",
+                 "-machine q35,pit=off", "-m 64M",
+                 "-drive id=drv0,if=none,file=/t/disk.img,format=raw",
                  "-device nvme,drive=drv0,serial=nvmefuzz,addr=04.0,firmware-version=1.0",
                  "-incoming defer"):
         assert part in line

@@ -32,7 +32,7 @@ CMD_MEM_BUS_MASTER = 0x6
 PCI_STATUS_INTERRUPT = 1 << 3    # in the upper half of config dword 0x04
 CAP_MSIX = 0x11
 #: q35 routes PCI INTx to IOAPIC inputs 16-23 (PIRQA-H); the ones below are ISA lines (the
-#: PIT through the PIC on input 0, the RTC, ACPI's SCI), never the device's
+#: RTC, ACPI's SCI; the PIT, were it on), never the device's
 PCI_INTX_GSI = 16
 CAP_CHAIN_LIMIT = 48             # capabilities followed before giving up (a looped chain)
 
