@@ -17,7 +17,7 @@ from nvmefuzz.trace.schema import Step
 def test_a_qemu_run_shrinks_what_the_model_reproduces_on_the_model(monkeypatch, tmp_path):
     """The model under the QEMU profile stands in for QEMU: every finding is shrunk on the
     model, Hypothesis never shrinks with the target in the loop, and QEMU confirms."""
-    monkeypatch.setattr(session, "open_target", lambda cfg: open_target(
+    monkeypatch.setattr(session, "open_target", lambda cfg, **kw: open_target(
         attrs.evolve(cfg, kind="model", profile="qemu-11.1", **QEMU_VIEW))
         if cfg.kind == "qemu" else open_target(cfg))
     shrinks = []

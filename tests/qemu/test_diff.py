@@ -198,7 +198,7 @@ FILL_ONE_SLOT = [Step("enable", {}), Step("create_cq", {"qid": 1, "size": 2, "iv
 
 
 def _diff_against(monkeypatch, backend: str) -> tuple:
-    monkeypatch.setattr(D, "open_target", lambda cfg: _stand_in(cfg, backend)
+    monkeypatch.setattr(D, "open_target", lambda cfg, **kw: _stand_in(cfg, backend)
                         if cfg.kind == "qemu" else open_target(cfg))
     posted: list = []
 

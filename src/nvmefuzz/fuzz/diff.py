@@ -103,7 +103,7 @@ class DiffSession:
         sound for observations that change no state, such as a register or Identify read)."""
         self.model = open_target(model_cfg)
         try:
-            self.qemu = open_target(qemu_cfg)
+            self.qemu = open_target(qemu_cfg, migrates=False)
         except BaseException:
             self.model.close()
             raise

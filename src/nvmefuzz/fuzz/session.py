@@ -84,7 +84,7 @@ class Session:
         self.profile = get_profile(cfg.profile)
         if repair and cfg.kind != "model":
             raise TargetUnavailable(f"repairing a migration needs the model, not {cfg.kind}")
-        self.twin = open_target(cfg)
+        self.twin = open_target(cfg, migrates=False)
         self.mig = open_target(cfg)
         if repair:                      # models only (``fuzz.cause``)
             self.mig.repair = (frozenset(repair), lambda: capture(self.twin.ctrl))

@@ -42,6 +42,7 @@ the device is unsettled again, and each settle's round trips prefetch the blocks
 before looked at, so what a step looks at (CQ entries, MSI-X messages) usually costs no round
 trip of its own; data buffers are read when asked for.
 
+A target starts on a spare source process booted ahead of time (``qemu_spares``).
 Migration (``qemu_migration``): after a completed one the target continues on the destination
 with fresh trace accounting and sets its virtual clock to the source's (under ``-accel
 qtest`` the clock is the qtest client's and is not migrated; see ``_carry_clock``).
@@ -71,7 +72,8 @@ from nvmefuzz.targets.qemu_argv import PLAIN, Drive
 from nvmefuzz.targets.qemu_pci import (
     BAR0, PCI_INTX_GSI, PCI_STATUS_INTERRUPT, bring_up, cfg_addr,
 )
-from nvmefuzz.targets.qemu_process import QemuProcess, Workspace
+from nvmefuzz.targets.qemu_process import QemuProcess
+from nvmefuzz.targets.qemu_spares import SPARES
 
 QUIET_ROUNDS = 2                 # marker intervals with nothing in flight and nothing logged
 IO_MARKERS = 8                   # markers in the first round trip after an SQ doorbell
@@ -89,7 +91,9 @@ class QemuTarget:
                  drive: Drive = PLAIN) -> None:
         """``device_props`` are extra ``-device nvme`` properties (tests use it to make QEMU
         add a migration blocker), ``drive`` block-layer options and injected faults; source
-        and destinations always get the same ones."""
+        and destinations always get the same ones.  ``pool_size`` destinations are kept
+        booting ahead of a migration (0 for a target that never migrates: one is then
+        started when needed)."""
         self.cfg = cfg
         self.binary = binary or find_qemu()
         self.device_props = device_props
@@ -109,12 +113,10 @@ class QemuTarget:
         self._intx_level = 0
         self._intx_line: int | None = None
         self._carry: list[tuple[str, int]] = []  # INTx events seen on a migration source
-        self.ws = Workspace(self.binary, cfg.nsze * 512)
         self.pool: WarmPool | None = None
-        self.proc: QemuProcess | None = None
+        kw = {"reply_timeout": reply_timeout, "device_props": device_props, "drive": drive}
+        self.ws, self.proc = SPARES.take(self.binary, cfg.nsze * 512, kw)
         try:
-            kw = {"reply_timeout": reply_timeout, "device_props": device_props, "drive": drive}
-            self.proc = QemuProcess(self.ws, **kw).connect()
             self.pool = WarmPool(self.ws, pool_size, **kw)
             self._bring_up()
         except BaseException:

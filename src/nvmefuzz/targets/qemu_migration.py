@@ -22,12 +22,11 @@ load the stream) and hung (a bound expired).  The migration file is always remov
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 from nvmefuzz.errors import TargetCrashed, TargetError, TargetTimeout
 from nvmefuzz.targets.base import COMPLETED, CRASHED, HUNG, REFUSED, MigrationOutcome
-from nvmefuzz.targets.qemu_process import QemuProcess, QmpCommandError, Workspace
+from nvmefuzz.targets.qemu_process import Booting, QemuProcess, QmpCommandError, Workspace
 
 
 def qmp_error_text(exc: BaseException) -> str:
@@ -42,29 +41,6 @@ def _qmp(proc: QemuProcess, cmd: str, args: dict | None = None):
     return proc.fast.execute([(cmd, args)])[0]
 
 
-class _Booting:
-    """One pool destination: a thread starts the process and waits until it can be used."""
-
-    def __init__(self, ws: Workspace, kw: dict) -> None:
-        self.proc: QemuProcess | None = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(ws, kw), daemon=True)
-        self.thread.start()
-
-    def _run(self, ws: Workspace, kw: dict) -> None:
-        try:
-            self.proc = QemuProcess(ws, incoming=True, **kw)
-            self.proc.connect()
-        except BaseException as exc:     # take() raises it, with the process's status
-            self.error = exc
-
-    def result(self) -> QemuProcess:
-        self.thread.join()
-        if self.proc is None:
-            raise self.error
-        return self.proc.connect()        # raises again (with the reason) if it failed
-
-
 class WarmPool:
     """Destinations started ahead of time with ``-incoming defer`` on one workspace's image.
 
@@ -73,12 +49,12 @@ class WarmPool:
 
     def __init__(self, ws: Workspace, size: int = 2, **kw) -> None:
         self.ws, self.size, self.kw = ws, size, kw
-        self._slots: list[_Booting] = []
+        self._slots: list[Booting] = []
         self.fill()
 
     def fill(self) -> None:
         while len(self._slots) < self.size:
-            self._slots.append(_Booting(self.ws, self.kw))
+            self._slots.append(Booting(self.ws, incoming=True, **self.kw))
 
     @property
     def ready(self) -> list[QemuProcess]:
@@ -88,7 +64,7 @@ class WarmPool:
         return [b.proc for b in self._slots if b.proc is not None]
 
     def take(self) -> QemuProcess:
-        slot = self._slots.pop(0) if self._slots else _Booting(self.ws, self.kw)
+        slot = self._slots.pop(0) if self._slots else Booting(self.ws, incoming=True, **self.kw)
         self.fill()                       # the replacement boots while we migrate
         try:
             return slot.result()
@@ -99,9 +75,7 @@ class WarmPool:
 
     def close(self) -> None:
         for b in self._slots:
-            b.thread.join(timeout=30)
-            if b.proc is not None:
-                b.proc.close()
+            b.close()
         self._slots.clear()
 
 

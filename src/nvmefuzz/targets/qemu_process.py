@@ -32,11 +32,13 @@ import atexit
 import json
 import logging
 import os
+import queue
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import weakref
 
@@ -86,6 +88,25 @@ class Workspace:
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
         _DIRS.discard(self.dir)
+
+
+_DEAD: "queue.SimpleQueue[subprocess.Popen]" = queue.SimpleQueue()
+_REAPER: threading.Thread | None = None
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    """Collect a killed process's exit off the caller's path (``Popen.wait`` with a timeout
+    polls with sleeps: about 3 ms a process, four or more processes an example)."""
+    global _REAPER
+    _DEAD.put(proc)
+    if _REAPER is None or not _REAPER.is_alive():
+        _REAPER = threading.Thread(target=_reaper, name="nvmefuzz-reaper", daemon=True)
+        _REAPER.start()
+
+
+def _reaper() -> None:
+    while True:
+        _DEAD.get().wait()
 
 
 _LOOP: asyncio.AbstractEventLoop | None = None
@@ -192,22 +213,27 @@ class QemuProcess:
             tail = ""
         return f"{what}; stderr: {tail}" if tail else what
 
-    def kill(self) -> None:
+    def kill(self, wait: bool = True) -> None:
+        """SIGKILL; then wait (bounded) for the exit, or leave that to the reaper thread."""
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 self.proc.kill()
+        if not wait:
+            _reap(self.proc)
+            return
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             pass
 
     def close(self) -> None:
+        """Kill the process (its exit is collected in the background) and remove its files."""
         if self.closed:
             return
         self.closed = True
-        self.kill()
+        self.kill(wait=False)
         if self.qmpc is not None:
             try:
                 _run(self.qmpc.disconnect(), 2)
@@ -309,6 +335,35 @@ class QemuProcess:
         if not client.events.empty():               # nobody reads events: drop them
             client.events.clear()
         return out
+
+
+class Booting:
+    """A process started and connected in a background thread (QEMU's start-up is some 35 ms
+    of its own CPU, which the caller need not wait for); ``result`` waits for it."""
+
+    def __init__(self, ws: Workspace, **kw) -> None:
+        self.proc: QemuProcess | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(ws, kw), daemon=True)
+        self.thread.start()
+
+    def _run(self, ws: Workspace, kw: dict) -> None:
+        try:
+            self.proc = QemuProcess(ws, **kw)
+            self.proc.connect()
+        except BaseException as exc:     # result() raises it, with the process's status
+            self.error = exc
+
+    def result(self) -> QemuProcess:
+        self.thread.join()
+        if self.proc is None:
+            raise self.error
+        return self.proc.connect()        # raises again (with the reason) if it failed
+
+    def close(self, timeout: float = 30) -> None:
+        self.thread.join(timeout=timeout)
+        if self.proc is not None:
+            self.proc.close()
 
 
 class QmpCommandError(TargetError):
