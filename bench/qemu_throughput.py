@@ -3,8 +3,8 @@
 Run: ``python bench/qemu_throughput.py [--commands N] [--migrations N] [--depth N]``
 
 1. Commands/s, fuzzer style (queue depth 1): each command is one ``io`` action (a 4 KiB
-   Write or Read) then a ``consume`` action and the observations a session makes after every
-   step, so every command pays two settles (see ``targets/qemu.py``); also the qtest round
+   Write or Read, with a data pattern from 0-255 as the fuzzer draws them) then a ``consume``
+   action and the observations a session makes after every step, so every command pays two settles (see ``targets/qemu.py``); also the qtest round
    trips per command and the drain barriers (QMP stop/cont) per command, which should be 0.
 2. Commands/s, batched: ``--depth`` commands on one SQ, one doorbell, one settle, one harvest.
 3. Migrations/s with the warm pool: a controller with an I/O queue pair and an outstanding AER
@@ -52,7 +52,7 @@ def fuzz_style(t: QemuTarget, h: Host, n: int) -> float:
     start = time.perf_counter()
     for i in range(n):
         ACTIONS["io"](h, t, {"qid": 1, "opc": IO.WRITE if i % 2 == 0 else IO.READ,
-                             "slba": 8 * (i % 64), "nlb": 8, "pattern": i})
+                             "slba": 8 * (i % 64), "nlb": 8, "pattern": i % 256})
         observe(h, t)
         done = ACTIONS["consume"](h, t, {"qid": 1})
         observe(h, t)
