@@ -31,7 +31,8 @@ from nvmefuzz.protocol.spec import IoOpcode as IO
 from nvmefuzz.targets.base import TargetConfig
 from nvmefuzz.targets.discovery import find_qemu
 from nvmefuzz.targets.qemu import QemuTarget
-from nvmefuzz.targets.qemu_process import QemuProcess, Workspace
+from nvmefuzz.targets.qemu_life import Workspace
+from nvmefuzz.targets.qemu_process import QemuProcess
 
 
 def bring_up(binary) -> tuple[QemuTarget, Host]:

@@ -2,17 +2,18 @@
 
 How it works
 ------------
-``build_argv`` gives ``-accel qtest`` with a qtest socket QEMU connects to, a QMP socket it
-listens on (and a second one for the fast path), the trace events the settle logic reads
-(``trace_args``), a 64 MiB q35 machine with no default devices and no PIT (``MACHINE``), and
-one ``nvme`` device at bus 0 device 4 on drive ``drv0``, reporting the model's firmware
-revision (``DEVICE``).  The drive (``drive_spec``) is the raw image, passing discards down
-(``discard=unmap``): the controller reports DLFEAT=1 (deallocated blocks read as zeroes),
-which QEMU only honours when Dataset Management can really deallocate.  A ``Drive`` adds
-block-layer options (``werror=stop``, ...) and ``Fault`` rules: QEMU's ``blkdebug`` driver
-goes between the raw format and the image and fails the first request of a block-layer event
-(``pwritev``, ``read_aio``, ``flush_to_disk``, ...) with an errno, once per rule.  Every
-path is as QEMU sees it (inside the chroot when it runs chrooted).
+``build_argv`` gives ``-run-with exit-with-parent=on`` (``LIFE``), ``-accel qtest`` with a
+qtest socket QEMU connects to, a QMP socket it listens on (and a second one for the fast
+path), the trace events the settle logic reads (``trace_args``), a 64 MiB q35 machine with
+no default devices and no PIT (``MACHINE``), and one ``nvme`` device at bus 0 device 4 on
+drive ``drv0``, reporting the model's firmware revision (``DEVICE``).  The drive
+(``drive_spec``) is the raw image, passing discards down (``discard=unmap``): the controller
+reports DLFEAT=1 (deallocated blocks read as zeroes), which QEMU only honours when Dataset
+Management can really deallocate.  A ``Drive`` adds block-layer options (``werror=stop``,
+...) and ``Fault`` rules: QEMU's ``blkdebug`` driver goes between the raw format and the
+image and fails the first request of a block-layer event (``pwritev``, ``read_aio``,
+``flush_to_disk``, ...) with an errno, once per rule.  Every path is as QEMU sees it (inside
+the chroot when it runs chrooted).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ DEVICE = f"firmware-version={FIRMWARE_REVISION.decode()}"
 #: so an hour-long clock step ran 65,536 timer callbacks (40-65 ms) and, with IOAPIC lines
 #: intercepted, sent some 131,000 IRQ messages; no NVMe state depends on it
 MACHINE = ("-machine", "q35,pit=off", "-m", "64M")
+
+#: QEMU exits when the process that started it does, even by SIGKILL (``qemu_life``)
+LIFE = ("-run-with", "exit-with-parent=on")
 
 #: the trace events the settle logic counts, and the register reads that mark its rounds
 #: (see ``targets.qemu``)
@@ -86,7 +90,7 @@ def build_argv(binary: QemuBinary, qtest_sock: str, qmp_sock: str, image: str, *
     """QEMU's command line; socket and image paths are as QEMU sees them."""
     fast = ["-qmp", f"unix:{fast_qmp_sock},server=on,wait=off"] if fast_qmp_sock else []
     trace = trace_args(trace_file) if trace_file else []
-    argv = [*binary.argv, "-accel", "qtest", "-qtest", f"unix:{qtest_sock}",
+    argv = [*binary.argv, *LIFE, "-accel", "qtest", "-qtest", f"unix:{qtest_sock}",
             "-qtest-log", "none", "-qmp", f"unix:{qmp_sock},server=on,wait=off", *fast,
             *trace, "-display", "none", "-nodefaults", *MACHINE,
             "-drive", drive_spec(image, drive),

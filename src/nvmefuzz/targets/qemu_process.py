@@ -7,9 +7,9 @@ socket it listens on, one ``nvme`` device on a raw image (``Drive`` options and 
 faults on request). Every path on it is a path inside the chroot when QEMU runs chrooted
 (``QemuBinary.guest_path``).
 
-``QemuProcess`` starts one such process inside a private folder (``Workspace``: one per target,
-holding the disk image, sockets, stderr logs, trace logs and migration files; removed on close
-and at exit). Each process writes four of QEMU's own trace events to a private log (``-trace
+``QemuProcess`` starts one such process inside a private folder (``qemu_life.Workspace``: one
+per target, holding the disk image, sockets, stderr logs, trace logs and migration files;
+removed on close and at exit; how processes start and end is ``qemu_life``'s). Each process writes four of QEMU's own trace events to a private log (``-trace
 ...,file=``): every command the controller fetches (``pci_nvme_io_cmd``,
 ``pci_nvme_admin_cmd``), every completion it queues (``pci_nvme_enqueue_req_completion``) and
 every register read (``pci_nvme_mmio_read``, which ``targets.qemu_log`` uses to mark where
@@ -28,85 +28,24 @@ Migration over these processes lives in ``qemu_migration``.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import json
 import logging
 import os
-import queue
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
-import weakref
 
 from nvmefuzz.errors import TargetCrashed, TargetError, TargetTimeout
-from nvmefuzz.targets.discovery import QemuBinary
 from nvmefuzz.targets.qemu_argv import PLAIN, Drive, build_argv
+from nvmefuzz.targets.qemu_life import Workspace, reap, register, spawn, unregister
 from nvmefuzz.targets.qtest_codec import Irq, Reply, ReplyParser, requests
 
 logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
 #: bytes asked of the qtest socket per recv (a larger buffer costs an allocation each time)
 RECV_SIZE = 1 << 16
-
-
-# ---------------------------------------------------------------------- cleanup
-_LIVE: "weakref.WeakSet[QemuProcess]" = weakref.WeakSet()
-_DIRS: set[str] = set()
-
-
-@atexit.register
-def _cleanup() -> None:
-    for proc in list(_LIVE):
-        proc.kill()
-    for d in list(_DIRS):
-        shutil.rmtree(d, ignore_errors=True)
-
-
-class Workspace:
-    """A private folder (inside the chroot if any) for one target's files."""
-
-    def __init__(self, binary: QemuBinary, nbytes: int) -> None:
-        self.binary = binary
-        base = binary.tmp_dir()
-        if base is not None:
-            os.makedirs(base, exist_ok=True)
-        self.dir = tempfile.mkdtemp(prefix="nvmefuzz-", dir=base)
-        _DIRS.add(self.dir)
-        self.image = os.path.join(self.dir, "disk.img")
-        with open(self.image, "wb") as fh:
-            fh.truncate(nbytes)
-        self._n = 0
-
-    def path(self, stem: str) -> str:
-        self._n += 1
-        return os.path.join(self.dir, f"{stem}-{self._n}")
-
-    def remove(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
-        _DIRS.discard(self.dir)
-
-
-_DEAD: "queue.SimpleQueue[subprocess.Popen]" = queue.SimpleQueue()
-_REAPER: threading.Thread | None = None
-
-
-def _reap(proc: subprocess.Popen) -> None:
-    """Collect a killed process's exit off the caller's path (``Popen.wait`` with a timeout
-    polls with sleeps: about 3 ms a process, four or more processes an example)."""
-    global _REAPER
-    _DEAD.put(proc)
-    if _REAPER is None or not _REAPER.is_alive():
-        _REAPER = threading.Thread(target=_reaper, name="nvmefuzz-reaper", daemon=True)
-        _REAPER.start()
-
-
-def _reaper() -> None:
-    while True:
-        _DEAD.get().wait()
 
 
 _LOOP: asyncio.AbstractEventLoop | None = None
@@ -140,11 +79,8 @@ class QemuProcess:
         self._listen.bind(self.qtest_path)
         self._listen.listen(1)
         self.started = time.monotonic()
-        with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=err,
-                                         start_new_session=True)
-        _LIVE.add(self)
+        self.proc = spawn(self.argv, self.stderr_path)
+        register(self)
         self.sock: socket.socket | None = None
         self.qmpc = None
         self.fast: RawQmp | None = None
@@ -221,7 +157,7 @@ class QemuProcess:
             except (ProcessLookupError, PermissionError):
                 self.proc.kill()
         if not wait:
-            _reap(self.proc)
+            reap(self.proc)
             return
         try:
             self.proc.wait(timeout=5)
@@ -248,7 +184,7 @@ class QemuProcess:
                 os.unlink(p)
             except OSError:
                 pass
-        _LIVE.discard(self)
+        unregister(self)
 
     def __enter__(self) -> QemuProcess:
         return self

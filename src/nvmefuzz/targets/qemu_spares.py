@@ -15,13 +15,14 @@ same as a process started on demand.  Each take starts a replacement; ``DEPTH`` 
 kept, for one configuration (binary, image size and the process options ``kw``) at a time:
 asking for another closes the spares of the one before.  A spare that died while it waited
 is closed and another is started on the spot.  Spares left at exit go with every other
-process and workspace (``qemu_process``'s exit handler).
+process and workspace (``qemu_life.cleanup``).
 """
 
 from __future__ import annotations
 
 from nvmefuzz.targets.discovery import QemuBinary
-from nvmefuzz.targets.qemu_process import Booting, QemuProcess, Workspace
+from nvmefuzz.targets.qemu_life import Workspace
+from nvmefuzz.targets.qemu_process import Booting, QemuProcess
 
 #: spares kept ready: a fuzz example takes two targets back to back
 DEPTH = 2
