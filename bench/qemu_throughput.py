@@ -4,8 +4,9 @@ Run: ``python bench/qemu_throughput.py [--commands N] [--migrations N] [--depth 
 
 1. Commands/s, fuzzer style (queue depth 1): each command is one ``io`` action (a 4 KiB
    Write or Read, with a data pattern from 0-255 as the fuzzer draws them) then a ``consume``
-   action and the observations a session makes after every step, so every command pays two settles (see ``targets/qemu.py``); also the qtest round
-   trips per command and the drain barriers (QMP stop/cont) per command, which should be 0.
+   action and the observations a session makes after every step, so every command pays two
+   settles (see ``targets/qemu.py``); also the qtest round trips per command and the drain
+   barriers (QMP stop/cont) per command, which should be 0.
 2. Commands/s, batched: ``--depth`` commands on one SQ, one doorbell, one settle, one harvest.
 3. Migrations/s with the warm pool: a controller with an I/O queue pair and an outstanding AER
    is migrated back to back; each migration is QMP ``migrate`` to a file, a pre-started

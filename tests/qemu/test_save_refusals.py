@@ -11,11 +11,15 @@ carried.  The model half runs without QEMU.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from nvmefuzz.errors import TargetTimeout
 from nvmefuzz.fuzz.session import replay
 from nvmefuzz.protocol.spec import BROADCAST_NSID, IoOpcode as IO
 from nvmefuzz.targets.base import TargetConfig
+from nvmefuzz.targets.qemu_migration import _wait_migration
 from nvmefuzz.trace.schema import PASS, Step, Trace
 
 NS, AIOCB = ("refused:pre-save for nvme failed: req->ns != NULL",
@@ -73,3 +77,39 @@ def test_the_qemu_11_1_profile_refuses_what_qemu_refuses(name):
 @pytest.mark.parametrize("name", CASES)
 def test_qemu_refuses_a_waiting_completion_that_holds_a_namespace_or_aio(name, qemu_binary):
     _check("qemu", name)
+
+
+class _Asleep:
+    """A QMP connection whose MIGRATION event never comes; ``query-migrate`` answers
+    ``statuses`` in turn."""
+
+    def __init__(self, *statuses: str) -> None:
+        self.statuses, self.asked = list(statuses), 0
+
+    def wait_event(self, name, done, timeout):
+        time.sleep(timeout)
+        raise TargetTimeout(f"no QMP {name} event within {timeout}s")
+
+    def execute(self, cmds):
+        assert cmds == [("query-migrate", None)]
+        self.asked += 1
+        return [{"status": self.statuses.pop(0)}]
+
+
+class _Proc:
+    def __init__(self, fast) -> None:
+        self.fast = fast
+
+
+def test_a_migration_that_ended_without_its_event_is_seen_by_asking():
+    """QEMU's main loop may sleep on with the MIGRATION event unsent; asking wakes it, and
+    the status it answers ends the wait."""
+    fast = _Asleep("active", "active", "failed")
+    assert _wait_migration(_Proc(fast), timeout=5)["status"] == "failed"
+    assert fast.asked == 3
+
+
+def test_a_migration_that_never_ends_is_still_a_timeout():
+    fast = _Asleep(*["active"] * 1000)
+    with pytest.raises(TargetTimeout):
+        _wait_migration(_Proc(fast), timeout=0.1)

@@ -9,18 +9,18 @@ faults on request). Every path on it is a path inside the chroot when QEMU runs 
 
 ``QemuProcess`` starts one such process inside a private folder (``qemu_life.Workspace``: one
 per target, holding the disk image, sockets, stderr logs, trace logs and migration files;
-removed on close and at exit; how processes start and end is ``qemu_life``'s). Each process writes four of QEMU's own trace events to a private log (``-trace
-...,file=``): every command the controller fetches (``pci_nvme_io_cmd``,
-``pci_nvme_admin_cmd``), every completion it queues (``pci_nvme_enqueue_req_completion``) and
-every register read (``pci_nvme_mmio_read``, which ``targets.qemu_log`` uses to mark where
-the target's own requests ran); ``trace_lines`` returns the lines written since the last call,
-which is how ``targets.qemu_log`` knows what is in flight without stopping the VM.  qtest's own
-log of every request and reply is off (``-qtest-log none``).  ``qtest(line)`` sends one
-request and waits, within ``reply_timeout``, for its reply; ``IRQ raise/lower`` lines that
-arrive first are kept in ``irqs``. A closed socket means the process died: ``TargetCrashed``
-carries the exit status or signal and the tail of stderr; no reply in time is
-``TargetTimeout`` (a hang). ``qmp`` goes through the ``qemu.qmp`` library on a private
-asyncio loop, also bounded.
+removed on close and at exit; how processes start and end is ``qemu_life``'s). Each process
+writes four of QEMU's own trace events to a private log (``-trace ...,file=``): every command
+the controller fetches (``pci_nvme_io_cmd``, ``pci_nvme_admin_cmd``), every completion it
+queues (``pci_nvme_enqueue_req_completion``) and every register read (``pci_nvme_mmio_read``,
+which ``targets.qemu_log`` uses to mark where the target's own requests ran); ``trace_lines``
+returns the lines written since the last call, which is how ``targets.qemu_log`` knows what is
+in flight without stopping the VM. qtest's own log of every request and reply is off
+(``-qtest-log none``). ``qtest(line)`` sends one request and waits, within ``reply_timeout``,
+for its reply; ``IRQ raise/lower`` lines that arrive first are kept in ``irqs``. A closed
+socket means the process died: ``TargetCrashed`` carries the exit status or signal and the tail
+of stderr; no reply in time is ``TargetTimeout`` (a hang). ``qmp`` goes through the
+``qemu.qmp`` library on a private asyncio loop, also bounded.
 
 Migration over these processes lives in ``qemu_migration``.
 """
