@@ -80,13 +80,16 @@ def test_qemu_refuses_a_waiting_completion_that_holds_a_namespace_or_aio(name, q
 
 
 class _Asleep:
-    """A QMP connection whose MIGRATION event never comes; ``query-migrate`` answers
-    ``statuses`` in turn."""
+    """A QMP connection whose MIGRATION events are ``events`` (None: none comes within the
+    wait) and whose ``query-migrate`` answers ``statuses`` in turn."""
 
-    def __init__(self, *statuses: str) -> None:
-        self.statuses, self.asked = list(statuses), 0
+    def __init__(self, *statuses: str, events: tuple = ()) -> None:
+        self.statuses, self.events, self.asked = list(statuses), list(events), 0
 
     def wait_event(self, name, done, timeout):
+        event = self.events.pop(0) if self.events else None
+        if event is not None and done(event):
+            return {"event": name, "data": event}
         time.sleep(timeout)
         raise TargetTimeout(f"no QMP {name} event within {timeout}s")
 
@@ -113,3 +116,11 @@ def test_a_migration_that_never_ends_is_still_a_timeout():
     fast = _Asleep(*["active"] * 1000)
     with pytest.raises(TargetTimeout):
         _wait_migration(_Proc(fast), timeout=0.1)
+
+
+def test_a_late_event_of_an_earlier_migration_does_not_end_the_wait():
+    """The event a previous (refused) migration never sent in time comes first: the status
+    QEMU answers decides, and this migration is still running."""
+    fast = _Asleep("active", "completed", events=({"status": "failed"},))
+    assert _wait_migration(_Proc(fast), timeout=5)["status"] == "completed"
+    assert fast.asked == 2

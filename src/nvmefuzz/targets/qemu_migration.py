@@ -92,18 +92,21 @@ NUDGE_S = 0.02
 
 
 def _wait_migration(proc: QemuProcess, timeout: float) -> dict:
-    """Wait for the ``MIGRATION`` event that leaves the active states; ``query-migrate``."""
+    """``query-migrate`` once it says the migration left the active states: asked after
+    each ``MIGRATION`` event that says so, or ``NUDGE_S`` seconds without one.  The event
+    only wakes the wait: one that came late for an earlier migration must not end it."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             proc.fast.wait_event("MIGRATION", lambda d: d.get("status") in FINAL, NUDGE_S)
-            return _qmp(proc, "query-migrate")
-        except TargetTimeout:
-            info = _qmp(proc, "query-migrate")
-            if info.get("status") in FINAL:
-                return info
-            if time.monotonic() > deadline:
-                raise
+            late = None
+        except TargetTimeout as exc:
+            late = exc
+        info = _qmp(proc, "query-migrate")
+        if info.get("status") in FINAL:
+            return info
+        if late is not None and time.monotonic() > deadline:
+            raise late
 
 
 def migrate(src: QemuProcess, pool: WarmPool, timeout: float = 30.0,
