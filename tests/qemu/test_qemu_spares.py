@@ -14,14 +14,23 @@ from nvmefuzz.targets.base import COMPLETED, TargetConfig
 from nvmefuzz.targets.qemu_spares import DEPTH, SPARES
 
 
-def _write_then_read(t, pattern: int) -> bytes:
+def _queue_pair(t) -> Host:
     h = Host(t)
     ACTIONS["enable"](h, t, {})
     ACTIONS["create_cq"](h, t, {"qid": 1, "size": 8, "iv": 1})
     ACTIONS["create_sq"](h, t, {"qid": 1, "size": 8, "cqid": 1})
-    ACTIONS["io"](h, t, {"qid": 1, "opc": 1, "slba": 0, "nlb": 8, "pattern": pattern})
+    return h
+
+
+def _read_block_0(h, t) -> bytes:
     ACTIONS["io"](h, t, {"qid": 1, "opc": 2, "slba": 0, "nlb": 8})
     return ACTIONS["consume"](h, t, {"qid": 1})[-1][1]["data"]
+
+
+def _write_then_read(t, pattern: int) -> bytes:
+    h = _queue_pair(t)
+    ACTIONS["io"](h, t, {"qid": 1, "opc": 1, "slba": 0, "nlb": 8, "pattern": pattern})
+    return _read_block_0(h, t)
 
 
 def test_a_target_starts_on_a_spare_started_before_it_was_asked_for(make_target):
@@ -38,12 +47,7 @@ def test_targets_from_spares_share_no_files_and_start_blank(make_target):
     a, b = make_target(), make_target()
     assert a.ws.dir != b.ws.dir and a.ws.image != b.ws.image
     assert _write_then_read(a, 7) == pattern_bytes(7, 4096)
-    h = Host(b)                                     # b's image never saw a's write
-    ACTIONS["enable"](h, b, {})
-    ACTIONS["create_cq"](h, b, {"qid": 1, "size": 8, "iv": 1})
-    ACTIONS["create_sq"](h, b, {"qid": 1, "size": 8, "cqid": 1})
-    ACTIONS["io"](h, b, {"qid": 1, "opc": 2, "slba": 0, "nlb": 8})
-    assert ACTIONS["consume"](h, b, {"qid": 1})[-1][1]["data"] == bytes(4096)
+    assert _read_block_0(_queue_pair(b), b) == bytes(4096)     # b's image never saw a's write
 
 
 def test_another_configuration_gets_its_own_process_and_replaces_the_stock(make_target):
