@@ -99,14 +99,13 @@ def _wait_migration(proc: QemuProcess, timeout: float) -> dict:
     while True:
         try:
             proc.fast.wait_event("MIGRATION", lambda d: d.get("status") in FINAL, NUDGE_S)
-            late = None
-        except TargetTimeout as exc:
-            late = exc
+        except TargetTimeout:
+            pass
         info = _qmp(proc, "query-migrate")
         if info.get("status") in FINAL:
             return info
-        if late is not None and time.monotonic() > deadline:
-            raise late
+        if time.monotonic() > deadline:
+            raise TargetTimeout(f"migration still {info.get('status')} after {timeout}s")
 
 
 def migrate(src: QemuProcess, pool: WarmPool, timeout: float = 30.0,

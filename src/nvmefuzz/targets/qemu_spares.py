@@ -42,7 +42,9 @@ class Spares:
         if key != self.key:
             self.close()
             self.key = key
-        while self.slots:
+        while True:
+            if not self.slots:
+                self._fill(binary, nbytes, kw, 1)
             ws, booting = self.slots.pop(0)
             try:
                 proc = booting.result()
@@ -51,21 +53,13 @@ class Spares:
                 ws.remove()
                 raise
             if proc.proc.poll() is None:
-                self._fill(binary, nbytes, kw)
+                self._fill(binary, nbytes, kw, DEPTH)      # replacements boot meanwhile
                 return ws, proc
             proc.close()                         # died while it waited: not handed out
             ws.remove()
-        ws = Workspace(binary, nbytes)
-        try:
-            proc = QemuProcess(ws, **kw).connect()
-        except BaseException:
-            ws.remove()
-            raise
-        self._fill(binary, nbytes, kw)
-        return ws, proc
 
-    def _fill(self, binary: QemuBinary, nbytes: int, kw: dict) -> None:
-        while len(self.slots) < DEPTH:
+    def _fill(self, binary: QemuBinary, nbytes: int, kw: dict, depth: int) -> None:
+        while len(self.slots) < depth:
             ws = Workspace(binary, nbytes)
             self.slots.append((ws, Booting(ws, **kw)))
 
