@@ -22,8 +22,8 @@ from nvmefuzz.targets.qemu import QemuTarget
 from nvmefuzz.targets.qemu_spares import SPARES
 t = QemuTarget(TargetConfig(kind="qemu"))
 pids = [t.proc.proc.pid] + [p.proc.pid for p in t.pool.ready]
-pids += [b.result().proc.pid for _, b in SPARES.slots]
-print(json.dumps({"pids": pids, "dirs": [t.ws.dir] + [ws.dir for ws, _ in SPARES.slots]}),
+pids += [s.source.result().proc.pid for s in SPARES.slots]
+print(json.dumps({"pids": pids, "dirs": [t.ws.dir] + [s.ws.dir for s in SPARES.slots]}),
       flush=True)
 time.sleep(600)
 """

@@ -13,6 +13,7 @@ from nvmefuzz.host.driver import Host, pattern_bytes
 from nvmefuzz.protocol.queues import CQE, SQE
 from nvmefuzz.protocol.spec import AdminOpcode as A
 from nvmefuzz.targets.base import COMPLETED, CRASHED, REFUSED
+from nvmefuzz.targets.qemu_spares import SPARES
 
 IDENTIFY_CTRL = {"opc": int(A.IDENTIFY), "cdw10": 1, "length": 4096}
 
@@ -169,7 +170,9 @@ def test_close_removes_processes_and_files(make_target):
     procs = [t.proc.proc, *(p.proc for p in t.pool.ready)]
     folder = t.ws.dir
     assert os.path.exists(t.ws.image)
-    t.close()
+    t.close()                    # the folder and idle destination go to the spares ...
+    assert procs[0].wait(timeout=10) == -signal.SIGKILL
+    SPARES.close()               # ... which are closed in their turn
     assert not os.path.exists(folder)
     # killed at once, their exits collected in the background (``qemu_life.reap``)
     assert all(p.wait(timeout=10) == -signal.SIGKILL for p in procs)

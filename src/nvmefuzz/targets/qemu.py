@@ -42,7 +42,8 @@ the device is unsettled again, and each settle's round trips prefetch the blocks
 before looked at, so what a step looks at (CQ entries, MSI-X messages) usually costs no round
 trip of its own; data buffers are read when asked for.
 
-A target starts on a spare source process booted ahead of time (``qemu_spares``).
+A target starts on a spare source process booted ahead of time (``qemu_spares``), and
+closing one that migrates hands its workspace and idle destination back to be used again.
 Migration (``qemu_migration``): after a completed one the target continues on the destination
 with fresh trace accounting and sets its virtual clock to the source's (under ``-accel
 qtest`` the clock is the qtest client's and is not migrated; see ``_carry_clock``).
@@ -114,10 +115,13 @@ class QemuTarget:
         self._intx_line: int | None = None
         self._carry: list[tuple[str, int]] = []  # INTx events seen on a migration source
         self.pool: WarmPool | None = None
-        kw = {"reply_timeout": reply_timeout, "device_props": device_props, "drive": drive}
-        self.ws, self.proc = SPARES.take(self.binary, cfg.nsze * 512, kw)
+        self._closed = False
+        self._kw = {"reply_timeout": reply_timeout, "device_props": device_props,
+                    "drive": drive}
+        self.ws, self.proc, first = SPARES.take(self.binary, cfg.nsze * 512, self._kw,
+                                                migrates=pool_size > 0)
         try:
-            self.pool = WarmPool(self.ws, pool_size, **kw)
+            self.pool = WarmPool(self.ws, pool_size, first, **self._kw)
             self._bring_up()
         except BaseException:
             self.close()
@@ -416,11 +420,12 @@ class QemuTarget:
             self._one(line).check("clock_set")
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.close()
-        if self.proc is not None:
-            self.proc.close()
-        self.ws.remove()
+        """Stop the processes and remove the workspace, or hand the workspace and an idle
+        destination to ``SPARES`` for a later target (``qemu_spares``)."""
+        if not self._closed:                         # the workspace may be a spare's now
+            self._closed = True
+            SPARES.give_back(self.binary, self.cfg.nsze * 512, self._kw, self.ws,
+                             self.proc, self.pool)
 
     def __enter__(self) -> QemuTarget:
         return self

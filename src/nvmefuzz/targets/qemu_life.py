@@ -112,9 +112,15 @@ class Workspace:
         self.dir = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=base)
         _DIRS.add(self.dir)
         self.image = os.path.join(self.dir, "disk.img")
-        with open(self.image, "wb") as fh:
-            fh.truncate(nbytes)
+        self.nbytes = nbytes
+        self.blank()
         self._n = 0
+
+    def blank(self) -> None:
+        """Make the image all zeroes and unallocated, as a new workspace's is (QEMU's
+        answers can depend on what the host filesystem allocated)."""
+        with open(self.image, "wb") as fh:
+            fh.truncate(self.nbytes)
 
     def path(self, stem: str) -> str:
         self._n += 1

@@ -55,9 +55,11 @@ class WarmPool:
     Starting a process and waiting for it to boot happen in a thread per destination, so
     neither is on the path of a migration unless the pool ran dry."""
 
-    def __init__(self, ws: Workspace, size: int = 2, **kw) -> None:
+    def __init__(self, ws: Workspace, size: int = 2, first: Booting | None = None,
+                 **kw) -> None:
+        """``first``: a destination already booting on ``ws``'s image (a recycled one)."""
         self.ws, self.size, self.kw = ws, size, kw
-        self._slots: list[Booting] = []
+        self._slots: list[Booting] = [first] if first is not None else []
         self.fill()
 
     def fill(self) -> None:
@@ -80,6 +82,15 @@ class WarmPool:
             if slot.proc is not None:
                 slot.proc.close()
             raise
+
+    def give_up(self) -> Booting | None:
+        """The next destination, out of the pool, unless it is known to be of no use."""
+        while self._slots:
+            slot = self._slots.pop(0)
+            if not slot.failed:
+                return slot
+            slot.close()
+        return None
 
     def close(self) -> None:
         for b in self._slots:

@@ -36,6 +36,7 @@ import socket
 import subprocess
 import threading
 import time
+from typing import Callable
 
 from nvmefuzz.errors import TargetCrashed, TargetError, TargetTimeout
 from nvmefuzz.targets.qemu_argv import PLAIN, Drive, build_argv
@@ -277,18 +278,28 @@ class Booting:
     """A process started and connected in a background thread (QEMU's start-up is some 35 ms
     of its own CPU, which the caller need not wait for); ``result`` waits for it."""
 
-    def __init__(self, ws: Workspace, **kw) -> None:
+    def __init__(self, ws: Workspace, before: Callable[[], None] | None = None, **kw) -> None:
+        """``before`` runs first, in the same thread (readying the workspace)."""
         self.proc: QemuProcess | None = None
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(ws, kw), daemon=True)
+        self.thread = threading.Thread(target=self._run, args=(ws, before, kw), daemon=True)
         self.thread.start()
 
-    def _run(self, ws: Workspace, kw: dict) -> None:
+    def _run(self, ws: Workspace, before: Callable[[], None] | None, kw: dict) -> None:
         try:
+            if before is not None:
+                before()
             self.proc = QemuProcess(ws, **kw)
             self.proc.connect()
         except BaseException as exc:     # result() raises it, with the process's status
             self.error = exc
+
+    @property
+    def failed(self) -> bool:
+        """Known to be of no use: its start failed, or the process died since."""
+        if self.thread.is_alive():
+            return False
+        return self.proc is None or self.proc.proc.poll() is not None
 
     def result(self) -> QemuProcess:
         self.thread.join()
