@@ -69,11 +69,12 @@ def test_bare_machine_only_counts():
     assert obs.stats["migrations"] == 0 and not obs.stats["action:enable"]
 
 
-def _run(camp, examples: int = 6, steps: int = 25, steer: bool = True) -> Observer:
+def _run(camp, examples: int = 6, steps: int = 25, steer: bool = True,
+         derandomize: bool = False) -> Observer:
     obs = Observer()
     test = build_machine(camp, obs, steer=steer).TestCase
     test.settings = settings(max_examples=examples, stateful_step_count=steps, deadline=None,
-                             database=None)
+                             database=None, derandomize=derandomize)
     test("runTest").runTest()
     return obs
 
@@ -160,8 +161,11 @@ def test_reset_storm_resets_a_controller_with_io_in_flight():
 
 def test_a_migration_may_let_the_guest_run_on():
     """Settling after a migration: time passes and CQs with commands outstanding are consumed,
-    with neither the advance nor the consume rule enabled."""
-    obs = _run(attrs.evolve(_only(io=3, migrate=3), queue_pairs=1), examples=10)
+    with neither the advance nor the consume rule enabled.  A fixed seed: ten random
+    examples now and then hold no migration with a command outstanding (once in a suite
+    run, none in 60 runs of this test alone)."""
+    obs = _run(attrs.evolve(_only(io=3, migrate=3), queue_pairs=1), examples=10,
+               derandomize=True)
     assert obs.stats["migrations"] > 0 and obs.stats["action:io"] > 0
     assert 0 < obs.stats["action:advance"] <= obs.stats["migrations"]
     assert obs.stats["action:consume"] >= obs.stats["action:advance"]
