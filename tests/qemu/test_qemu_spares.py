@@ -170,3 +170,19 @@ def test_a_target_of_an_earlier_configuration_is_not_recycled(make_target):
     t.close()
     assert not os.path.exists(t.ws.dir) and idle.closed
     assert all(s.destination is None for s in SPARES.slots)
+
+
+def test_a_recycled_workspace_that_cannot_be_readied_gives_way_to_a_fresh_one(make_target):
+    t = make_target()
+
+    def broken() -> None:
+        raise OSError("image cannot be blanked")
+
+    t.ws.blank = broken
+    t.close()
+    spare = next(s for s in SPARES.slots if s.ws is t.ws)
+    spare.source.thread.join()
+    assert spare.source.failed
+    u = make_target()                                    # not the error: a fresh spare
+    assert u.ws is not t.ws and not os.path.exists(t.ws.dir)
+    assert _write_then_read(u, 6) == pattern_bytes(6, 4096)

@@ -79,8 +79,7 @@ class WarmPool:
         try:
             return slot.result()
         except BaseException:
-            if slot.proc is not None:
-                slot.proc.close()
+            slot.close()
             raise
 
     def give_up(self) -> Booting | None:

@@ -88,14 +88,15 @@ class Spares:
                 self._fill(binary, nbytes, kw, 1)
             spare = self._pick(migrates)
             self.slots.remove(spare)
+            recycled = spare.destination is not None
             try:
                 proc = spare.source.result()
             except BaseException:
                 spare.close()
-                if spare.destination is None:
+                if not recycled:
                     raise                         # a plain start failed: say why
                 continue                          # a recycled workspace failed: start anew
-            if proc.proc.poll() is not None:      # died while it waited: not handed out
+            if spare.source.failed:               # died while it waited: not handed out
                 spare.close()
                 continue
             if not migrates or (spare.destination is not None and spare.destination.failed):
