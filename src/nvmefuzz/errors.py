@@ -87,19 +87,27 @@ class Divergence(NvmeFuzzError, AssertionError):
     """A finding: the migrated controller and its never-migrated twin were told apart.
 
     ``kind`` is the verdict class (``divergence``, ``refused``, ``crashed``, ``hung``),
-    ``observation`` the first differing observation, ``detail`` a human explanation.
+    ``observation`` the first differing observation, ``detail`` a human explanation,
+    ``others`` the observations that differed after it in the same step.
     """
 
-    def __init__(self, kind: str, observation: str, detail: str) -> None:
+    def __init__(self, kind: str, observation: str, detail: str,
+                 others: tuple[str, ...] = ()) -> None:
         super().__init__(f"{kind}: {observation}: {detail}")
         self.kind = kind
         self.observation = observation
         self.detail = detail
+        self.others = tuple(others)
 
     @property
     def signature(self) -> str:
         """Verdict class plus first differing observation: equal findings collapse on it."""
         return f"{self.kind}:{self.observation}"
+
+    @property
+    def also(self) -> tuple[str, ...]:
+        """The signatures of the other observations that differed in that step."""
+        return tuple(f"{self.kind}:{o}" for o in self.others)
 
 
 class MigrationRefused(NvmeFuzzError, RuntimeError):

@@ -88,6 +88,29 @@ def test_swapped_observations_are_an_order_difference():
     assert diff.label == "cqe/io/READ/order"
 
 
+# ---------------------------------------------------------------------- every difference
+def test_a_step_reports_every_observation_that_differed_first_first():
+    """A lost completion shows as its missing interrupt and its missing CQE: both are
+    reported, in the order the guest saw them, and the walk goes on past them."""
+    posted = ("posted/io", {"qid": 1, "cqes": ((1, 0, 0, 0, 0),)})
+    twin = [irq(1), posted, ("reg/CSTS", {"v": 1})]
+    comp = Comparator()
+    found = comp.differences(twin, [("reg/CSTS", {"v": 2})])
+    assert [d.label for d in found] == ["irq/missing", "posted/io/missing", "reg/CSTS/v"]
+    assert comp.check(twin, [("reg/CSTS", {"v": 2})]) == found[0]
+    assert comp.differences(twin, list(twin)) == [] and comp.check(twin, list(twin)) is None
+
+
+def test_waived_differences_are_counted_not_reported_wherever_they_are():
+    comp = Comparator((WAIVERS["spurious-interrupt"],))
+    twin = [irq(1), ("posted/io", {"qid": 1, "cqes": ((1, 0, 0, 0, 0),)})]
+    found = comp.differences(twin, [irq(1, 2)])
+    assert [d.label for d in found] == ["posted/io/missing"]
+    found = comp.differences([("reg/CSTS", {"v": 1})], [("reg/CSTS", {"v": 2}), irq(3)])
+    assert [d.label for d in found] == ["reg/CSTS/v"]
+    assert comp.suppressed["spurious-interrupt"] == 2
+
+
 # ---------------------------------------------------------------------- waivers
 def test_unwaived_comparator_reports_spurious_interrupts():
     """Without the waiver an extra interrupt is a difference."""

@@ -6,9 +6,13 @@ import attrs
 
 from nvmefuzz.fuzz.known import Known
 from nvmefuzz.fuzz.session import lost_paths, replay
-from nvmefuzz.trace.schema import Step, Trace
+from nvmefuzz.trace import corpus
+from nvmefuzz.trace.schema import Step, Trace, Verdict
 
-from tests.fuzz.test_cause import ENABLE, in_flight, trace, write
+from tests.fuzz.test_cause import CORPUS, ENABLE, TWO_READS, as_qemu, in_flight, trace, write
+
+#: QEMU 11.1's in-flight loss as the corpus stores it (a Write's CQE missing)
+QEMU_LOSS = CORPUS / "qemu-target" / "divergence-posted-io-missing-5d210b1444.cbor"
 
 NS_CHANGED = Step("environment", {"event": "ns_changed", "arg": 1})
 #: an interrupt the migrated side misses because the CQ's IEN was lost
@@ -36,6 +40,18 @@ def test_another_face_of_a_known_loss_is_known():
     known = Known.of([stored])
     assert known.match(other)
     assert known.match(other, lost)              # as a model session asks, without a replay
+
+
+def test_a_qemu_finding_timed_another_way_is_known_by_its_root_cause():
+    """QEMU lost both Reads' completions at the step (interrupt first, then the CQ), where
+    the model loses one: the stored loss explains it through the step's other difference."""
+    known = Known.of([corpus.load(QEMU_LOSS)])
+    both = as_qemu(TWO_READS, Verdict("divergence", "divergence:irq/missing", step=6,
+                                      also=("divergence:posted/io/missing",)))
+    assert both.verdict.signature not in known.signatures
+    assert known.match(both)
+    assert known.stats["known by root cause"] == 1
+    assert not known.match(attrs.evolve(both, verdict=attrs.evolve(both.verdict, also=())))
 
 
 def test_a_known_signature_with_another_cause_is_new():

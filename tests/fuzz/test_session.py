@@ -339,6 +339,20 @@ def test_unknown_waiver_is_a_campaign_error():
         replay(trace("full", [ENABLE], waivers=["no-such-waiver"]))
 
 
+def test_a_finding_names_every_observation_its_step_differed_in():
+    """qemu-11.1 loses a completion posted while it saves: with interrupts on, the guest
+    misses the interrupt first and the CQE after it, in the same step."""
+    steps = [ENABLE, Step("create_cq", {"qid": 1, "size": 2, "ien": 1, "iv": 0}),
+             Step("create_sq", {"qid": 1, "cqid": 1, "size": 2}), write(1, 0, 0),
+             Step("migrate")]
+    verdict, _ = replay(trace("qemu-11.1", steps))
+    assert verdict.signatures == ("divergence:irq/missing", "divergence:posted/io/missing")
+    assert verdict.step == 4
+    verdict, _ = replay(trace("qemu-11.1", [*steps[:1], Step("create_cq", {
+        "qid": 1, "size": 2, "ien": 0}), *steps[2:]]))
+    assert verdict.signatures == ("divergence:posted/io/missing",)
+
+
 def test_replay_is_repeatable_step_by_step():
     """The step hook sees the same observations on every replay."""
     seen: list[list] = [[], []]

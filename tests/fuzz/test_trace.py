@@ -89,14 +89,28 @@ STEPS = st.lists(st.builds(Step, st.text(min_size=1, max_size=10),
 
 @settings(max_examples=60, deadline=None)
 @given(steps=STEPS, seed=st.integers(0, 1 << 64), kind=st.sampled_from(
-    ["pass", "divergence", "refused", "crashed", "hung", "error"]), sig=st.text(max_size=20))
-def test_any_trace_round_trips(steps, seed, kind, sig):
+    ["pass", "divergence", "refused", "crashed", "hung", "error"]), sig=st.text(max_size=20),
+    also=st.lists(st.text(max_size=8), max_size=2))
+def test_any_trace_round_trips(steps, seed, kind, sig, also):
     """Every trace of plain values survives encode/decode byte for byte."""
     t = Trace(target={"kind": "model", "profile": "full"}, campaign="c", seed=seed,
-              steps=tuple(steps), verdict=Verdict(kind, sig, "d", 1, 0))
+              steps=tuple(steps), verdict=Verdict(kind, sig, "d", 1, 0, also=also))
     blob = t.encode()
     assert Trace.decode(blob) == t
     assert Trace.decode(blob).encode() == blob
+
+
+def test_a_verdict_keeps_every_way_its_step_differed():
+    """The other observations the failing step differed in are kept; a verdict without any
+    encodes as before (stored traces keep their bytes)."""
+    v = Verdict("divergence", "divergence:irq/missing", "d", 4, 0,
+                also=["divergence:posted/io/missing"])
+    back = Trace.decode(make(verdict=v).encode())
+    assert back.verdict == v
+    assert back.verdict.signatures == ("divergence:irq/missing", "divergence:posted/io/missing")
+    alone = make(verdict=Verdict("divergence", "divergence:irq/missing", "d", 4, 0))
+    assert "also" not in alone.to_plain()["verdict"]
+    assert alone.verdict.signatures == ("divergence:irq/missing",)
 
 
 # ---------------------------------------------------------------------- hostile input
@@ -147,6 +161,7 @@ def test_wrong_version_and_format_are_refused():
     ("steps", [["enable"]]), ("steps", [["enable", [1]]]), ("steps", [[1, {}]]),
     ("steps", [["a", {"x": 1.5}]]), ("steps", "ab"), ("verdict", {"kind": "pass", "x": 1}),
     ("verdict", {"kind": "pass", "step": "1"}), ("verdict", []),
+    ("verdict", {"kind": "pass", "also": "ab"}), ("verdict", {"kind": "pass", "also": [1]}),
 ])
 def test_malformed_fields_are_format_errors(field, value):
     """A field of the wrong type is a TraceFormatError, never a builtin exception."""

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import attrs
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -206,8 +207,8 @@ def repro(path: Path, emit_dir: Path | None, emit_pytest: Path | None,
     out.print(f"verdict now: {verdict.kind} {verdict.signature}")
     out.print(verdict.detail)
     notes: list[str] = []               # the root cause, and what it lost
-    if not verdict.ok:
-        cause = root_cause(trace)
+    if not verdict.ok:                  # what this replay saw (QEMU's timing varies)
+        cause = root_cause(attrs.evolve(trace, verdict=verdict))
         if cause is not None:
             seen = (f" (the model saw {cause.signature})"
                     if cause.signature and cause.signature != verdict.signature else "")

@@ -74,7 +74,7 @@ def _session(camp: Campaign) -> Session:
 
 def _trace(camp: Campaign, seed: int, steps: list[Step], exc: Divergence) -> Trace:
     cfg = TargetConfig(kind=camp.target, profile=camp.profile, msix=camp.msix)
-    verdict = Verdict(exc.kind, exc.signature, exc.detail, len(steps) - 1)
+    verdict = Verdict.of(exc, len(steps) - 1)
     return Trace(target=cfg.to_plain(), campaign=camp.name, seed=seed, steps=tuple(steps),
                  verdict=verdict, waivers=camp.waivers, refusals=camp.refusals)
 
@@ -159,8 +159,8 @@ def random_walk(camps: Sequence[Campaign], seed: int, seconds: float) -> Kill:
 class _Blind:
     """A comparator that sees no difference: the functional test only checks its verdict."""
 
-    def check(self, twin: list, mig: list, views: object = None) -> None:
-        return None
+    def differences(self, twin: list, mig: list, views: object = None) -> list:
+        return []
 
 
 def functional(camps: Sequence[Campaign], seed: int, seconds: float) -> Kill:

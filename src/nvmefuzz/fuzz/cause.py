@@ -27,6 +27,8 @@ profile that describes the QEMU the ``qemu`` target runs, seen as the qemu targe
 (``targets.base.QEMU_VIEW``) and with the waivers its sessions apply; if the model fails
 there the same way, the cause is found as above; if it passes, or fails another way, the
 profile does not explain the finding (``unexplained``), which is worth a look on its own.
+"The same way" allows for QEMU's timing: diverging at the same step in one of the
+observations QEMU's step differed in (``Verdict.also``) is the same way (``reproduces``).
 
 A cause names schema paths (``cq.tail``), so that findings share it; ``lost_values`` gives
 what a bug report needs beside it, from one more replay: at each migration that lost them,
@@ -46,7 +48,7 @@ from nvmefuzz.model.snapshot import SCHEMA, capture
 from nvmefuzz.model.statediff import differences
 from nvmefuzz.targets.base import QEMU_VIEW
 from nvmefuzz.targets.model import RAM_PASS
-from nvmefuzz.trace.schema import Trace, Verdict
+from nvmefuzz.trace.schema import DIVERGENCE, Trace, Verdict
 
 #: the model profile that describes the QEMU the ``qemu`` target runs (``targets.discovery``
 #: accepts QEMU 11.1 and later; the profile is 11.1's field set and save order)
@@ -153,14 +155,31 @@ def fixes(model: Trace, repair: Iterable[str], verdict: Verdict,
         repair |= more
 
 
+def _observations(verdict: Verdict) -> set[str]:
+    """The observations a failing step differed in, without how: ``divergence:posted/io``
+    for ``divergence:posted/io/missing`` and for ``divergence:posted/io/cqes``."""
+    return {s.rsplit("/", 1)[0] for s in verdict.signatures}
+
+
+def reproduces(seen: Verdict, verdict: Verdict) -> bool:
+    """Does the model, reaching ``seen``, reproduce a target's ``verdict``?  It does when both
+    pass or fail the same way, and when both diverge at the same step in one observation.
+    Which of a step's observations differs first, and how, can depend on timing: a QEMU
+    backend finishing a Read inside or after the save decides whether the destination lost
+    one completion or both, so whether the guest misses the interrupt or one CQE."""
+    if (seen.ok, seen.signature) == (verdict.ok, verdict.signature):
+        return True
+    return (seen.kind == verdict.kind == DIVERGENCE and seen.step == verdict.step
+            and bool(_observations(seen) & _observations(verdict)))
+
+
 def explained(trace: Trace) -> tuple[Trace, Verdict, list[str], bool]:
     """``trace`` on the model, the verdict it reaches there, the repair candidates, and
-    whether that is ``trace``'s own verdict (False: a QEMU behaviour ``QEMU_PROFILE`` does not
-    describe)."""
+    whether that reproduces ``trace``'s own verdict (``reproduces``; False: a QEMU behaviour
+    ``QEMU_PROFILE`` does not describe)."""
     model = on_model(trace)
     verdict, stats = replay(model)
-    same = model is trace or (verdict.ok, verdict.signature) == (trace.verdict.ok,
-                                                                 trace.verdict.signature)
+    same = model is trace or reproduces(verdict, trace.verdict)
     return model, verdict, candidates(model.profile, lost_paths(stats)), same
 
 
@@ -223,4 +242,4 @@ def _brief(value: object, limit: int = 100) -> str:
 
 
 __all__ = ["QEMU_PROFILE", "Cause", "attribute", "candidates", "explained", "fixes",
-           "lost_lines", "lost_values", "on_model"]
+           "lost_lines", "lost_values", "on_model", "reproduces"]

@@ -1,7 +1,8 @@
 """Observational equivalence: compare what the twin and the migrated controller showed.
 
 ``first_difference`` walks two observation lists and returns the first place they differ as
-a stable label (``cqe/io/READ/status``, ``irq``, ``posted/io/count``) plus both values.
+a stable label (``cqe/io/READ/status``, ``irq``, ``posted/io/count``) plus both values;
+``Comparator.differences`` goes on past it and returns every place, the first one first.
 
 For targets whose concurrent completions arrive in nondeterministic order, both sides are
 first put through ``canonical_order``, which forgets the order of completions the guest saw
@@ -188,7 +189,15 @@ class Comparator:
 
     def check(self, twin: list[Observation], mig: list[Observation],
               views: tuple[HostView, HostView] | None = None) -> Difference | None:
-        """The first unwaived difference, or None; waived differences are counted.
+        """The first unwaived difference, or None (``differences``)."""
+        found = self.differences(twin, mig, views)
+        return found[0] if found else None
+
+    def differences(self, twin: list[Observation], mig: list[Observation],
+                    views: tuple[HostView, HostView] | None = None) -> list[Difference]:
+        """Every unwaived difference, in order (empty: the two agree); waived differences are
+        counted.  After a difference the entries it names are skipped and the walk goes on,
+        so a step that lost a completion shows both its missing interrupt and its CQE.
 
         With a ledger, ``views`` (what the twin's and the migrated host know after the step)
         are required and both lists must be in ``canonical_order``."""
@@ -196,16 +205,16 @@ class Comparator:
             if views is None:
                 raise TypeError("a comparator with a ledger needs both hosts' views")
             twin, mig = self.ledger.reconcile(twin, mig, *views)
-        while True:
-            diff = first_difference(twin, mig)
-            if diff is None:
-                return None
+        found: list[Difference] = []
+        while (diff := first_difference(twin, mig)) is not None:
             waiver = next((w for w in self.waivers
                            if w.covers(diff.label, diff.twin, diff.mig)), None)
             if waiver is None:
-                return diff
-            self.suppressed[waiver.name] += 1
+                found.append(diff)
+            else:
+                self.suppressed[waiver.name] += 1
             i = next(k for k in range(max(len(twin), len(mig)))
                      if k >= len(twin) or k >= len(mig) or twin[k] != mig[k])
             twin = twin[:i] + twin[i + 1:] if diff.drop_twin else twin
             mig = mig[:i] + mig[i + 1:] if diff.drop_mig else mig
+        return found

@@ -145,8 +145,7 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             try:
                 self.session.apply(step)
             except Divergence as exc:
-                verdict = Verdict(exc.kind, exc.signature, exc.detail, len(self.steps) - 1,
-                                  self._since())
+                verdict = Verdict.of(exc, len(self.steps) - 1, self._since())
                 if known and known.match(self._trace(verdict), self._lost()):
                     self.dead = True
                     event(f"known finding: {exc.signature}")

@@ -149,18 +149,20 @@ class Session:
                      HostView.of(self.mig_host, self.taps[1]))
         if self.on_step is not None:
             self.on_step(self.index, step, twin_obs, mig_obs)
-        diff = (self.comparator.check(twin_obs, mig_obs) if views is None
-                else self.comparator.check(twin_obs, mig_obs, views))
-        if diff is not None:
+        found = self.comparator.differences(twin_obs, mig_obs, views)
+        if found:
+            diff = found[0]
             self._fail("divergence", diff.label,
-                       f"twin saw {_brief(diff.twin)}, migrated saw {_brief(diff.mig)}")
+                       f"twin saw {_brief(diff.twin)}, migrated saw {_brief(diff.mig)}",
+                       tuple(d.label for d in found[1:]))
         self.index += 1
 
-    def _fail(self, kind: str, observation: str, detail: str) -> None:
+    def _fail(self, kind: str, observation: str, detail: str,
+              others: tuple[str, ...] = ()) -> None:
         since = self.index - self.last_migration if self.last_migration >= 0 else -1
         raise Divergence(kind, observation,
                          f"{detail} (step {self.index}, {since} steps after the last "
-                         f"migration, {self.cfg.design})")
+                         f"migration, {self.cfg.design})", others)
 
     def _migrate(self) -> tuple[list[Observation], list[Observation]]:
         self.stats["migrations attempted"] += 1
@@ -248,7 +250,7 @@ def replay(trace: Trace, on_step=None, before_step=None,
                 since = i - session.last_migration if session.last_migration >= 0 else -1
                 if after_step is not None:
                     after_step(i, step, session)
-                return Verdict(exc.kind, exc.signature, exc.detail, i, since), session.stats
+                return Verdict.of(exc, i, since), session.stats
             if after_step is not None:
                 after_step(i, step, session)
         return Verdict(PASS), session.stats

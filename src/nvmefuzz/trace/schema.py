@@ -16,13 +16,13 @@ from typing import Any
 import attrs
 import cbor2
 
-from nvmefuzz.errors import TraceFormatError
+from nvmefuzz.errors import Divergence, TraceFormatError
 
 FORMAT = "nvmefuzz-trace"
 VERSION = 1
 
-PASS = "pass"
-VERDICT_KINDS = (PASS, "divergence", "refused", "crashed", "hung", "error")
+PASS, DIVERGENCE = "pass", "divergence"
+VERDICT_KINDS = (PASS, DIVERGENCE, "refused", "crashed", "hung", "error")
 
 
 def _plain(value: Any) -> Any:
@@ -58,10 +58,23 @@ class Verdict:
     step: int = -1                 # index of the step that produced it
     since_migration: int = -1      # steps since the last migration at that point
     cause: str = ""                # root cause key (``fuzz.cause``), when it was found
+    #: the signatures of the other observations that differed in that step (on a target
+    #: whose timing varies, which one differs first may change from run to run)
+    also: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+    @classmethod
+    def of(cls, exc: Divergence, step: int, since_migration: int = -1) -> Verdict:
+        """The verdict a finding raised at ``step`` reaches."""
+        return cls(exc.kind, exc.signature, exc.detail, step, since_migration, also=exc.also)
 
     @property
     def ok(self) -> bool:
         return self.kind == PASS
+
+    @property
+    def signatures(self) -> tuple[str, ...]:
+        """Every way the failing step differed: the signature first."""
+        return (self.signature, *self.also)
 
     @property
     def identity(self) -> str:
@@ -70,8 +83,9 @@ class Verdict:
 
     def to_plain(self) -> dict:
         plain = attrs.asdict(self)
-        if not self.cause:             # traces without one keep their bytes
-            del plain["cause"]
+        for name in ("cause", "also"):  # traces without them keep their bytes
+            if not plain[name]:
+                del plain[name]
         return plain
 
 
@@ -86,6 +100,9 @@ def _check_types(plain: dict, verdict: Verdict) -> None:
             raise TypeError(f"{name} must be a string")
     if type(plain["seed"]) is not int:
         raise TypeError("seed must be an integer")
+    also = plain["verdict"].get("also", [])
+    if not (isinstance(also, list) and all(isinstance(a, str) for a in also)):
+        raise TypeError("verdict also must be a list of strings")
     if not all(isinstance(getattr(verdict, f), str)
                for f in ("kind", "signature", "detail", "cause")) \
             or not all(type(getattr(verdict, f)) is int for f in ("step", "since_migration")):
