@@ -102,9 +102,9 @@ def main() -> None:
 
     t, h = bring_up(binary)
     try:
-        r0, rt0 = t.rounds, t.stats["round trips"]
+        r0, rt0 = t.stats["drain barriers"], t.stats["round trips"]
         qd1 = fuzz_style(t, h, a.commands)
-        barriers = (t.rounds - r0) / a.commands
+        barriers = (t.stats["drain barriers"] - r0) / a.commands
         trips = (t.stats["round trips"] - rt0) / a.commands
         qdn = batched(t, h, a.commands, a.depth)
         print(f"commands/s, one at a time (fuzzer steps): {qd1:,.0f} "

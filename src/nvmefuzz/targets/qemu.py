@@ -2,14 +2,9 @@
 
 How it works
 ------------
-Bring-up configures the PCI device by hand (``qemu_pci``).  With MSI-X
-(``TargetConfig.msix``) each interrupt message is a DMA write of a non-zero dword into guest
-RAM; ``irq_events`` reads that array in one request and reports ``("msix", v)`` for every
-non-zero word, then clears it.  Without MSI-X the controller uses its INTx pin:
-``irq_intercept_in ioapic`` makes QEMU report level changes as asynchronous ``IRQ`` lines,
-reported as ``("intx", level)``; the PCI status register's Interrupt Status bit (part of the
-migrated config space) reconciles the level after a migration, when the destination's qtest
-starts from "all lines low".
+Bring-up configures the PCI device by hand (``qemu_pci``).  ``irq_events`` reports
+``("msix", v)`` for every non-zero word of the MSI-X message array (then clears it) or,
+without MSI-X, the INTx level changes QEMU reported as ``IRQ`` lines (``qemu_pci.IntxPin``).
 
 Registers are ``readl/writel/readq/writeq`` at BAR0 + offset, guest memory is qtest
 ``read/write`` (short) or ``b64read/b64write``.
@@ -70,9 +65,7 @@ from nvmefuzz.targets.discovery import QemuBinary, find_qemu
 from nvmefuzz.targets.qemu_backend import hold, release
 from nvmefuzz.targets.qemu_migration import WarmPool, migrate
 from nvmefuzz.targets.qemu_argv import PLAIN, Drive
-from nvmefuzz.targets.qemu_pci import (
-    BAR0, PCI_INTX_GSI, PCI_STATUS_INTERRUPT, bring_up, cfg_addr,
-)
+from nvmefuzz.targets.qemu_pci import BAR0, IntxPin, bring_up, cfg_addr
 from nvmefuzz.targets.qemu_process import QemuProcess
 from nvmefuzz.targets.qemu_spares import SPARES
 
@@ -104,15 +97,15 @@ class QemuTarget:
         self._quiet = False                      # notes the other side would not make
         self._clock = 0                          # QEMU_CLOCK_VIRTUAL, as the last step said
         self.settle_timeout = reply_timeout
-        self.stats: Counter = Counter()          # round trips, settles, ... (benchmarks)
+        #: round trips, settles, drain barriers (QMP stop/cont: none unless I/O hangs), ...
+        self.stats: Counter = Counter()
         self._pending: list[str] = []            # writes sent with the next request
         self._settled = False
         self._held = False                       # the backend holds I/O (``qemu_backend``)
         self.cache = BlockCache()                # guest RAM read at rest
         self._sq_rung = False                    # an SQ tail doorbell is among the writes
         self.inflight = Inflight(self.stats)     # in flight, from the trace log
-        self._intx_level = 0
-        self._intx_line: int | None = None
+        self.pin = IntxPin()                     # the INTx level the guest saw
         self._carry: list[tuple[str, int]] = []  # INTx events seen on a migration source
         self.pool: WarmPool | None = None
         self._closed = False
@@ -134,11 +127,6 @@ class QemuTarget:
         if self.tap is not None:
             for line in lines:
                 self.tap(line, self._quiet)
-
-    @property
-    def rounds(self) -> int:
-        """Drain barriers (QMP stop/cont) run; the settle needs none unless I/O hangs."""
-        return self.stats["drain barriers"]
 
     # ------------------------------------------------------------------ transport
     def _exchange(self, lines: list[str], kind: str = "op") -> list[Q.Reply]:
@@ -217,18 +205,14 @@ class QemuTarget:
         if self.tap is not None:
             self._note(Q.format_mem_read(addr, length) if length <= 32
                        else Q.format_b64read(addr, length))
-        if not cached:
-            return self._read_direct(addr, length)
+        if not cached:                           # a data buffer: read as asked
+            return (self._one(Q.format_mem_read(addr, length)).data(length) if length <= 32
+                    else self._one(Q.format_b64read(addr, length)).b64(length))
         missing = self.cache.missing(span(addr, length))
         if missing:
             runs, lines = block_reads(missing)
             self.cache.store(runs, self._exchange(lines))
         return self.cache.read(addr, length)
-
-    def _read_direct(self, addr: int, length: int) -> bytes:
-        if length <= 32:
-            return self._one(Q.format_mem_read(addr, length)).data(length)
-        return self._one(Q.format_b64read(addr, length)).b64(length)
 
     def mem_write(self, addr: int, data: bytes) -> None:
         if not data:
@@ -352,30 +336,10 @@ class QemuTarget:
         return [("msix", v) for v in fired]
 
     def _intx_events(self, proc: QemuProcess) -> list[tuple[str, int]]:
-        """The device's INTx level changes since the last look.  qtest reports a line only
-        when it differs from what qtest last saw, and a destination's qtest starts with every
-        line low while a migrated pin may be high: its first drop goes unreported.  The level
-        is known here (the PCI status bit, read at rest after every look), so a report of the
-        level the pin already has means the opposite change before it was swallowed."""
-        out = []
-        for irq in proc.irqs:
-            if irq.line < PCI_INTX_GSI:
-                continue                             # an ISA line: a timer, not the device
-            if self._intx_line is None and irq.level:
-                self._intx_line = irq.line           # the first line the device raises
-            if irq.line != self._intx_line:
-                continue
-            if irq.level == self._intx_level:
-                out.append(("intx", 1 - irq.level))
-            self._intx_level = irq.level
-            out.append(("intx", irq.level))
+        """The device's INTx level changes since the last look (``qemu_pci.IntxPin``)."""
+        irqs = list(proc.irqs)
         proc.irqs.clear()
-        status = (self.cfg_read(0x04) >> 16) & PCI_STATUS_INTERRUPT
-        level = 1 if status else 0
-        if level != self._intx_level:                # e.g. lowered after a migration
-            self._intx_level = level
-            out.append(("intx", level))
-        return out
+        return self.pin.events(irqs, self.cfg_read(0x04))
 
     # ------------------------------------------------------------------ the rest
     def environment(self, event: str, arg: int) -> bool:

@@ -34,7 +34,8 @@ import time
 from nvmefuzz.errors import TargetCrashed, TargetError, TargetTimeout
 from nvmefuzz.targets.base import COMPLETED, CRASHED, HUNG, REFUSED, MigrationOutcome
 from nvmefuzz.targets.qemu_life import Workspace
-from nvmefuzz.targets.qemu_process import Booting, QemuProcess, QmpCommandError
+from nvmefuzz.targets.qemu_process import Booting, QemuProcess
+from nvmefuzz.targets.qemu_qmp import QmpCommandError
 
 
 def qmp_error_text(exc: BaseException) -> str:

@@ -14,17 +14,22 @@ IOAPIC lines instead (``irq_intercept_in``): the device's is the first PCI line
 (``PCI_STATUS_INTERRUPT``, part of the migrated config space) tells the INTx level.
 
 The functions speak to a ``Bus`` (the qemu target): configuration reads and writes, and
-memory writes queued until the next request that needs an answer.
+memory writes queued until the next request that needs an answer.  ``IntxPin`` turns
+qtest's reports of the intercepted lines, and the status bit, into the device's INTx level
+changes.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Iterable, Protocol
+
+import attrs
 
 from nvmefuzz.errors import DeviceProtocolError
 from nvmefuzz.host import layout as L
 from nvmefuzz.targets import qtest_codec as Q
 from nvmefuzz.targets.qemu_argv import NVME_SLOT
+from nvmefuzz.targets.qtest_codec import Irq
 
 BAR0 = 0xC000_0000               # where the controller's registers are placed
 PCI_ID = 0x0010_1B36             # device 0x0010, vendor 0x1b36 (Red Hat, QEMU)
@@ -92,3 +97,39 @@ def enable_msix(bus: Bus) -> int:
     bus.flush()
     bus.cfg_write(cap, ctrl | 1 << 31)           # Message Control bit 15: enable
     return vectors
+
+
+@attrs.define
+class IntxPin:
+    """The device's INTx level as the guest sees it, from qtest's ``IRQ`` reports.
+
+    qtest reports a line only when it differs from what qtest last saw, and a destination's
+    qtest starts with every line low while a migrated pin may be high: its first drop goes
+    unreported.  The level is known here (the status bit, read at rest after every look), so
+    a report of the level the pin already has means the opposite change before it was
+    swallowed."""
+
+    line: int | None = None      # the first PCI line the device raised
+    level: int = 0
+
+    def events(self, irqs: Iterable[Irq], status: int) -> list[tuple[str, int]]:
+        """``("intx", level)`` for every change in ``irqs`` (the reports since the last look)
+        and, last, for the change to the level the status dword ``status`` (configuration
+        offset 0x04, read after them) shows, e.g. lowered by a migration."""
+        out = []
+        for irq in irqs:
+            if irq.line < PCI_INTX_GSI:
+                continue                             # an ISA line: a timer, not the device
+            if self.line is None and irq.level:
+                self.line = irq.line
+            if irq.line != self.line:
+                continue
+            if irq.level == self.level:
+                out.append(("intx", 1 - irq.level))
+            self.level = irq.level
+            out.append(("intx", irq.level))
+        level = 1 if (status >> 16) & PCI_STATUS_INTERRUPT else 0
+        if level != self.level:
+            self.level = level
+            out.append(("intx", level))
+        return out

@@ -20,7 +20,8 @@ in flight without stopping the VM. qtest's own log of every request and reply is
 for its reply; ``IRQ raise/lower`` lines that arrive first are kept in ``irqs``. A closed
 socket means the process died: ``TargetCrashed`` carries the exit status or signal and the tail
 of stderr; no reply in time is ``TargetTimeout`` (a hang). ``qmp`` goes through the
-``qemu.qmp`` library on a private asyncio loop, also bounded.
+``qemu.qmp`` library on a private asyncio loop, also bounded; the drain barrier and
+migration use a faster second connection (``qemu_qmp.RawQmp``, as ``fast``).
 
 Migration over these processes lives in ``qemu_migration``.
 """
@@ -28,7 +29,6 @@ Migration over these processes lives in ``qemu_migration``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -41,6 +41,7 @@ from typing import Callable
 from nvmefuzz.errors import TargetCrashed, TargetError, TargetTimeout
 from nvmefuzz.targets.qemu_argv import PLAIN, Drive, build_argv
 from nvmefuzz.targets.qemu_life import Workspace, reap, register, spawn, unregister
+from nvmefuzz.targets.qemu_qmp import RawQmp
 from nvmefuzz.targets.qtest_codec import Irq, Reply, ReplyParser, requests
 
 logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
@@ -311,104 +312,3 @@ class Booting:
         self.thread.join(timeout=timeout)
         if self.proc is not None:
             self.proc.close()
-
-
-class QmpCommandError(TargetError):
-    """QEMU answered a QMP command with an error; ``desc`` is QEMU's text."""
-
-    def __init__(self, command: str, desc: str) -> None:
-        super().__init__(f"QMP {command}: {desc}")
-        self.command, self.desc = command, desc
-
-
-class RawQmp:
-    """A second, minimal QMP connection for the hot paths: the drain barrier and migration.
-
-    Measured here: a QMP command takes about 2 ms through ``qemu.qmp`` (asyncio scheduling
-    per message, plus a connection handshake per process) and about 0.2 ms as a JSON line on
-    a blocking socket.  A migration is a dozen commands on two fresh processes, so it uses
-    this path; ``qemu.qmp`` remains for everything else and connects on first use.
-    """
-
-    def __init__(self, path: str, timeout: float, alive) -> None:
-        self.timeout, self.alive = timeout, alive
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.sock.connect(path)
-                break
-            except OSError:
-                alive("connecting the fast QMP socket")
-                if time.monotonic() > deadline:
-                    raise TargetTimeout(f"fast QMP socket {path} did not appear") from None
-                time.sleep(0.002)
-        self._buf = b""
-        self.events: list[dict] = []                          # events not yet waited for
-        self._line()                                         # the greeting
-        # MIGRATION events (capability "events") let a migration be waited for, not polled
-        self.execute([("qmp_capabilities", None), ("migrate-set-capabilities", {
-            "capabilities": [{"capability": "events", "state": True}]})])
-
-    def _line(self) -> dict:
-        while b"\n" not in self._buf:
-            try:
-                data = self.sock.recv(1 << 16)
-            except socket.timeout:
-                raise TargetTimeout(f"QMP did not answer within {self.timeout}s") from None
-            except OSError as exc:
-                self.alive("reading QMP")
-                raise TargetError(f"QMP socket failed: {exc}", exc) from exc
-            if not data:
-                self.alive("reading QMP")
-                raise TargetCrashed("QEMU closed its QMP socket")
-            self._buf += data
-        line, self._buf = self._buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def execute(self, cmds: list[tuple[str, dict | None]]) -> list:
-        msgs = [{"execute": c, **({"arguments": a} if a else {})} for c, a in cmds]
-        try:
-            self.sock.sendall(b"".join(json.dumps(m).encode() + b"\n" for m in msgs))
-        except OSError as exc:
-            time.sleep(0.05)                     # let the exit status arrive
-            self.alive(f"sending QMP {cmds[0][0]}")
-            raise TargetCrashed(f"QMP socket failed sending {cmds[0][0]}: {exc}") from None
-        out = []
-        while len(out) < len(cmds):
-            msg = self._line()
-            if "event" in msg:
-                self._keep(msg)
-                continue
-            if "error" in msg:
-                raise QmpCommandError(cmds[len(out)][0], str(msg["error"].get("desc")))
-            out.append(msg.get("return"))
-        return out
-
-    def _keep(self, event: dict) -> None:
-        self.events.append(event)
-        del self.events[:-64]
-
-    def wait_event(self, name: str, done, timeout: float) -> dict:
-        """The first event ``name`` for which ``done(data)`` holds (already received ones
-        first); ``TargetTimeout`` when none comes within ``timeout`` seconds."""
-        for i, ev in enumerate(self.events):
-            if ev.get("event") == name and done(ev.get("data", {})):
-                del self.events[:i + 1]
-                return ev
-        self.events.clear()
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TargetTimeout(f"no QMP {name} event within {timeout}s")
-                self.sock.settimeout(left)
-                msg = self._line()
-                if msg.get("event") == name and done(msg.get("data", {})):
-                    return msg
-                if "event" not in msg:
-                    raise TargetError(f"unexpected QMP message while waiting: {msg!r}"[:200])
-        finally:
-            self.sock.settimeout(self.timeout)
