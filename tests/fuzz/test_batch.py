@@ -6,7 +6,8 @@ import pytest
 from hypothesis import Phase, settings
 from hypothesis.database import InMemoryExampleDatabase
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, rule
+from hypothesis.errors import FlakyStrategyDefinition
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from nvmefuzz.errors import Divergence
 from nvmefuzz.fuzz.batch import Observer, batch_settings, divergent, run_batch
@@ -87,6 +88,40 @@ def test_a_finding_that_replays_differently_still_ends_the_batch_as_a_finding():
     _DrawsLessOnReplay.runs = 0
     failure = run_batch(_DrawsLessOnReplay, batch_settings(20, 5), seed=3)
     assert failure is not None and divergent(failure)
+
+
+class _RulesComeAndGo(RuleBasedStateMachine):
+    """Which rules apply changes from run to run, as on a real QEMU where whether a completion
+    has arrived decides whether an SQ has room: Hypothesis sees the same choices draw
+    differently and stops with FlakyStrategyDefinition."""
+
+    looks = 0
+
+    @rule()
+    def step(self) -> None:
+        pass
+
+    @precondition(lambda self: _RulesComeAndGo._look() % 3 != 0)
+    @rule(n=st.integers(0, 3))
+    def sometimes(self, n: int) -> None:
+        pass
+
+    @classmethod
+    def _look(cls) -> int:
+        cls.looks += 1
+        return cls.looks
+
+
+def test_a_target_whose_timing_varies_ends_a_batch_when_hypothesis_sees_it_draw_differently():
+    config = batch_settings(100, 10)
+    with pytest.raises(FlakyStrategyDefinition):         # on the model: a bug of the machine
+        run_batch(_RulesComeAndGo, config, seed=1)
+    ended = run_batch(_RulesComeAndGo, config, seed=1, nondeterministic=True)
+    assert isinstance(ended, FlakyStrategyDefinition) and not divergent(ended)
+    assert run_batch(_machine("full"), batch_settings(3, 20), seed=1,
+                     nondeterministic=True) is None
+    with pytest.raises(ValueError, match="not a divergence"):
+        run_batch(_Broken, batch_settings(3, 5), seed=1, nondeterministic=True)
 
 
 def test_a_batch_never_shrinks_hypothesis_pareto_front():

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import attrs
+from hypothesis.errors import FlakyStrategyDefinition
 from hypothesis.internal.conjecture import engine
 
 from nvmefuzz.fuzz import campaign as campaigns
 from nvmefuzz.fuzz import session
 from nvmefuzz.fuzz.minimize import reproduces_on_model, simplify
 from nvmefuzz.fuzz.runner import FIRST_BATCH, run_campaign
+from nvmefuzz.report.summary import summary
 from nvmefuzz.targets import open_target
 from nvmefuzz.targets.base import QEMU_VIEW
 from nvmefuzz.trace.schema import Step
@@ -32,6 +34,31 @@ def test_a_qemu_run_shrinks_what_the_model_reproduces_on_the_model(monkeypatch, 
     for f in result.findings:
         assert f.trace.target["kind"] == "qemu" and len(f.trace.steps) <= 8
         assert reproduces_on_model(f.trace)
+
+
+def test_a_qemu_run_goes_on_after_a_batch_its_timing_ended(monkeypatch):
+    """Hypothesis stops a batch when QEMU's timing made the same choices draw differently:
+    the run counts it and goes on; on the model that is a bug and would propagate."""
+    from nvmefuzz.fuzz import runner
+
+    calls: list[bool] = []
+    real = runner.run_batch
+
+    def run_batch(machine, config, seed, nondeterministic=False):
+        calls.append(nondeterministic)
+        if len(calls) == 1:
+            return FlakyStrategyDefinition("the same choices drew differently")
+        return real(machine, config, seed, nondeterministic)
+
+    monkeypatch.setattr(runner, "run_batch", run_batch)
+    monkeypatch.setattr(session, "open_target", lambda cfg, **kw: open_target(
+        attrs.evolve(cfg, kind="model", profile="full", **QEMU_VIEW)))
+    camp = attrs.evolve(campaigns.load("default"), target="qemu")
+    result = run_campaign(camp, seed=1, examples=6, batch=3)
+    assert calls == [True, True]
+    assert result.stats["batches ended by timing"] == 1
+    assert result.stats["examples"] == 3 and not result.findings
+    assert summary(result)["batches_ended_by_timing"] == 1
 
 
 def test_a_timed_run_measures_its_rate_on_a_small_first_batch():

@@ -13,8 +13,9 @@ Hypothesis reads the seed from the factory.
 ``batch_settings`` holds the settings every fuzzing batch shares: no deadline, no health
 checks, and none of Hypothesis' own reporting (quiet: not even its warning that shrinking
 stopped, which a run's shrink budget makes routine). A batch returns what ended it: the
-``Divergence`` or Hypothesis' wrapper around it (Flaky, an exception group). It returns
-None when the batch ended without one. Any other exception propagates. An ``Observer``
+``Divergence`` or Hypothesis' wrapper around it (Flaky, an exception group), and on a target
+whose timing varies the ``Flaky`` Hypothesis raises when the same choices drew differently.
+It returns None when the batch ended without one. Any other exception propagates. An ``Observer``
 hears of every finding as the machine meets it, and of every example's statistics.
 
 Hypothesis now and then draws an integer from the literals of the "local" modules loaded in
@@ -136,15 +137,20 @@ def divergent(exc: BaseException) -> bool:
             or isinstance(exc, Flaky) and isinstance(exc.__context__, Divergence))
 
 
-def run_batch(machine: type[RuleBasedStateMachine], config: settings,
-              seed: int) -> Exception | None:
-    """Run one batch of ``machine`` under ``config`` and Hypothesis seed ``seed``."""
+def run_batch(machine: type[RuleBasedStateMachine], config: settings, seed: int,
+              nondeterministic: bool = False) -> Exception | None:
+    """Run one batch of ``machine`` under ``config`` and Hypothesis seed ``seed``.
+
+    ``nondeterministic``: the target's timing may change what the same choices do (a real
+    QEMU: whether a completion arrived decides which rules apply), so Hypothesis may find an
+    example drawing differently from an earlier one with the same start and stop the batch
+    with ``Flaky``; that ends the batch like a finding does, and is returned."""
     getattr(machine, "before_batch", lambda: None)()
     try:
         with pinned_constants():
             run_state_machine_as_test(Factory(machine, seed), settings=config)
     except Exception as exc:
-        if not divergent(exc):
+        if not (divergent(exc) or nondeterministic and isinstance(exc, Flaky)):
             raise
         return exc
     return None

@@ -50,6 +50,7 @@ def summary(result: RunResult) -> dict[str, Any]:
         "known_by_signature": s["known by signature"],
         "root_cause_replays": s["root cause replays"],
         "findings_shrunk_on_the_model": s["findings shrunk on the model"],
+        "batches_ended_by_timing": s["batches ended by timing"],
         "lost_at_migration": _under(s, LOST_PREFIX),
         "actions": _under(s, "action:"),
         "waived": _under(s, "waived:"),
@@ -86,7 +87,7 @@ def table(data: dict[str, Any]) -> Table:
     for path, n in data["lost_at_migration"].items():
         t.add_row(f"{LOST_PREFIX}{path}", str(n))
     for key in ("known_by_root_cause", "known_by_signature", "root_cause_replays",
-                "findings_shrunk_on_the_model"):
+                "findings_shrunk_on_the_model", "batches_ended_by_timing"):
         if data.get(key):
             t.add_row(key.replace("_", " "), str(data[key]))
     for name, n in data["waived"].items():
