@@ -9,7 +9,8 @@ from nvmefuzz.fuzz.session import lost_paths, replay
 from nvmefuzz.trace import corpus
 from nvmefuzz.trace.schema import Step, Trace, Verdict
 
-from tests.fuzz.test_cause import CORPUS, ENABLE, TWO_READS, as_qemu, in_flight, trace, write
+from tests.fuzz.test_cause import (CORPUS, ENABLE, TWO_MIGRATIONS, TWO_READS, as_qemu,
+                                  in_flight, trace, write)
 
 #: QEMU 11.1's in-flight loss as the corpus stores it (a Write's CQE missing)
 QEMU_LOSS = CORPUS / "qemu-target" / "divergence-posted-io-missing-5d210b1444.cbor"
@@ -52,6 +53,9 @@ def test_a_qemu_finding_timed_another_way_is_known_by_its_root_cause():
     assert known.match(both)
     assert known.stats["known by root cause"] == 1
     assert not known.match(attrs.evolve(both, verdict=attrs.evolve(both.verdict, also=())))
+    later = as_qemu(TWO_MIGRATIONS, Verdict("divergence", "divergence:irq/missing", step=9,
+                                            also=("divergence:posted/io/cqes",)))
+    assert known.match(later)                    # QEMU came through the first migration
 
 
 def test_a_known_signature_with_another_cause_is_new():

@@ -353,6 +353,27 @@ def test_a_finding_names_every_observation_its_step_differed_in():
     assert verdict.signatures == ("divergence:posted/io/missing",)
 
 
+def test_a_perfect_migration_loses_nothing_and_the_others_lose_as_the_profile_does():
+    steps = [ENABLE, Step("create_cq", {"qid": 1, "size": 2, "ien": 0}),
+             Step("create_sq", {"qid": 1, "cqid": 1, "size": 2}), write(1, 0, 0),
+             Step("migrate"), write(1, 1, 1), Step("migrate")]
+    lost = []
+
+    def look(i, step, session):
+        if step.action == "migrate":
+            lost.append(session.lost)
+
+    t = trace("qemu-11.1", steps)
+    verdict, _ = replay(t, after_step=look)
+    assert verdict.step == 4 and len(lost) == 1 and "dmrsl" in lost[0]
+    perfect = Trace(target={**t.target, "perfect_migrations": [0]}, campaign="hand", seed=0,
+                    steps=t.steps)
+    lost.clear()
+    verdict, _ = replay(perfect, after_step=look)
+    assert verdict.step != 4 and lost[0] == [] and "dmrsl" in lost[1]
+    assert "perfect_migrations" not in TargetConfig().to_plain()
+
+
 def test_replay_is_repeatable_step_by_step():
     """The step hook sees the same observations on every replay."""
     seen: list[list] = [[], []]

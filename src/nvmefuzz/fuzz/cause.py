@@ -28,7 +28,10 @@ profile that describes the QEMU the ``qemu`` target runs, seen as the qemu targe
 there the same way, the cause is found as above; if it passes, or fails another way, the
 profile does not explain the finding (``unexplained``), which is worth a look on its own.
 "The same way" allows for QEMU's timing: diverging at the same step in one of the
-observations QEMU's step differed in (``Verdict.also``) is the same way (``reproduces``).
+observations QEMU's step differed in (``Verdict.also``) is the same way (``reproduces``);
+and a migration QEMU came through that the model loses at (a command QEMU finished inside
+the VM stop, which the model finishes after it) is made perfect on the model, so that it
+reaches the step where QEMU diverged (``TargetConfig.perfect_migrations``).
 
 A cause names schema paths (``cq.tail``), so that findings share it; ``lost_values`` gives
 what a bug report needs beside it, from one more replay: at each migration that lost them,
@@ -37,6 +40,7 @@ where (``cq[0].tail``: the admin CQ) and the value on each side.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Iterable
 
 import attrs
@@ -173,12 +177,34 @@ def reproduces(seen: Verdict, verdict: Verdict) -> bool:
             and bool(_observations(seen) & _observations(verdict)))
 
 
+def _aligned(model: Trace, verdict: Verdict, want: Verdict) -> tuple[Trace, Verdict, Counter]:
+    """``model`` with the migrations it lost at before ``want.step`` made perfect
+    (``TargetConfig.perfect_migrations``), one at a time from the first, while the model
+    diverges earlier than the target did: the target came through them (its timing let
+    what was in flight finish in time), so the model must too to show what it met later."""
+    perfect: list[int] = []
+    stats = Counter()
+    while verdict.kind == want.kind == DIVERGENCE and verdict.step < want.step:
+        n = sum(s.action == "migrate" for s in model.steps[:verdict.step + 1]) - 1
+        if n < 0 or n in perfect:
+            break                       # not a migration's loss: nothing to align
+        perfect.append(n)
+        model = attrs.evolve(model, target={**model.target, "perfect_migrations": perfect})
+        verdict, stats = replay(model)
+    return model, verdict, stats
+
+
 def explained(trace: Trace) -> tuple[Trace, Verdict, list[str], bool]:
     """``trace`` on the model, the verdict it reaches there, the repair candidates, and
     whether that reproduces ``trace``'s own verdict (``reproduces``; False: a QEMU behaviour
-    ``QEMU_PROFILE`` does not describe)."""
+    ``QEMU_PROFILE`` does not describe).  Where the model diverges at a migration the target
+    came through, that migration is made perfect on the model (``_aligned``)."""
     model = on_model(trace)
     verdict, stats = replay(model)
+    if model is not trace and not reproduces(verdict, trace.verdict):
+        aligned, seen, more = _aligned(model, verdict, trace.verdict)
+        if reproduces(seen, trace.verdict):
+            model, verdict, stats = aligned, seen, more
     same = model is trace or reproduces(verdict, trace.verdict)
     return model, verdict, candidates(model.profile, lost_paths(stats)), same
 
@@ -222,7 +248,7 @@ def lost_values(trace: Trace, paths: Iterable[str]) -> list[tuple[int, str, obje
             twin, mig = capture(session.twin.ctrl), capture(session.mig.ctrl)
             out.extend((i, *d) for d in differences(twin, mig, lost))
 
-    replay(on_model(trace), after_step=look)
+    replay(explained(trace)[0], after_step=look)
     return out
 
 

@@ -88,6 +88,8 @@ class Session:
         self.mig = open_target(cfg)
         if repair:                      # models only (``fuzz.cause``)
             self.mig.repair = (frozenset(repair), lambda: capture(self.twin.ctrl))
+        if cfg.perfect_migrations:
+            self.mig.truth = lambda: capture(self.twin.ctrl)
         self.deterministic = self.twin.deterministic_order
         # without a fixed completion order the comparator follows the CQ heads each side
         # wrote (``fuzz/reorder.py``); hosts and actions reach the targets through the taps

@@ -76,6 +76,9 @@ class TargetConfig:
     nsze: int = 1 << 14
     #: the model shows each MSI-X vector once per look, however often it fired (``QEMU_VIEW``)
     msix_once_per_look: bool = False
+    #: the model's migrations (0 the first) that lose nothing: where a QEMU trace's migration
+    #: met timing under which it lost nothing and the model's would have (``fuzz.cause``)
+    perfect_migrations: tuple[int, ...] = attrs.field(default=(), converter=tuple)
 
     @property
     def design_name(self) -> str:
@@ -89,7 +92,10 @@ class TargetConfig:
         return f"{'profile' if self.kind == 'model' else 'target'} {self.design_name}"
 
     def to_plain(self) -> dict:
-        return attrs.asdict(self)
+        plain = attrs.asdict(self)
+        if not self.perfect_migrations:      # traces without any keep their bytes
+            del plain["perfect_migrations"]
+        return plain
 
     @classmethod
     def from_plain(cls, plain: dict) -> TargetConfig:
