@@ -178,10 +178,10 @@ def reproduces(seen: Verdict, verdict: Verdict) -> bool:
 
 
 def _aligned(model: Trace, verdict: Verdict, want: Verdict) -> tuple[Trace, Verdict, Counter]:
-    """``model`` with the migrations it lost at before ``want.step`` made perfect
-    (``TargetConfig.perfect_migrations``), one at a time from the first, while the model
-    diverges earlier than the target did: the target came through them (its timing let
-    what was in flight finish in time), so the model must too to show what it met later."""
+    """``model`` with migrations made perfect (``TargetConfig.perfect_migrations``) while it
+    diverges earlier than the target did: each time the last migration up to the step the
+    model diverged at.  The target came through it (its timing let what was in flight
+    finish in time), so the model must too to show what the target met later."""
     perfect: list[int] = []
     stats = Counter()
     while verdict.kind == want.kind == DIVERGENCE and verdict.step < want.step:
