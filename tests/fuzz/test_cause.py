@@ -152,6 +152,21 @@ def test_a_migration_qemu_came_through_is_made_perfect_on_the_model():
     assert explained(as_qemu(TWO_MIGRATIONS, first))[0].target.get("perfect_migrations") is None
 
 
+def test_events_the_qemu_target_skips_are_skipped_when_the_model_explains_it():
+    """QEMU has no namespace to change under the guest, so its target skips ``ns_changed``:
+    on the model a QEMU trace must not lose a Changed Namespace List QEMU never had."""
+    ns_changed = Step("environment", {"event": "ns_changed", "arg": 1})
+    steps = [ns_changed, Step("enable", {"asqs": 1, "acqs": 1}), Step("disable"),
+             Step("enable", {"asqs": 31, "acqs": 1}), Step("migrate"), Step("aer"), ns_changed]
+    seen, _ = replay(trace("qemu-11.1", steps))
+    assert attribute(attrs.evolve(trace("qemu-11.1", steps), verdict=seen)).paths == (
+        "changed_nsids",)                               # the model's own event, lost
+    qemu = as_qemu(steps, seen)
+    assert on_model(qemu).steps[0] == on_model(qemu).steps[6] == Step("advance", {"ns": 0})
+    assert on_model(as_qemu([HOLD], Verdict(PASS))).steps == (HOLD,)
+    assert attribute(qemu).kind == UNEXPLAINED         # QEMU cannot have seen that
+
+
 def test_reproducing_needs_the_same_step_and_a_shared_observation():
     cqes = Verdict("divergence", "divergence:posted/io/cqes", step=6)
     assert reproduces(cqes, cqes) and reproduces(Verdict(PASS), Verdict(PASS))

@@ -50,9 +50,9 @@ from nvmefuzz.fuzz.session import lost_paths, replay
 from nvmefuzz.model.profiles import get as get_profile
 from nvmefuzz.model.snapshot import SCHEMA, capture
 from nvmefuzz.model.statediff import differences
-from nvmefuzz.targets.base import QEMU_VIEW
+from nvmefuzz.targets.base import QEMU_EVENTS, QEMU_VIEW
 from nvmefuzz.targets.model import RAM_PASS
-from nvmefuzz.trace.schema import DIVERGENCE, Trace, Verdict
+from nvmefuzz.trace.schema import DIVERGENCE, Step, Trace, Verdict
 
 #: the model profile that describes the QEMU the ``qemu`` target runs (``targets.discovery``
 #: accepts QEMU 11.1 and later; the profile is 11.1's field set and save order)
@@ -113,14 +113,18 @@ def _in_schema_order(paths: Iterable[str]) -> list[str]:
 def on_model(trace: Trace) -> Trace:
     """``trace`` as the model replays it: a QEMU trace runs under ``QEMU_PROFILE``, with the
     model showing what the qemu target can (``QEMU_VIEW``: commands complete within their
-    step, an MSI-X vector shows once per look) and the waivers the qemu target's sessions
-    apply (``compare.TARGET_WAIVERS``)."""
+    step, an MSI-X vector shows once per look), the waivers the qemu target's sessions
+    apply (``compare.TARGET_WAIVERS``), and the environment events it skips
+    (``QEMU_EVENTS``) skipped the way it does: time advanced by nothing."""
     kind = trace.target.get("kind", "model")
     if kind == "model":
         return trace
     waivers = (*trace.waivers, *(w for w in TARGET_WAIVERS.get(kind, ())
                                  if w not in trace.waivers))
-    return attrs.evolve(trace, waivers=waivers, target={
+    skipped = Step("advance", {"ns": 0})      # what the qemu target does for such an event
+    steps = tuple(skipped if s.action == "environment" and s.args.get("event") not in QEMU_EVENTS
+                  else s for s in trace.steps)
+    return attrs.evolve(trace, waivers=waivers, steps=steps, target={
         **trace.target, "kind": "model", "profile": QEMU_PROFILE, **QEMU_VIEW})
 
 

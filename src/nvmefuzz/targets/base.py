@@ -63,6 +63,9 @@ class Target(Protocol):
 #: and visibility choices, not behaviour: ``fuzz.diff`` and ``fuzz.cause`` replay QEMU's steps
 #: on the model this way.
 QEMU_VIEW = {"io_latency_ns": 0, "msix_once_per_look": True}
+#: the environment events the qemu target carries out; it skips the others (``NS_CHANGED``:
+#: QEMU has no namespace to change under the guest here), and so must a model replaying it
+QEMU_EVENTS = frozenset({HOLD_IO})
 
 
 @attrs.frozen

@@ -60,7 +60,7 @@ from nvmefuzz.host import layout as L
 from nvmefuzz.targets import qtest_codec as Q
 from nvmefuzz.targets.qemu_cache import BlockCache, block_reads, cacheable, span
 from nvmefuzz.targets.qemu_log import Inflight, marker
-from nvmefuzz.targets.base import HOLD_IO, MigrationOutcome, TargetConfig
+from nvmefuzz.targets.base import QEMU_EVENTS, MigrationOutcome, TargetConfig
 from nvmefuzz.targets.discovery import QemuBinary, find_qemu
 from nvmefuzz.targets.qemu_backend import hold, release
 from nvmefuzz.targets.qemu_migration import WarmPool, migrate
@@ -343,7 +343,7 @@ class QemuTarget:
 
     # ------------------------------------------------------------------ the rest
     def environment(self, event: str, arg: int) -> bool:
-        if event != HOLD_IO:
+        if event not in QEMU_EVENTS:                 # HOLD_IO
             return False
         if bool(arg) != self._held:
             self._hold(bool(arg))
