@@ -38,6 +38,7 @@ import attrs
 
 from nvmefuzz.errors import NvmeFuzzError
 from nvmefuzz.fuzz import campaign as campaigns
+from nvmefuzz.fuzz.cause import shows
 from nvmefuzz.fuzz.session import replay
 from nvmefuzz.trace import corpus as corpus_mod
 
@@ -82,7 +83,7 @@ def replay_corpus(root: Path) -> list[dict]:
             try:
                 verdict, _ = replay(e.trace)
                 row["now"] = verdict.signature or "pass"
-                row["status"] = "as expected" if row["now"] == row["expected"] else (
+                row["status"] = "as expected" if shows(verdict, e.trace) else (
                     "fixed" if verdict.ok else "changed")
                 row["detail"] = verdict.detail
             except NvmeFuzzError as exc:

@@ -10,7 +10,7 @@ import pytest
 from nvmefuzz.errors import TargetUnavailable
 from nvmefuzz.fuzz.cause import (NOTHING_LOST, OUTSIDE, PASSES, QEMU_PROFILE, STATE,
                                  UNEXPLAINED, attribute, explained, lost_lines, lost_values,
-                                 on_model, reproduces)
+                                 on_model, reproduces, shows)
 from nvmefuzz.fuzz.session import Session, lost_paths, replay
 from nvmefuzz.protocol.spec import AdminOpcode as A
 from nvmefuzz.targets import TargetConfig
@@ -165,6 +165,17 @@ def test_events_the_qemu_target_skips_are_skipped_when_the_model_explains_it():
     assert on_model(qemu).steps[0] == on_model(qemu).steps[6] == Step("advance", {"ns": 0})
     assert on_model(as_qemu([HOLD], Verdict(PASS))).steps == (HOLD,)
     assert attribute(qemu).kind == UNEXPLAINED         # QEMU cannot have seen that
+
+
+def test_a_qemu_replay_in_another_timing_form_still_shows_the_stored_finding():
+    both = Verdict("divergence", "divergence:irq/missing", step=6,
+                   also=("divergence:posted/io/missing",))
+    cqes = Verdict("divergence", "divergence:posted/io/cqes", step=6)
+    qemu = as_qemu(TWO_READS, both)
+    assert shows(both, qemu) and shows(cqes, qemu)
+    assert not shows(attrs.evolve(cqes, step=5), qemu) and not shows(Verdict(PASS), qemu)
+    model = attrs.evolve(trace("qemu-11.1", TWO_READS), verdict=both)
+    assert shows(both, model) and not shows(cqes, model)   # the model's timing is fixed
 
 
 def test_reproducing_needs_the_same_step_and_a_shared_observation():

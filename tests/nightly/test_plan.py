@@ -12,6 +12,7 @@ from nvmefuzz import nightly
 from nvmefuzz.errors import NvmeFuzzError
 from nvmefuzz.nightly import DONE, FAILED, PENDING, RUNNING, Night, plan, replay_corpus
 from nvmefuzz.trace import corpus as corpus_mod
+from nvmefuzz.trace.schema import Verdict
 
 NAMES = ["aer-storm", "cq-pressure", "default", "doorbell-chaos", "inflight-migration",
          "reset-storm"]
@@ -193,3 +194,19 @@ def test_replay_corpus_statuses(tmp_path, make_trace, signature_of_v3_finding):
 def test_replay_corpus_of_a_missing_folder_is_empty(tmp_path):
     """A night on a machine without a corpus yet replays nothing and does not fail."""
     assert replay_corpus(tmp_path / "nowhere") == []
+
+
+def test_a_qemu_trace_replayed_in_another_timing_form_is_as_expected(tmp_path, monkeypatch):
+    """QEMU's timing decides whether two Reads in flight lose one completion or both: the
+    stored form and the other one at the same step are the same finding, not a regression."""
+    from tests.fuzz.test_cause import TWO_READS, as_qemu
+
+    stored = as_qemu(TWO_READS, Verdict("divergence", "divergence:irq/missing", step=6,
+                                        also=("divergence:posted/io/missing",)))
+    root = tmp_path / "corpus"
+    corpus_mod.atomic_write(root / "two-reads.cbor", stored.encode())
+    for step, status in ((6, "as expected"), (5, "changed")):
+        now = Verdict("divergence", "divergence:posted/io/cqes", step=step)
+        monkeypatch.setattr(nightly, "replay", lambda t, _now=now: (_now, None))
+        [row] = replay_corpus(root)
+        assert (row["status"], row["now"]) == (status, "divergence:posted/io/cqes")

@@ -16,7 +16,7 @@ from nvmefuzz.cli import (EXIT_ERROR, EXIT_FOUND, EXIT_OK, TERMINATED, Terminate
                           main, out, parse_duration)
 from nvmefuzz.errors import NvmeFuzzError
 from nvmefuzz.fuzz import campaign as campaigns
-from nvmefuzz.fuzz.cause import lost_lines
+from nvmefuzz.fuzz.cause import lost_lines, shows
 from nvmefuzz.fuzz.known import root_cause
 from nvmefuzz.fuzz.runner import run_campaign
 from nvmefuzz.fuzz.session import replay as replay_trace
@@ -140,8 +140,7 @@ def replay(paths: tuple[Path, ...], verbose: bool) -> None:
             errors += 1
             t.add_row("[red]ERROR", str(e.path), e.trace.verdict.signature or "pass", str(exc))
             continue
-        want = e.trace.verdict
-        same = verdict.kind == want.kind and verdict.signature == want.signature
+        same = shows(verdict, e.trace)
         if not same:
             regressions += 1
         status = "as expected" if same else ("[yellow]FIXED" if verdict.ok else "[red]CHANGED")
@@ -221,8 +220,7 @@ def repro(path: Path, emit_dir: Path | None, emit_pytest: Path | None,
         out.print(f"wrote {emit_pytest}")
     if emit == "pytest":
         print(pytest_file(trace, notes))
-    same = verdict.kind == trace.verdict.kind and verdict.signature == trace.verdict.signature
-    sys.exit(EXIT_OK if same else EXIT_FOUND)
+    sys.exit(EXIT_OK if shows(verdict, trace) else EXIT_FOUND)
 
 
 def _pairs(a: list, b: list):

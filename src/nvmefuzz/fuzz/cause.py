@@ -181,6 +181,17 @@ def reproduces(seen: Verdict, verdict: Verdict) -> bool:
             and bool(_observations(seen) & _observations(verdict)))
 
 
+def shows(now: Verdict, trace: Trace) -> bool:
+    """Does a replay of ``trace`` that reached ``now`` show the finding ``trace`` stores?  The
+    same verdict class and signature; on a target whose timing varies (QEMU), also a
+    divergence at the same step in an observation the stored one differed in, the leeway
+    ``reproduces`` gives the model (a corpus replay is no regression for it)."""
+    want = trace.verdict
+    if (now.kind, now.signature) == (want.kind, want.signature):
+        return True
+    return trace.target.get("kind", "model") != "model" and reproduces(now, want)
+
+
 def _aligned(model: Trace, verdict: Verdict, want: Verdict) -> tuple[Trace, Verdict, Counter]:
     """``model`` with migrations made perfect (``TargetConfig.perfect_migrations``) while it
     diverges earlier than the target did: each time the last migration up to the step the
@@ -272,4 +283,4 @@ def _brief(value: object, limit: int = 100) -> str:
 
 
 __all__ = ["QEMU_PROFILE", "Cause", "attribute", "candidates", "explained", "fixes",
-           "lost_lines", "lost_values", "on_model", "reproduces"]
+           "lost_lines", "lost_values", "on_model", "reproduces", "shows"]
