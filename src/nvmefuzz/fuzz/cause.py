@@ -204,7 +204,7 @@ def _aligned(model: Trace, verdict: Verdict, want: Verdict) -> tuple[Trace, Verd
         if n < 0 or n in perfect:
             break                       # not a migration's loss: nothing to align
         perfect.append(n)
-        model = attrs.evolve(model, target={**model.target, "perfect_migrations": perfect})
+        model = attrs.evolve(model, target={**model.target, "perfect_migrations": [*perfect]})
         verdict, stats = replay(model)
     return model, verdict, stats
 
