@@ -11,7 +11,8 @@ from hypothesis import Phase, given, settings, strategies as st
 
 from nvmefuzz.errors import Divergence, MigrationRefused
 from nvmefuzz.fuzz.campaign import available, load
-from nvmefuzz.fuzz.machine import BUILT, STEERED, Observer, build_machine
+from nvmefuzz.fuzz.machine import STEERED, Observer, build_machine
+from nvmefuzz.fuzz.rules import BUILT
 from nvmefuzz.fuzz.runner import run_campaign
 from nvmefuzz.model import profiles
 from nvmefuzz.protocol.spec import AdminOpcode as A

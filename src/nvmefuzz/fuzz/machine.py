@@ -5,12 +5,8 @@ How it works
 ``build_machine(campaign)`` returns a ``RuleBasedStateMachine`` subclass whose rules each
 draw the arguments of one host action and hand a ``Step`` to the ``Session``; the session
 does all the work, so everything decided here ends up in the trace and replays without
-Hypothesis.  Rule weights come from the campaign: a rule of weight ``w`` is registered ``w``
-times (Hypothesis picks uniformly among applicable rules), weight 0 leaves it out.  The
-copies of a queue-creating rule past the first apply only while the host has fewer than
-``BUILT`` I/O queues of that kind: queues are built early and then used (one copy stays, so
-invalid and duplicate creations still happen).  Likewise the copies of a rule that resets
-the controller (``RESETS``) apply only while I/O commands are outstanding.
+Hypothesis.  Which rules the machine has, how often and when each applies is the campaign's
+weights and ``rules`` (``register``).
 
 Every example starts with power-on and up to the campaign's ``queue_pairs`` I/O queue pairs
 (sizes, IEN and vector drawn); ``restart`` resets the controller as a driver does and builds
@@ -46,21 +42,20 @@ state.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Hashable
+from typing import Any, Hashable
 
 from hypothesis import event, target
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    Bundle, RuleBasedStateMachine, consumes, initialize, multiple, precondition, rule,
-)
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, multiple
 
 from nvmefuzz.errors import Divergence
-from nvmefuzz.fuzz.arguments import ARGUMENTS, QIDS, RECENT, SIZES, pairs
+from nvmefuzz.fuzz.arguments import RECENT, pairs
 from nvmefuzz.fuzz.batch import Observer
 from nvmefuzz.fuzz.campaign import Campaign
 from nvmefuzz.fuzz import hardness
 from nvmefuzz.fuzz.known import Known
 from nvmefuzz.fuzz.readback import key as read_key, read_backs
+from nvmefuzz.fuzz.rules import io_sqs, register
 from nvmefuzz.fuzz.session import HARD_PREFIX, Session, lost_paths
 from nvmefuzz.fuzz.vocabulary import FEATURE_DATA, NS_SPECIFIC, feature_values
 from nvmefuzz.protocol.spec import AdminOpcode as A, IoOpcode as IO
@@ -68,28 +63,10 @@ from nvmefuzz.targets import TargetConfig
 from nvmefuzz.targets.base import HOLD_IO, NS_CHANGED
 from nvmefuzz.trace.schema import Step, Trace, Verdict
 
-#: I/O queues of a kind (CQs, SQs) from which on only one copy of a queue-creating rule stays
-#: applicable: the rest of a campaign's weight builds queues early, then the queues are used
-BUILT = 2
-#: rules that reset the controller: the copies of one past the first apply only while I/O
-#: commands are outstanding, so a storm of them hits a busy controller
-RESETS = frozenset({"reset", "shutdown", "restart"})
 #: migrations one example may be steered into (each costs a save, a restore, a state diff)
 STEERED = 3
 #: virtual time a migration's ``settle`` lets pass: one I/O latency of the model
 SETTLE_NS = 20_000
-
-
-def _has_admin(m: Any) -> bool:
-    return 0 in m.host.sqs and m.host.sqs[0].free() > 0
-
-
-def _io_busy(m: Any) -> bool:
-    return any(s.outstanding for q, s in m.host.sqs.items() if q)
-
-
-def _io_sqs(m: Any) -> list[int]:
-    return sorted(q for q, s in m.host.sqs.items() if q and s.free() > 0)
 
 
 def build_machine(camp: Campaign, observer: Observer | None = None,
@@ -287,7 +264,7 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
         # -------------------------------------------------------------- I/O and doorbells
         def r_io(self, data: st.DataObject, opc: int, slba: int, nlb: int, pattern: int,
                  offset: int, ring: bool, nsid: int, again: bool) -> None:
-            qid = data.draw(st.sampled_from(_io_sqs(self)), label="qid")
+            qid = data.draw(st.sampled_from(io_sqs(self)), label="qid")
             if opc == IO.FLUSH and self.session.held():
                 return       # QEMU holds it or not by its drive's past: see docs/qemu-target.md
             if again and self.lbas:    # the blocks of an earlier command: commands that race
@@ -377,67 +354,7 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             read = data.draw(st.sampled_from(list(self.readable.values())), label="read")
             self.do(read.action, **read.args)
 
-    always = lambda m: True  # noqa: E731
-    admin_ok = _has_admin
-    #: each rule: its body, precondition, bundle and the strategies drawing from bundles
-    table: dict[str, tuple[Callable, Callable, Any, dict]] = {
-        "enable": (Machine.r_enable, lambda m: 0 not in m.host.sqs, None, {}),
-        "reset": (Machine.r_reset, always, None, {}),
-        "shutdown": (Machine.r_shutdown, always, None, {}),
-        "restart": (Machine.r_restart, always, ("cqs", "sqs"), {
-            "pairs": pairs(camp.queue_pairs, least=1)}),
-        "register_write": (Machine.r_register_write, always, None, {}),
-        "register_read": (Machine.r_register_read, always, None, {}),
-        "migrate": (Machine.r_migrate, always, None, {}),
-        "create_cq": (Machine.r_create_cq, admin_ok, "cqs", {}),
-        "create_sq": (Machine.r_create_sq, admin_ok, "sqs", {
-            "qid": QIDS, "cqid": st.one_of(Machine.cqs, st.sampled_from([0, 5, 9])),
-            "size": SIZES, "pc": st.sampled_from([1, 1, 1, 1, 0])}),
-        # QEMU cancels a deleted SQ's commands and waits for each: a held one never finishes
-        "delete_sq": (Machine.r_delete_sq, lambda m: admin_ok(m) and not m.session.held(), None, {
-            "qid": st.one_of(consumes(Machine.sqs), st.sampled_from([0, 7]))}),
-        "delete_cq": (Machine.r_delete_cq, admin_ok, None, {
-            "qid": st.one_of(consumes(Machine.cqs), st.sampled_from([0, 7]))}),
-        "io": (Machine.r_io, lambda m: bool(_io_sqs(m)), None, {}),
-        "ring_sq": (Machine.r_ring_sq, lambda m: bool(m.host.sqs), None, {}),
-        "ring_cq": (Machine.r_ring_cq, lambda m: bool(m.host.cqs), None, {}),
-        "bad_doorbell": (Machine.r_bad_doorbell, always, None, {}),
-        "consume": (Machine.r_consume, lambda m: bool(m.host.cqs), None, {}),
-        "advance": (Machine.r_advance, always, None, {}),
-        "aer": (Machine.r_aer, admin_ok, None, {}),
-        "identify": (Machine.r_identify, admin_ok, None, {}),
-        "get_log_page": (Machine.r_get_log_page, admin_ok, None, {}),
-        "get_features": (Machine.r_get_features, admin_ok, None, {}),
-        "set_features": (Machine.r_set_features, admin_ok, None, {}),
-        "temperature_event": (Machine.r_temperature_event,
-                              lambda m: 0 in m.host.sqs and m.host.sqs[0].free() > 1, None, {}),
-        "abort": (Machine.r_abort, admin_ok, None, {}),
-        "bad_admin": (Machine.r_bad_admin, admin_ok, None, {}),
-        "dbbuf": (Machine.r_dbbuf, admin_ok, None, {}),
-        "ns_changed": (Machine.r_ns_changed, always, None, {}),
-        "hold_io": (Machine.r_hold_io, always, None, {}),
-        "read_back": (Machine.r_read_back, lambda m: bool(m.readable), None, {}),
-    }
-    for name, weight in camp.weights.items():
-        fn, pre, bundle, extra = table[name]
-        strategies = {**ARGUMENTS.get(name, {}), **extra}
-        for copy in range(weight):
-            def body(self, _fn=fn, **kw):
-                return _fn(self, **kw)
-            body.__name__ = f"{name}_{copy}" if copy else name
-            target_kw = ({"target": getattr(Machine, bundle)} if isinstance(bundle, str) else
-                         {"targets": tuple(getattr(Machine, b) for b in bundle)} if bundle
-                         else {})
-            if isinstance(bundle, str) and copy:   # a queue-building weight counts while
-                pre = (lambda m, _pre=table[name][1], _b=bundle:    # queues are few
-                       _pre(m) and len(getattr(m.host, _b)) <= BUILT)
-            elif name in RESETS and copy:          # a reset's weight counts while I/O is busy
-                pre = (lambda m, _pre=table[name][1]: _pre(m) and _io_busy(m))
-            # a precondition that always holds is left out: Hypothesis checks every one
-            # of them each time it considers the rule
-            gated = body if pre is always else precondition(pre)(body)
-            decorated = rule(**target_kw, **strategies)(gated)
-            setattr(Machine, body.__name__, decorated)
+    register(Machine, camp)
     # the name keys Hypothesis' example database: one key per campaign, target and profile
     Machine.__name__ = Machine.__qualname__ = re.sub(
         r"\W", "_", f"Machine_{camp.name}_{camp.target}_{camp.profile}")
