@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from nvmefuzz.model import events, identify
+from nvmefuzz.model import events, identify, interrupts
 from nvmefuzz.model.memory import gather, map_prp, scatter
 from nvmefuzz.model.state import CompletionQueue, SubmissionQueue
 from nvmefuzz.protocol import regs
@@ -122,7 +122,7 @@ def delete_cq(ctrl: Controller, req: Request) -> int:
         return S.CQ_INVALID | DNR
     if any(sq.cqid == qid for sq in ctrl.sqs.values()):
         return int(S.INVALID_QUEUE_DELETION)
-    ctrl.delete_cq_irq(ctrl.cqs.pop(qid))
+    interrupts.cq_deleted(ctrl, ctrl.cqs.pop(qid))
     return S.SUCCESS
 
 

@@ -20,12 +20,14 @@ Rules this module keeps (QEMU hw/nvme 11.1 behaviour; see the reference digest s
   CQ non-empty asserts the CQ's interrupt.
 * Time never comes from anywhere but ``advance``; the same calls give the same state.
 
-Command semantics live in ``admin.py`` and ``nvm.py``; events in ``events.py``.
+Command semantics live in ``admin.py`` and ``nvm.py``; events in ``events.py``; interrupts
+in ``interrupts.py``.
 """
 
 from __future__ import annotations
 
 from nvmefuzz.model import events, identify
+from nvmefuzz.model.interrupts import irq_assert, irq_check, irq_deassert
 from nvmefuzz.model.memory import GuestMemory, NamespaceStore
 from nvmefuzz.model.state import (
     CompletionQueue, Config, Features, Request, SubmissionQueue,
@@ -192,11 +194,11 @@ class Controller:
 
     def _write_intms(self, offset: int, size: int, value: int) -> None:
         self.intms |= value
-        self._irq_check()
+        irq_check(self)
 
     def _write_intmc(self, offset: int, size: int, value: int) -> None:
         self.intms &= ~value & 0xFFFFFFFF
-        self._irq_check()
+        irq_check(self)
 
     def _write_aqa(self, offset: int, size: int, value: int) -> None:
         self.aqa = value & 0xFFFFFFFF
@@ -232,7 +234,7 @@ class Controller:
             if queue.tail == queue.head:
                 if queue.ien:
                     self.cq_pending -= 1
-                self._irq_deassert(queue)
+                irq_deassert(self, queue)
         else:
             queue.tail = value
             if qid == 0 and self.dbbuf_enabled:
@@ -368,38 +370,7 @@ class Controller:
         if cq.tail != cq.head:
             if cq.ien and not pending:
                 self.cq_pending += 1
-            self._irq_assert(cq)
-
-    # ------------------------------------------------------------------ interrupts
-    def _irq_assert(self, cq: CompletionQueue) -> None:
-        if not cq.ien:
-            return
-        if self.config.msix:
-            self.irq_log.append(("msix", cq.vector))
-        else:
-            self.irq_status |= 1 << cq.vector
-            self._irq_check()
-
-    def _irq_deassert(self, cq: CompletionQueue) -> None:
-        if not cq.ien or self.config.msix:
-            return
-        if self.cq_pending == 0:
-            self.irq_status &= ~(1 << cq.vector)
-        self._irq_check()
-
-    def _irq_check(self) -> None:
-        if self.config.msix:
-            return
-        level = int((~self.intms & self.irq_status & 0xFFFFFFFF) != 0)
-        if level != self.intx:
-            self.intx = level
-            self.irq_log.append(("intx", level))
-
-    def delete_cq_irq(self, cq: CompletionQueue) -> None:
-        """Interrupt bookkeeping when a CQ is deleted (admin.py calls this)."""
-        if cq.head != cq.tail and cq.ien:
-            self.cq_pending -= 1
-        self._irq_deassert(cq)
+            irq_assert(self, cq)
 
 
 _REGISTER_WRITES = {
