@@ -86,9 +86,8 @@ class Session:
             raise TargetUnavailable(f"repairing a migration needs the model, not {cfg.kind}")
         self.twin = open_target(cfg, migrates=False)
         self.mig = open_target(cfg)
-        if repair:                      # models only (``fuzz.cause``)
-            self.mig.repair = (frozenset(repair), lambda: capture(self.twin.ctrl))
-        if cfg.perfect_migrations:
+        if repair or cfg.perfect_migrations:    # models only (``fuzz.cause``)
+            self.mig.repair = frozenset(repair)
             self.mig.truth = lambda: capture(self.twin.ctrl)
         self.deterministic = self.twin.deterministic_order
         # without a fixed completion order the comparator follows the CQ heads each side

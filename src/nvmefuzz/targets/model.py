@@ -11,9 +11,9 @@ Completion order is fully deterministic.  With ``msix_once_per_look`` (part of
 ``QEMU_VIEW``) each look at the interrupts shows every MSI-X vector that fired once, in vector
 order, as the qemu target can.
 
-``repair``, when set to (paths, truth), makes every migration load ``paths`` from ``truth()``
-(a captured state, the never-migrated twin's) instead of from what the profile saved, and
-with ``RAM_PASS`` among them a ``ram_first`` profile's save runs before the final RAM pass:
+``repair`` (state paths) makes every migration load those paths from ``truth()`` (a captured
+state, the never-migrated twin's) instead of from what the profile saved, and with
+``RAM_PASS`` among them a ``ram_first`` profile's save runs before the final RAM pass:
 ``fuzz.cause`` asks that way whether a finding needs those paths lost.  The migrations
 ``TargetConfig.perfect_migrations`` names load everything from ``truth`` that way.
 """
@@ -50,8 +50,9 @@ class ModelTarget:
         self._irq_seen = 0
         self._irq_carry: list[tuple[str, int]] = []
         self.last_blob = b""
-        self.repair: tuple[frozenset[str], Callable[[], dict]] | None = None
-        #: the never-migrated twin's state, for ``cfg.perfect_migrations`` (set by the session)
+        self.repair: frozenset[str] = frozenset()
+        #: the never-migrated twin's state, for ``repair`` and ``cfg.perfect_migrations``
+        #: (set by the session)
         self.truth: Callable[[], dict] | None = None
         self.migrations = 0
 
@@ -109,13 +110,12 @@ class ModelTarget:
     def migrate(self) -> MigrationOutcome:
         src = self.ctrl
         patch, ram_first = None, self.profile.ram_first
-        repair = self.repair
-        if self.migrations in self.cfg.perfect_migrations and self.truth is not None:
-            repair = (frozenset(snap.SCHEMA) | {RAM_PASS}, self.truth)
+        paths = self.repair
+        if self.migrations in self.cfg.perfect_migrations:
+            paths = frozenset(snap.SCHEMA) | {RAM_PASS}
         self.migrations += 1
-        if repair is not None:
-            paths, truth = repair
-            patch = functools.partial(merge, truth=truth(), paths=paths - {RAM_PASS})
+        if paths and self.truth is not None:
+            patch = functools.partial(merge, truth=self.truth(), paths=paths - {RAM_PASS})
             ram_first = ram_first and RAM_PASS not in paths
         src.held = False                          # a migration ends a hold (targets.base)
         if self.profile.stop is not None:
