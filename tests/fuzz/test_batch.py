@@ -133,13 +133,16 @@ def test_a_batch_never_shrinks_hypothesis_pareto_front():
 
     original = engine.ConjectureRunner.pareto_optimise
     old_budget = engine.MAX_SHRINKING_SECONDS
-    with _shrink_budget(30.0):
+    with _shrink_budget() as limit:
         assert engine.ConjectureRunner.pareto_optimise is not original
         assert engine.ConjectureRunner.pareto_optimise(object()) is None
+        assert engine.MAX_SHRINKING_SECONDS == old_budget       # until the batch fails
+        limit(29.2)
         assert engine.MAX_SHRINKING_SECONDS == min(30, old_budget)
-    with _shrink_budget(None):
-        assert engine.ConjectureRunner.pareto_optimise is not original
-        assert engine.MAX_SHRINKING_SECONDS == old_budget
+        limit(float("inf"))
+        assert engine.MAX_SHRINKING_SECONDS == old_budget       # never more than its own
+        limit(0)
+        assert engine.MAX_SHRINKING_SECONDS == 0
     assert engine.ConjectureRunner.pareto_optimise is original
     assert engine.MAX_SHRINKING_SECONDS == old_budget
 

@@ -129,6 +129,29 @@ def test_a_qemu_finding_is_not_taken_from_the_model_unless_qemu_confirms_it():
     assert via_model(t, replay=_on_model, keep=lambda tr: False) is None      # known
 
 
+def test_qemu_may_confirm_the_other_form_of_the_finding_but_not_another_one():
+    """By QEMU's timing the same loss shows in a step's other observation, or differs in how
+    (one CQE where two went missing): a confirmation at the model's step in an observation
+    the model's verdict holds.  Another step, or another observation, confirms nothing."""
+    t = _qemu(DMRSL)
+    obs = t.verdict.signature.rsplit("/", 1)[0]
+
+    def qemu_shows(signature: str, later: int = 0):
+        def replay_(trace):
+            if trace.target["kind"] != "qemu":
+                return _on_model(trace)
+            seen = _on_model(trace)[0]
+            return attrs.evolve(seen, signature=signature, step=seen.step + later), None
+        return replay_
+
+    out = via_model(t, replay=qemu_shows(obs + "/data@0x8"))
+    assert [s.action for s in out.steps] == ["enable", "migrate", "admin"]
+    assert out.verdict.signature == obs + "/data@0x8"         # what QEMU showed, stored
+    assert via_model(t, replay=qemu_shows("divergence:irq/extra")) is None
+    assert via_model(t, replay=qemu_shows(t.verdict.signature, later=1)) is not None
+    assert via_model(t, replay=qemu_shows(obs + "/data@0x8", later=1)) is None
+
+
 def test_a_qemu_finding_the_model_does_not_reproduce_stays_for_qemu():
     seen = attrs.evolve(_qemu(DMRSL[:3]), verdict=Verdict("divergence", "divergence:x", "", 2))
     assert not reproduces_on_model(seen)
@@ -233,3 +256,18 @@ def test_a_stored_qemu_trace_is_shrunk_again_only_if_qemu_reproduces_it_every_ti
 
     on_qemu.clear()
     assert reshrink(t, replay=flaky) == t and len(on_qemu) == 2
+
+
+def test_a_stored_qemu_trace_keeps_its_signature_when_shrunk_again():
+    """A run stores the other form of a finding QEMU confirmed, but a stored trace's file is
+    its signature: shrunk again, it keeps its form or stays as it is."""
+    t = _qemu(DMRSL)
+    other = t.verdict.signature.rsplit("/", 1)[0] + "/data@0x8"
+
+    def other_form(trace):
+        seen = _on_model(trace)
+        if trace.target["kind"] != "qemu":
+            return seen
+        return attrs.evolve(seen[0], signature=other), None
+
+    assert reshrink(t, replay=other_form) == t

@@ -84,3 +84,76 @@ def test_a_model_finding_is_stored_with_arguments_as_simple_as_it_allows(tmp_pat
     [finding] = result.findings
     assert simplify(finding.trace) == finding.trace
     assert finding.trace.steps[0] == Step("enable", {})
+
+
+def test_a_findings_shrinking_keeps_to_what_is_left_of_the_time_budget(monkeypatch):
+    """A finding met late in a nightly slice was shrunk for minutes past it: each pass gets
+    its own bound, but no more than what is left of the budget, or ``SHRINK_FLOOR`` seconds
+    from the finding where less is left, for all the passes together."""
+    from nvmefuzz.fuzz import runner
+
+    now = [1000.0]
+    monkeypatch.setattr(runner.time, "monotonic", lambda: now[0])
+    assert runner._shrink_clock(None, 0.0)(120.0) == 120.0          # an example budget
+    assert runner._shrink_clock(300.0, 1000.0)(60.0) == 60.0        # the budget has room
+    now[0] = 1280.0
+    left = runner._shrink_clock(300.0, 1000.0)                      # 20 s left
+    assert left(60.0) == 20.0
+    now[0] = 1290.0
+    assert left(120.0) == 10.0                                      # the passes share them
+    now[0] = 1500.0
+    left = runner._shrink_clock(300.0, 1000.0)                      # spent: the floor
+    assert left(60.0) == runner.SHRINK_FLOOR
+    now[0] += runner.SHRINK_FLOOR + 1
+    assert left(60.0) == 0.0
+
+
+def test_a_timed_qemu_run_gives_its_shrinking_passes_no_more_than_its_budget(monkeypatch):
+    """The passes after Hypothesis are bounded by the run's budget (here less than the floor
+    is left), where an example budget leaves them their own bounds."""
+    from nvmefuzz.fuzz import runner
+
+    monkeypatch.setattr(session, "open_target", lambda cfg, **kw: open_target(
+        attrs.evolve(cfg, kind="model", profile="qemu-11.1", **QEMU_VIEW))
+        if cfg.kind == "qemu" else open_target(cfg))
+    given: list[float] = []
+    for name in ("via_model", "minimize"):
+        real = getattr(runner, name)
+        monkeypatch.setattr(runner, name, lambda t, seconds, *a, real=real, **k: (
+            given.append(seconds), real(t, seconds, *a, **k))[1])
+    camp = attrs.evolve(campaigns.load("default"), target="qemu")
+    result = run_campaign(camp, seed=1, seconds=3.0)
+    assert result.findings and given
+    assert all(0 <= s <= runner.SHRINK_FLOOR for s in given)
+    given.clear()
+    run_campaign(camp, seed=1, examples=300)
+    assert set(given) == {60.0, 120.0}
+
+
+def test_hypothesis_shrinks_a_late_finding_within_what_is_left_of_the_budget(monkeypatch):
+    """Hypothesis' own bound is read when it starts shrinking: a run sets it when the batch
+    first fails, to what is left of the budget (here less than ``SHRINK_FLOOR``)."""
+    from nvmefuzz.fuzz import runner
+
+    bounds: list[int] = []
+    real = engine.ConjectureRunner.shrink_interesting_test_cases
+
+    def shrink_interesting_test_cases(self):
+        bounds.append(engine.MAX_SHRINKING_SECONDS)
+        return real(self)
+
+    monkeypatch.setattr(engine.ConjectureRunner, "shrink_interesting_test_cases",
+                        shrink_interesting_test_cases)
+    # the batch began with 30 s left and met its finding 28 s later
+    clock, late = runner.time.monotonic, [0.0]
+    monkeypatch.setattr(runner.time, "monotonic", lambda: clock() + late[0])
+    finding = runner.RawWriter.finding
+    monkeypatch.setattr(runner.RawWriter, "finding",
+                        lambda self, t: (late.__setitem__(0, 28.0), finding(self, t))[1])
+    camp = campaigns.load("mutant-hunt-admin").with_profile("full-without-acq")
+    assert run_campaign(camp, seed=1, seconds=30.0).findings
+    assert bounds and set(bounds) == {runner.SHRINK_FLOOR}
+    monkeypatch.setattr(runner.RawWriter, "finding", finding)
+    bounds.clear()
+    assert run_campaign(camp, seed=1, examples=20).findings
+    assert bounds and all(b > runner.SHRINK_FLOOR for b in bounds)

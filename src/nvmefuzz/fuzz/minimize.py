@@ -30,7 +30,7 @@ from typing import Callable
 import attrs
 
 from nvmefuzz.errors import NvmeFuzzError
-from nvmefuzz.fuzz.cause import explained, on_model
+from nvmefuzz.fuzz.cause import explained, on_model, reproduces
 from nvmefuzz.fuzz.known import root_cause
 from nvmefuzz.trace.schema import Step, Trace, Verdict
 
@@ -211,7 +211,9 @@ def via_model(trace: Trace, seconds: float = 60.0, replay: Replay | None = None,
     """``trace`` (a QEMU finding) shrunk on the model (``minimize``, then ``simplify``), then
     confirmed by one replay on its own target: the smaller trace with the verdict it reached
     there, or None when the model does not reproduce the finding, finds nothing smaller, or
-    the target does not confirm it.
+    the target does not confirm it.  The target confirms it with the finding's signature, or
+    with a divergence the model's shrunk verdict reproduces (``cause.reproduces``: the same
+    step, one observation in common), the other form the finding takes by QEMU's timing.
     ``keep`` judges the trace as its own target's (a finding the run already knows is no
     reproducer)."""
     if replay is None:
@@ -229,7 +231,7 @@ def via_model(trace: Trace, seconds: float = 60.0, replay: Replay | None = None,
         confirmed, _ = replay(candidate)
     except NvmeFuzzError:
         return None
-    if not _same(confirmed, trace.verdict):
+    if not (_same(confirmed, trace.verdict) or reproduces(small.verdict, confirmed)):
         return None
     found = attrs.evolve(candidate, steps=candidate.steps[:confirmed.step + 1],
                          verdict=confirmed)
@@ -271,8 +273,9 @@ def reshrink(trace: Trace, seconds: float = 60.0, replay: Replay | None = None) 
 
     if trace.target.get("kind", "model") != "model":
         small = via_model(trace, seconds, replay, same_cause)
-        if small is not None and not _steady(small, CONFIRMATIONS - 1, replay):
-            small = None                 # a stored reproducer must not come and go
+        if small is not None and not (_same(small.verdict, trace.verdict)
+                                      and _steady(small, CONFIRMATIONS - 1, replay)):
+            small = None        # its file is its signature; a reproducer must not come and go
     else:
         small = shrink(trace, seconds, replay, same_cause)
     if small is None or small.steps == trace.steps:

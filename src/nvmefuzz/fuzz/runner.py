@@ -8,9 +8,10 @@ gives the same examples whatever the machine's speed; only how many batches fit 
 budget depends on the clock (and their size: the first has ``FIRST_BATCH`` examples, the
 others as many as the rate so far lets the budget hold, up to ``batch``).  When a batch
 fails, Hypothesis has already shrunk the failure; the machine's observer holds the shrunk
-trace, and ``minimize`` deletes the steps Hypothesis had no time to (bounded, and never
-turning it into a known finding); on the model ``shrink`` also makes the arguments as simple
-as the finding allows, again until neither helps.  A QEMU finding that the model reproduces
+trace, and ``minimize`` deletes the steps Hypothesis had no time to (never turning it into a
+known finding); on the model ``shrink`` also makes the arguments as simple as the finding
+allows, again until neither helps.  Both are bounded: within a time budget by what is left of
+it, or ``SHRINK_FLOOR`` seconds where less is left.  A QEMU finding that the model reproduces
 (checked when the batch first meets it) is not shrunk by Hypothesis with QEMU in the loop,
 seconds per example, but on the model, and QEMU confirms the result (``minimize.via_model``).
 The raw (first seen) trace of a finding is written to the run's folder the moment it is seen,
@@ -29,6 +30,7 @@ goes on with the next batch.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections import Counter
 from pathlib import Path
@@ -55,6 +57,10 @@ from nvmefuzz.trace.schema import Trace
 
 #: examples in a time-budgeted run's first batch, which measures the rate the others use
 FIRST_BATCH = 10
+#: seconds a finding's shrinking after Hypothesis (on the model, then on its own target) gets
+#: when a time budget is (nearly) spent: a reproducer a few steps longer than it could be
+#: beats a nightly slice that overruns by minutes (``nvmefuzz corpus shrink`` goes on later)
+SHRINK_FLOOR = 10.0
 
 
 @attrs.define
@@ -100,28 +106,41 @@ class RawWriter(Observer):
 
 
 @contextlib.contextmanager
-def _shrink_budget(remaining: float | None):
-    """Cap Hypothesis' shrinking time at what is left of a time budget (at least 10 s), and
-    keep it from shrinking its Pareto front; what it yields stops shrinking altogether (read
-    when the shrink phase starts).
+def _shrink_budget():
+    """Keep Hypothesis from shrinking its Pareto front, and yield ``limit(seconds)``: the
+    most its shrinking of this batch's failure may take (no more than its own bound; read
+    when the shrink phase starts, so the runner sets it when the batch first fails).
 
     Hypothesis bounds shrinking by its own MAX_SHRINKING_SECONDS (300 s); a run with a time
-    budget must not overrun by that much, and a shorter shrink still yields a finding (the
-    trace is minimised again below).  With an example database, Hypothesis also keeps a Pareto
-    front of the ``target()`` scores and, in its target phase, shrinks every member of it with
-    no bound of time (a 15 s run with a database took over two minutes).  Without a database it
-    keeps no front, so turning that pass off makes runs with and without a database fuzz
-    alike, and keep their budget.
+    budget must not overrun by that much, nor by what was left when the batch began (a
+    nightly slice shrinking a QEMU finding overran by 4.5 minutes), and a shorter shrink still
+    yields a finding (the trace is minimised again below).  With an example database,
+    Hypothesis also keeps a Pareto front of the ``target()`` scores and, in its target phase,
+    shrinks every member of it with no bound of time (a 15 s run with a database took over two
+    minutes).  Without a database it keeps no front, so turning that pass off makes runs with
+    and without a database fuzz alike, and keep their budget.
     """
     runner = engine.ConjectureRunner
     old = engine.MAX_SHRINKING_SECONDS, runner.pareto_optimise
-    if remaining is not None:
-        engine.MAX_SHRINKING_SECONDS = int(max(10, min(old[0], remaining)))
     runner.pareto_optimise = lambda self: None
+
+    def limit(seconds: float) -> None:
+        engine.MAX_SHRINKING_SECONDS = math.ceil(max(0.0, min(old[0], seconds)))
+
     try:
-        yield lambda: setattr(engine, "MAX_SHRINKING_SECONDS", 0)   # no shrinking at all
+        yield limit
     finally:
         engine.MAX_SHRINKING_SECONDS, runner.pareto_optimise = old
+
+
+def _shrink_clock(seconds: float | None, start: float) -> Callable[[float], float]:
+    """Seconds for each shrinking pass of a finding: its own bound (``default``) without a
+    time budget; with one, no more than what is left of the budget, or ``SHRINK_FLOOR`` from
+    now where less is left, for all the passes together."""
+    if seconds is None:
+        return lambda default: default
+    deadline = time.monotonic() + max(SHRINK_FLOOR, start + seconds - time.monotonic())
+    return lambda default: max(0.0, min(default, deadline - time.monotonic()))
 
 
 def known_findings(corpus_dir: Path | None, profile: str) -> list[Trace]:
@@ -181,16 +200,15 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
                                 explained=frozenset(explained), memory=memory)
         config = batch_settings(n, camp.steps, database=database, phases=FUZZ_PHASES + (
             (Phase.reuse,) if database is not None else ()))
-        with _shrink_budget(None if seconds is None else seconds - (time.monotonic() - start)
-                            ) as stop_shrinking:
+        with _shrink_budget() as limit:
             def first(trace: Trace) -> None:
                 """Shrink a QEMU finding the model reproduces on the model, not with QEMU in
-                the loop (``minimize.via_model``)."""
-                on_model.append(reproduces_on_model(trace))
-                if on_model[-1]:
-                    stop_shrinking()
+                the loop (``minimize.via_model``); else within what is left of the budget."""
+                if qemu:
+                    on_model.append(reproduces_on_model(trace))
+                limit(0 if any(on_model) else _shrink_clock(seconds, start)(math.inf))
 
-            observer.first = first if qemu else None
+            observer.first = first
             failure = run_batch(machine, config, seed * 1_000_003 + result.batches,
                                 nondeterministic=qemu)
         result.batches += 1
@@ -206,12 +224,14 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
             def unknown(t: Trace) -> bool:      # not a finding the run already knows
                 return not known.match(t)
 
+            left = _shrink_clock(seconds, start)
             if any(on_model):           # Hypothesis did not shrink it; the model does
-                small = via_model(trace, keep=unknown)
+                small = via_model(trace, left(60.0), keep=unknown)
                 result.stats["findings shrunk on the model"] += small is not None
                 trace = small or trace
             # on the model also the arguments made simple, at ms per replay
-            trace = minimize(trace, keep=unknown) if qemu else shrink(trace, keep=unknown)
+            trace = (minimize(trace, left(120.0), keep=unknown) if qemu
+                     else shrink(trace, left(60.0), keep=unknown))
             sig = trace.verdict.signature
             cause = root_cause(trace)
             if cause is not None:
