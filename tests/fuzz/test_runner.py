@@ -27,13 +27,15 @@ def test_a_qemu_run_shrinks_what_the_model_reproduces_on_the_model(monkeypatch, 
     monkeypatch.setattr(engine.ConjectureRunner, "shrink",
                         lambda self, *a, **k: shrinks.append(1) or real(self, *a, **k))
     camp = attrs.evolve(campaigns.load("default"), target="qemu")
-    result = run_campaign(camp, seed=1, examples=300, corpus_dir=tmp_path)
+    result = run_campaign(camp, seed=1, examples=300, corpus_dir=tmp_path / "corpus",
+                          out_dir=tmp_path / "run")
     assert result.findings
     assert result.stats["findings shrunk on the model"] == len(result.findings)
     assert not shrinks
     for f in result.findings:
         assert f.trace.target["kind"] == "qemu" and len(f.trace.steps) <= 8
         assert reproduces_on_model(f.trace)
+        assert f.raw_path is not None and f.raw_path.exists()    # as first seen, unshrunk
 
 
 def test_a_qemu_run_goes_on_after_a_batch_its_timing_ended(monkeypatch):
@@ -157,3 +159,27 @@ def test_hypothesis_shrinks_a_late_finding_within_what_is_left_of_the_budget(mon
     bounds.clear()
     assert run_campaign(camp, seed=1, examples=20).findings
     assert bounds and all(b > runner.SHRINK_FLOOR for b in bounds)
+
+
+def test_a_finding_qemu_confirmed_in_its_other_form_keeps_its_raw_trace(monkeypatch, tmp_path):
+    """The finding stored is the form QEMU confirmed; its raw trace is the one first seen."""
+    from nvmefuzz.fuzz import runner
+
+    monkeypatch.setattr(session, "open_target", lambda cfg, **kw: open_target(
+        attrs.evolve(cfg, kind="model", profile="qemu-11.1", **QEMU_VIEW))
+        if cfg.kind == "qemu" else open_target(cfg))
+    real = runner.via_model
+
+    def other_form(trace, seconds, **kw):
+        small = real(trace, seconds, **kw) or trace
+        return attrs.evolve(small, verdict=attrs.evolve(
+            small.verdict, signature=small.verdict.signature + "-other"))
+
+    monkeypatch.setattr(runner, "via_model", other_form)
+    monkeypatch.setattr(runner, "minimize", lambda trace, seconds, **kw: trace)
+    camp = attrs.evolve(campaigns.load("default"), target="qemu")
+    result = run_campaign(camp, seed=1, examples=100, out_dir=tmp_path)
+    assert result.findings
+    for f in result.findings:
+        assert f.signature.endswith("-other")
+        assert f.raw_path is not None and f.raw_path.exists()

@@ -220,6 +220,7 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
             # Hypothesis shrinks within a time budget that a slow target can exhaust
             # (and must not make it a known finding on the way)
             trace = attrs.evolve(observer.last_failure, seed=seed)
+            seen = trace.verdict.signature      # QEMU may confirm the shrunk one's other form
 
             def unknown(t: Trace) -> bool:      # not a finding the run already knows
                 return not known.match(t)
@@ -238,9 +239,9 @@ def run_campaign(camp: Campaign, *, seed: int = 0, seconds: float | None = None,
                 trace = attrs.evolve(trace, verdict=attrs.evolve(trace.verdict, cause=cause.key))
             path, new = (corpus.save(corpus_dir, trace) if corpus_dir is not None
                          else (None, True))
-            result.findings.append(Finding(sig, trace.verdict.kind, trace, path,
-                                           observer.raw.get(sig), new, cause,
-                                           lost_lines(trace, cause)))
+            raw = observer.raw.get(sig) or observer.raw.get(seen)
+            result.findings.append(Finding(sig, trace.verdict.kind, trace, path, raw, new,
+                                           cause, lost_lines(trace, cause)))
             known.add(trace, cause)
             explained |= explained_losses([trace])
         if progress is not None:
