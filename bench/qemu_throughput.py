@@ -1,6 +1,7 @@
 """Throughput of the qemu target: NVMe commands per second and migrations per second.
 
-Run: ``python bench/qemu_throughput.py [--commands N] [--migrations N] [--depth N]``
+Run: ``python bench/qemu_throughput.py [--commands N] [--migrations N] [--depth N]
+[--rounds N]``
 
 1. Commands/s, fuzzer style (queue depth 1): each command is one ``io`` action (a 4 KiB
    Write or Read, with a data pattern from 0-255 as the fuzzer draws them) then a ``consume``
@@ -15,7 +16,8 @@ Run: ``python bench/qemu_throughput.py [--commands N] [--migrations N] [--depth 
 
 Prints each figure, then all of them as one JSON object on the last line.  Targets:
 >= 2,000 commands/s and >= 20 migrations/s.  Wall-clock figures on a shared 2-core machine
-move with whatever else runs there.
+move with whatever else runs there (one at a time, from one run to the next, by a fifth and
+more), so the command figures are the median of ``--rounds`` runs, printed with their range.
 """
 
 from __future__ import annotations
@@ -83,11 +85,16 @@ def batched(t: QemuTarget, h: Host, n: int, depth: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+def _range(figures: list[float]) -> str:
+    return f"{len(figures)} runs, {min(figures):,.0f}-{max(figures):,.0f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--commands", type=int, default=2000)
     ap.add_argument("--migrations", type=int, default=100)
     ap.add_argument("--depth", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=5, help="runs of each command figure")
     a = ap.parse_args()
     binary = find_qemu()
     print(f"QEMU {binary.version_text} via {binary.origin}")
@@ -103,13 +110,14 @@ def main() -> None:
     t, h = bring_up(binary)
     try:
         r0, rt0 = t.stats["drain barriers"], t.stats["round trips"]
-        qd1 = fuzz_style(t, h, a.commands)
-        barriers = (t.stats["drain barriers"] - r0) / a.commands
-        trips = (t.stats["round trips"] - rt0) / a.commands
-        qdn = batched(t, h, a.commands, a.depth)
-        print(f"commands/s, one at a time (fuzzer steps): {qd1:,.0f} "
-              f"({trips:.1f} qtest round trips and {barriers:.2f} drain barriers per command)")
-        print(f"commands/s, {a.depth} per doorbell: {qdn:,.0f}")
+        qd1s = [fuzz_style(t, h, a.commands) for _ in range(a.rounds)]
+        barriers = (t.stats["drain barriers"] - r0) / (a.commands * a.rounds)
+        trips = (t.stats["round trips"] - rt0) / (a.commands * a.rounds)
+        qdns = [batched(t, h, a.commands, a.depth) for _ in range(a.rounds)]
+        qd1, qdn = statistics.median(qd1s), statistics.median(qdns)
+        print(f"commands/s, one at a time (fuzzer steps): {qd1:,.0f} ({_range(qd1s)}; "
+              f"{trips:.1f} qtest round trips and {barriers:.2f} drain barriers per command)")
+        print(f"commands/s, {a.depth} per doorbell: {qdn:,.0f} ({_range(qdns)})")
         save, take, load, sizes = [], [], [], []
         start = time.perf_counter()
         for i in range(a.migrations):
@@ -129,6 +137,9 @@ def main() -> None:
         t.close()
     figures = {
         "commands_per_s_qd1": round(qd1), f"commands_per_s_qd{a.depth}": round(qdn),
+        "commands_per_s_qd1_range": [round(min(qd1s)), round(max(qd1s))],
+        f"commands_per_s_qd{a.depth}_range": [round(min(qdns)), round(max(qdns))],
+        "rounds": a.rounds,
         "barriers_per_command_qd1": round(barriers, 2),
         "round_trips_per_command_qd1": round(trips, 1),
         "migrations_per_s": round(mig, 1),
