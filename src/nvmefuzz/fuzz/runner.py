@@ -59,7 +59,8 @@ from nvmefuzz.trace.schema import Trace
 FIRST_BATCH = 10
 #: seconds a finding's shrinking after Hypothesis (on the model, then on its own target) gets
 #: when a time budget is (nearly) spent: a reproducer a few steps longer than it could be
-#: beats a nightly slice that overruns by minutes (``nvmefuzz corpus shrink`` goes on later)
+#: beats a nightly slice that overruns by minutes (one of 35 s ran 318 s, shrinking with
+#: QEMU in the loop); ``nvmefuzz corpus shrink`` goes on later
 SHRINK_FLOOR = 10.0
 
 
@@ -112,13 +113,12 @@ def _shrink_budget():
     when the shrink phase starts, so the runner sets it when the batch first fails).
 
     Hypothesis bounds shrinking by its own MAX_SHRINKING_SECONDS (300 s); a run with a time
-    budget must not overrun by that much, nor by what was left when the batch began (a
-    nightly slice shrinking a QEMU finding overran by 4.5 minutes), and a shorter shrink still
-    yields a finding (the trace is minimised again below).  With an example database,
-    Hypothesis also keeps a Pareto front of the ``target()`` scores and, in its target phase,
-    shrinks every member of it with no bound of time (a 15 s run with a database took over two
-    minutes).  Without a database it keeps no front, so turning that pass off makes runs with
-    and without a database fuzz alike, and keep their budget.
+    budget must not overrun by that much, nor by what was left when the batch began, and a
+    shorter shrink still yields a finding (the trace is minimised again below).  With an
+    example database, Hypothesis also keeps a Pareto front of the ``target()`` scores and, in
+    its target phase, shrinks every member of it with no bound of time (a 15 s run with a
+    database took over two minutes).  Without a database it keeps no front, so turning that
+    pass off makes runs with and without a database fuzz alike, and keep their budget.
     """
     runner = engine.ConjectureRunner
     old = engine.MAX_SHRINKING_SECONDS, runner.pareto_optimise
