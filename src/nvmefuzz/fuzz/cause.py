@@ -169,13 +169,18 @@ def _observations(verdict: Verdict) -> set[str]:
     return {s.rsplit("/", 1)[0] for s in verdict.signatures}
 
 
+def same(a: Verdict, b: Verdict) -> bool:
+    """The same verdict class and signature: the same finding, wherever it was reached."""
+    return (a.kind, a.signature) == (b.kind, b.signature)
+
+
 def reproduces(seen: Verdict, verdict: Verdict) -> bool:
     """Does the model, reaching ``seen``, reproduce a target's ``verdict``?  It does when both
     pass or fail the same way, and when both diverge at the same step in one observation.
     Which of a step's observations differs first, and how, can depend on timing: a QEMU
     backend finishing a Read inside or after the save decides whether the destination lost
     one completion or both, so whether the guest misses the interrupt or one CQE."""
-    if (seen.ok, seen.signature) == (verdict.ok, verdict.signature):
+    if same(seen, verdict):
         return True
     return (seen.kind == verdict.kind == DIVERGENCE and seen.step == verdict.step
             and bool(_observations(seen) & _observations(verdict)))
@@ -186,10 +191,8 @@ def shows(now: Verdict, trace: Trace) -> bool:
     same verdict class and signature; on a target whose timing varies (QEMU), also a
     divergence at the same step in an observation the stored one differed in, the leeway
     ``reproduces`` gives the model (a corpus replay is no regression for it)."""
-    want = trace.verdict
-    if (now.kind, now.signature) == (want.kind, want.signature):
-        return True
-    return trace.target.get("kind", "model") != "model" and reproduces(now, want)
+    return same(now, trace.verdict) or (trace.target.get("kind", "model") != "model"
+                                        and reproduces(now, trace.verdict))
 
 
 def _aligned(model: Trace, verdict: Verdict, want: Verdict) -> tuple[Trace, Verdict, Counter]:
@@ -283,4 +286,4 @@ def _brief(value: object, limit: int = 100) -> str:
 
 
 __all__ = ["QEMU_PROFILE", "Cause", "attribute", "candidates", "explained", "fixes",
-           "lost_lines", "lost_values", "on_model", "reproduces", "shows"]
+           "lost_lines", "lost_values", "on_model", "reproduces", "same", "shows"]

@@ -30,7 +30,7 @@ from typing import Callable
 import attrs
 
 from nvmefuzz.errors import NvmeFuzzError
-from nvmefuzz.fuzz.cause import explained, on_model, reproduces
+from nvmefuzz.fuzz.cause import explained, on_model, reproduces, same
 from nvmefuzz.fuzz.known import root_cause
 from nvmefuzz.trace.schema import Step, Trace, Verdict
 
@@ -47,7 +47,7 @@ def _reproducer(trace: Trace, replay: Replay, keep: Callable[[Trace], bool] | No
             verdict, _ = replay(candidate)
         except catch:
             return None
-        if not _same(verdict, trace.verdict):
+        if not same(verdict, trace.verdict):
             return None
         found = attrs.evolve(candidate, steps=tuple(steps[:verdict.step + 1]), verdict=verdict)
         return found if keep is None or keep(found) else None
@@ -184,10 +184,6 @@ def shrink(trace: Trace, seconds: float = 60.0, replay: Replay | None = None,
     return small
 
 
-def _same(a: Verdict, b: Verdict) -> bool:
-    return (a.kind, a.signature) == (b.kind, b.signature)
-
-
 def _model_verdict(trace: Trace) -> tuple[Trace, Verdict] | None:
     """``trace`` on the model and the verdict it reaches there, if ``trace`` is a QEMU
     finding the model reproduces (``cause.explained``: the same verdict under
@@ -231,7 +227,7 @@ def via_model(trace: Trace, seconds: float = 60.0, replay: Replay | None = None,
         confirmed, _ = replay(candidate)
     except NvmeFuzzError:
         return None
-    if not (_same(confirmed, trace.verdict) or reproduces(small.verdict, confirmed)):
+    if not (same(confirmed, trace.verdict) or reproduces(small.verdict, confirmed)):
         return None
     found = attrs.evolve(candidate, steps=candidate.steps[:confirmed.step + 1],
                          verdict=confirmed)
@@ -247,7 +243,7 @@ def _steady(trace: Trace, times: int, replay: Replay | None = None) -> bool:
     if replay is None:
         from nvmefuzz.fuzz.session import replay
     try:
-        return all(_same(replay(trace)[0], trace.verdict) for _ in range(times))
+        return all(same(replay(trace)[0], trace.verdict) for _ in range(times))
     except NvmeFuzzError:
         return False
 
@@ -273,7 +269,7 @@ def reshrink(trace: Trace, seconds: float = 60.0, replay: Replay | None = None) 
 
     if trace.target.get("kind", "model") != "model":
         small = via_model(trace, seconds, replay, same_cause)
-        if small is not None and not (_same(small.verdict, trace.verdict)
+        if small is not None and not (same(small.verdict, trace.verdict)
                                       and _steady(small, CONFIRMATIONS - 1, replay)):
             small = None        # its file is its signature; a reproducer must not come and go
     else:
