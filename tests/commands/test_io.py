@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from nvmefuzz.host import layout as L
 from nvmefuzz.protocol.queues import SQE
 from nvmefuzz.protocol.spec import BROADCAST_NSID, DNR, IoOpcode as IO, Status as S
 
@@ -615,3 +616,48 @@ class TestSmartCounters:
         good = rig.io(rig.rw(IO.COMPARE, 0, 1), data=data, length=BLOCK)
         assert good.cqe.status == S.SUCCESS
         assert (rig.smart()["host_reads"], rig.smart()["data_units_read"]) == (1, 1)
+
+
+# ---------------------------------------------------------------------- host buffers
+class TestHostBuffers:
+    """The host driver never gives a new command the buffer of one still outstanding."""
+
+    @staticmethod
+    def _read_then_reuse_its_entry(rig, pattern):
+        """A Read in flight in SQ entry 1 of a 3-entry SQ (on an 8-entry CQ); a rejected
+        command in entry 2 tells the host (by SQHD) that the SQ is empty, so the host's next
+        two commands take entries 0 and 1, the Read's.  The second is a Write of block 5,
+        fetched behind the Read."""
+        rig.create_io_pair(3, 8)
+        rig.create_io_pair(2, 3, cqid=3)
+        rig.write(0, pattern(50, BLOCK), qid=2)                   # entry 0
+        read = rig.io_submit(rig.rw(IO.READ, 0, 1), 2, length=BLOCK, returns_data=True)
+        at_fetch(rig, SQE(0x7F, nsid=1), qid=2)                   # entry 2: SQHD 0
+        assert rig.host.sqs[2].outstanding[read]                  # the Read is still out
+        rig.io_submit(SQE(IO.FLUSH, nsid=1), 2, ring=False)       # entry 0
+        write = rig.io_submit(rig.rw(IO.WRITE, 5, 1), 2, data=pattern(51, BLOCK),
+                              length=BLOCK)                       # entry 1
+        return read, write
+
+    def test_a_write_in_the_entry_of_a_read_in_flight_writes_its_own_data(self, rig, pattern):
+        read, write = self._read_then_reuse_its_entry(rig, pattern)
+        out = rig.host.sqs[2].outstanding
+        assert out[write].buffer != out[read].buffer
+        rig.target.advance(2 * rig.latency)
+        done = {c.cqe.cid: c for c in rig.reap(3)}
+        assert done[read].data == pattern(50, BLOCK)
+        assert done[write].cqe.status == S.SUCCESS
+        assert rig.store.read(5, 1) == pattern(51, BLOCK)         # not what the Read fetched
+
+    def test_a_buffer_is_taken_again_once_its_completion_is_consumed(self, rig, pattern):
+        """Back to the entry's own window: the layout stays the same for a host that keeps
+        up, and the buffer is free once the host has consumed the completion."""
+        read, write = self._read_then_reuse_its_entry(rig, pattern)
+        out = rig.host.sqs[2].outstanding
+        moved = out[write].buffer
+        rig.target.advance(2 * rig.latency)
+        rig.reap(3)
+        assert rig.host.sqs[2].outstanding == {}
+        again = rig.io_submit(rig.rw(IO.READ, 5, 1), 2, length=BLOCK, returns_data=True)
+        assert rig.host.sqs[2].outstanding[again].buffer == L.data_slot(2, 2)
+        assert moved not in (L.data_slot(2, 0), L.data_slot(2, 1))

@@ -11,8 +11,14 @@ only writes a doorbell, and ``harvest`` returns what the CQ holds now.  Completi
 in any order; the driver pairs them by (SQID, CID), never by position.
 
 Everything the driver does is decided by its arguments and its own state (CIDs count up per
-SQ, buffers sit at fixed per-slot addresses, write data is a function of a ``pattern``
-number), so two hosts given the same calls against equivalent controllers stay identical.
+SQ, a command's buffer is its SQ entry's data window, write data is a function of a
+``pattern`` number), so two hosts given the same calls against equivalent controllers stay
+identical.  Like a real driver it never hands out a buffer a command still holds: an SQ
+entry is free again once the controller has fetched it, while its command may be in flight
+or its completion waiting on a full CQ for long after; a command then takes the next data
+window no outstanding command holds (``_window``).  Reusing the buffer would let a later
+Write's data land in an earlier Read's buffer (hiding what the Read returned) or be written
+to the disk by an earlier Write whose data moves only when it finishes.
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ class Outstanding:
     span: tuple[int, int, int] | None = None
     #: where the data returned starts in the structure it is part of (a Get Log Page's LPO)
     at: int = 0
+    #: the data window its buffer (and PRP list) is in, held until its completion is consumed
+    window: int | None = None
 
 
 @attrs.define(slots=True)
@@ -165,26 +173,39 @@ class Host:
             raise IllegalCommand(f"no SQ {qid} on the host side")
         if length > L.MAX_TRANSFER - offset:
             raise IllegalCommand(f"transfer of {length} bytes does not fit a data slot")
-        slot = sq.tail
-        buffer = L.data_slot(qid, slot) + offset
+        window = self._window(qid, sq.tail) if length else L.data_slot(qid, sq.tail)
+        buffer = window + offset
         if data is not None:
             self.bus.mem_write(buffer, data)
         elif returns_data and length and not qid:
             self.bus.mem_write(buffer, bytes(length))
         prp1, prp2 = (L.UNMAPPED if unmapped else buffer), 0
         if length:
-            prp2 = self._prp2(qid, slot, buffer, length)
+            prp2 = self._prp2(window, buffer, length)
         cid = self.next_cid(sq)
         sqe = attrs.evolve(sqe, cid=cid, prp1=sqe.prp1 or prp1, prp2=sqe.prp2 or prp2)
-        self.bus.mem_write(L.sq_base(qid) + slot * SQE_SIZE, sqe.encode())
+        self.bus.mem_write(L.sq_base(qid) + sq.tail * SQE_SIZE, sqe.encode())
         sq.tail = (sq.tail + 1) % sq.size
         span = (sqe.nsid, *sqe.lba_range) if qid else None
         at = sqe.lpo if not qid and sqe.opc == GET_LOG_PAGE else 0
         sq.outstanding[cid] = Outstanding(sqe.opc, buffer, length, returns_data, effect,
-                                          sqe.cdw10, span, at)
+                                          sqe.cdw10, span, at, window if length else None)
         return cid
 
-    def _prp2(self, qid: int, slot: int, buffer: int, length: int) -> int:
+    def _window(self, qid: int, slot: int) -> int:
+        """The data window for a command in SQ ``qid``'s entry ``slot``: the entry's own,
+        unless an outstanding command holds it; then the next one (in window order, wrapping)
+        that none holds."""
+        held = {c.window for q in self.sqs.values() for c in q.outstanding.values()}
+        start = L.window_index(qid, slot)
+        for k in range(L.DATA_WINDOWS):
+            window = L.data_window((start + k) % L.DATA_WINDOWS)
+            if window not in held:
+                return window
+        raise IllegalCommand(f"all {L.DATA_WINDOWS} data windows are held by outstanding "
+                             f"commands")
+
+    def _prp2(self, window: int, buffer: int, length: int) -> int:
         first = L.PAGE - (buffer % L.PAGE)
         if length <= first:
             return 0
@@ -192,7 +213,7 @@ class Host:
                  for i in range(-(-(length - first) // L.PAGE))]
         if len(pages) == 1:
             return pages[0]
-        plist = L.prp_list(qid, slot)
+        plist = window + L.MAX_TRANSFER
         self.bus.mem_write(plist, b"".join(p.to_bytes(8, "little") for p in pages))
         return plist
 

@@ -1,9 +1,9 @@
 """Where the host driver keeps things in guest memory.
 
 A fixed, deterministic layout inside the first 64 MiB (the RAM of the QEMU target's guest):
-admin queues, one 64 KiB window per I/O queue pair, a data window per submission slot (so a
-command's buffer never moves while it is in flight, for queues of up to 32 entries) and the
-shadow-doorbell pages.  Every address is page aligned unless a caller asks for an in-page
+admin queues, one 64 KiB window per I/O queue pair, ``DATA_WINDOWS`` data windows (16 KiB of
+data and a PRP-list page each; each SQ entry has its own, ``data_slot``, which the host driver
+takes unless a command still outstanding holds it) and the shadow-doorbell pages.  Every address is page aligned unless a caller asks for an in-page
 offset on purpose.
 """
 
@@ -21,6 +21,7 @@ DATA_WINDOW = 0x0080_0000           # per (qid, slot): data pages then one PRP-l
 SLOT_STRIDE = 0x5000                # 16 KiB of data + a 4 KiB PRP list
 MAX_SLOTS = 32                      # data slots per queue (slot = SQ index mod MAX_SLOTS)
 DATA_QUEUES = 16                    # queues with their own data windows (qid mod 16)
+DATA_WINDOWS = DATA_QUEUES * MAX_SLOTS
 MAX_TRANSFER = 4 * PAGE
 SHADOW_DB = 0x03F0_0000
 EVENTIDX = 0x03F0_1000
@@ -36,13 +37,19 @@ def cq_base(qid: int) -> int:
     return ADMIN_CQ if qid == 0 else QUEUE_WINDOW + qid * QUEUE_STRIDE + QUEUE_STRIDE // 2
 
 
+def window_index(qid: int, slot: int) -> int:
+    """Which data window is SQ ``qid``'s entry ``slot``'s own (``0 .. DATA_WINDOWS - 1``)."""
+    return (qid % DATA_QUEUES) * MAX_SLOTS + slot % MAX_SLOTS
+
+
+def data_window(index: int) -> int:
+    """Base of data window ``index``; its PRP-list page is ``MAX_TRANSFER`` bytes in."""
+    return DATA_WINDOW + index * SLOT_STRIDE
+
+
 def data_slot(qid: int, slot: int) -> int:
     """Base of the data window for SQ ``qid``'s entry ``slot`` (mod ``MAX_SLOTS``)."""
-    return DATA_WINDOW + ((qid % DATA_QUEUES) * MAX_SLOTS + slot % MAX_SLOTS) * SLOT_STRIDE
+    return data_window(window_index(qid, slot))
 
 
-def prp_list(qid: int, slot: int) -> int:
-    return data_slot(qid, slot) + MAX_TRANSFER
-
-
-assert data_slot(DATA_QUEUES - 1, MAX_SLOTS - 1) + SLOT_STRIDE <= SHADOW_DB
+assert data_window(DATA_WINDOWS - 1) + SLOT_STRIDE <= SHADOW_DB
