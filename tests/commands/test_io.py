@@ -8,6 +8,7 @@ go through the host driver; hand-built buffers and PRP lists live in ``rig.scrat
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from nvmefuzz.host import layout as L
 from nvmefuzz.protocol.queues import SQE
@@ -661,3 +662,30 @@ class TestHostBuffers:
         again = rig.io_submit(rig.rw(IO.READ, 5, 1), 2, length=BLOCK, returns_data=True)
         assert rig.host.sqs[2].outstanding[again].buffer == L.data_slot(2, 2)
         assert moved not in (L.data_slot(2, 0), L.data_slot(2, 1))
+
+    @settings(max_examples=60, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(ops=st.lists(st.sampled_from(["read", "write", "reject", "wait", "reap", "peek"]),
+                        max_size=40))
+    def test_no_two_outstanding_commands_share_a_buffer(self, make_rig, pattern, ops):
+        """Whatever the host submits, waits for and consumes (all, or without ringing the CQ
+        head, so completions stay waiting on a full CQ), the buffers of its outstanding
+        commands never overlap."""
+        rig = make_rig(io_queue=False)
+        rig.create_io_pair(3, 4)
+        rig.create_io_pair(2, 3, cqid=3)
+        sq = rig.host.sqs[2]
+        for i, op in enumerate(ops):
+            if op in ("read", "write", "reject") and sq.free():
+                sqe = (SQE(0x7F, nsid=1) if op == "reject" else
+                       rig.rw(IO.READ if op == "read" else IO.WRITE, i % 4, 1))
+                rig.io_submit(sqe, 2, data=pattern(i, BLOCK) if op == "write" else None,
+                              length=BLOCK, returns_data=op == "read")
+            elif op == "wait":
+                rig.target.advance(rig.latency // 2)
+            elif op == "reap":
+                rig.reap(3)
+            elif op == "peek":
+                rig.host.harvest(3)                 # consumed, head not rung
+            spans = sorted((c.buffer, c.buffer + c.length) for c in sq.outstanding.values())
+            assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans

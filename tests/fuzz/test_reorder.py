@@ -31,11 +31,11 @@ def posted(*keys, phase: int = 1, **change):
     return ("posted/io", {"qid": CQ, "cqes": cqes})
 
 
-def view(*outstanding, synced: bool = False, size: int = 16, aliased=()) -> HostView:
+def view(*outstanding, synced: bool = False, size: int = 16) -> HostView:
     """A host with SQ 1 on CQ 2 of ``size`` entries; ``synced``: the controller's CQ head
-    is known to be the host's; ``aliased``: commands whose data buffer another shares."""
+    is known to be the host's."""
     return HostView(frozenset(outstanding), {0: 0, 1: CQ}, {0: 8, CQ: size},
-                    frozenset({CQ}) if synced else frozenset(), frozenset(aliased))
+                    frozenset({CQ}) if synced else frozenset())
 
 
 class Pair:
@@ -124,39 +124,6 @@ def test_wrong_data_is_found_when_the_second_side_consumes():
     assert diff is not None
     assert diff.label == "cqe/io/READ/data"
     assert diff.twin["data"] == b"\0" and diff.mig["data"] == b"\x07"
-
-
-def test_data_of_a_reused_buffer_is_not_compared_across_steps():
-    """A read whose buffer the host gave to a later command before consuming it is consumed
-    by the sides in different steps: its data is not compared, everything else is."""
-    def run(aliased, mig_c):
-        pair = Pair()
-        steps = [([posted(C, B)], [posted(B, C)], (C, B), (C, B), ()),
-                 ([done(C, data=b"\0"), posted(B)], [done(B), posted(C)], (B,), (C, X), (C, X)),
-                 ([done(B)], [mig_c], (), (X,), ())]
-        for twin, mig, tv, mv, shared in steps:
-            diff = pair.step(twin, mig, view(*tv, synced=True),
-                             view(*mv, synced=True, aliased=shared if aliased else ()))
-            if diff is not None:
-                return diff
-        return None
-    assert run(True, done(C, data=b"\x07")) is None
-    assert run(False, done(C, data=b"\x07")).label == "cqe/io/READ/data"
-    diff = run(True, done(C, data=b"\x07", status=0x281))
-    assert diff is not None and diff.label == "cqe/io/READ/status"
-
-
-def test_host_view_finds_commands_sharing_a_data_buffer():
-    """Outstanding commands whose buffers overlap are aliased; neighbours are not."""
-    host = Host(bus=None)
-    sq = host.sqs[1] = HostSQ(1, CQ, 8)
-    sq.outstanding.update({1: Outstanding(2, 0x1000 + 512, 512, True),
-                           2: Outstanding(1, 0x1000, 1536, False),
-                           3: Outstanding(2, 0x5000, 4096, True),
-                           4: Outstanding(1, 0x6000, 4096, False),
-                           5: Outstanding(0, 0x0, 0, False)})
-    tap = DoorbellTap(open_target(TargetConfig()))
-    assert HostView.of(host, tap).aliased == {(1, 1), (1, 2)}
 
 
 def test_host_view_finds_reads_racing_writes_to_their_blocks():

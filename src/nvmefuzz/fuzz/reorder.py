@@ -29,14 +29,12 @@ The rules, per step:
 2. Every completion a side shows, consumed or posted, is remembered until both hosts have
    retired its command.  Once both sides have shown it, status, DW0 and DW1 must agree.
 3. A completion both sides consumed, in whatever steps, is compared whole (label, data) in
-   the step where the second side consumes it -- except the data of a command whose buffer
-   the host reused for another command while it was outstanding (``HostView.aliased``): the
-   host reads data when it consumes, so when the sides consumed in different steps, a later
-   command's data or DMA may have replaced it on one side only.  Nor is the data of a Read
-   or Compare the host had outstanding together with a write to any of its blocks (Write,
-   Write Zeroes, Write Uncorrectable, or a Dataset Management, whose ranges the host does
-   not track) compared, in any step (``HostView.racy``): NVMe orders no two commands, so
-   what it returns depends on which finished first.
+   the step where the second side consumes it: the host gives no other command the buffer
+   of one outstanding, so what it reads there is still the command's own data.  Except the
+   data of a Read or Compare the host had outstanding together with a write to any of its
+   blocks (Write, Write Zeroes, Write Uncorrectable, or a Dataset Management, whose ranges
+   the host does not track), in any step (``HostView.racy``): NVMe orders no two commands,
+   so what it returns depends on which finished first.
 4. A completion one side has shown and the other has not is a debt.  It is legal only while
    the owing side may still hold it: its command is outstanding there and its CQ may be full.
    The CQ has room for certain when the controller's head is the host's (the host rang what
@@ -82,7 +80,6 @@ class HostView:
     cq_of: Mapping[int, int]                 # SQID -> CQID
     cq_size: Mapping[int, int]               # CQID -> entries
     synced: frozenset[int]                   # CQs whose controller head is the host's head
-    aliased: frozenset[Key] = frozenset()    # outstanding with a data buffer another shares
     racy: frozenset[Key] = frozenset()       # Reads outstanding with a write to their blocks
 
     @classmethod
@@ -90,23 +87,7 @@ class HostView:
         return cls(frozenset((q, cid) for q, sq in host.sqs.items() for cid in sq.outstanding),
                    {q: sq.cqid for q, sq in host.sqs.items()},
                    {q: cq.size for q, cq in host.cqs.items()},
-                   tap.synced(host), _aliased(host), _racy(host))
-
-
-def _aliased(host: Host) -> frozenset[Key]:
-    """Outstanding commands whose data buffers overlap: the host's buffers belong to SQ slots,
-    and a slot the controller has fetched from is reused before its command completes."""
-    spans = sorted((cmd.buffer, cmd.buffer + cmd.length, (q, cid))
-                   for q, sq in host.sqs.items() for cid, cmd in sq.outstanding.items()
-                   if cmd.length)
-    out: set[Key] = set()
-    reach, owner = -1, None
-    for start, end, key in spans:
-        if start < reach:
-            out.update((key, owner))
-        if end > reach:
-            reach, owner = end, key
-    return frozenset(out)
+                   tap.synced(host), _racy(host))
 
 
 def _racy(host: Host) -> frozenset[Key]:
@@ -261,7 +242,6 @@ class Ledger:
     seen: tuple[dict[Key, Shown], dict[Key, Shown]] = attrs.Factory(lambda: ({}, {}))
     consumed: tuple[dict[Key, Observation], dict[Key, Observation]] = attrs.Factory(
         lambda: ({}, {}))
-    aliased: set[Key] = attrs.Factory(set)
     racy: set[Key] = attrs.Factory(set)
     strays: tuple[dict[Stray, list[Observation]], dict[Stray, list[Observation]]] = (
         attrs.Factory(lambda: ({}, {})))
@@ -281,7 +261,6 @@ class Ledger:
                 or len(a.consumed) + len(a.loose) != len(b.consumed) + len(b.loose)):
             return twin, mig                              # rule 1: counts differ
         extra: tuple[list[Observation], list[Observation]] = ([], [])
-        self.aliased |= twin_view.aliased | mig_view.aliased
         self.racy |= twin_view.racy | mig_view.racy
         self._remember(looks, extra)
         runs = self._pair(looks)
@@ -320,7 +299,7 @@ class Ledger:
                         runs[1].append(other)
                 elif key in self.consumed[y]:
                     other = self.consumed[y].pop(key)
-                    if key in self.aliased or key in self.racy:   # read at different times
+                    if key in self.racy:              # raced a write to its blocks
                         obs, other = _without_data(obs), _without_data(other)
                     runs[x].append(obs)
                     runs[y].append(other)
@@ -369,7 +348,6 @@ class Ledger:
             if key not in visible and all(key not in v.outstanding for v in views):
                 self.seen[0].pop(key, None)
                 self.seen[1].pop(key, None)
-        self.aliased = {k for k in self.aliased if any(k in v.outstanding for v in views)}
         self.racy = {k for k in self.racy if any(k in v.outstanding for v in views)}
         for x in (0, 1):
             waiting = self.consumed[x]
