@@ -8,7 +8,7 @@ go through the host driver; hand-built buffers and PRP lists live in ``rig.scrat
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from nvmefuzz.host import layout as L
 from nvmefuzz.protocol.queues import SQE
@@ -663,14 +663,17 @@ class TestHostBuffers:
         assert rig.host.sqs[2].outstanding[again].buffer == L.data_slot(2, 2)
         assert moved not in (L.data_slot(2, 0), L.data_slot(2, 1))
 
-    @settings(max_examples=60, deadline=None,
+    @settings(max_examples=200, deadline=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
-    @given(ops=st.lists(st.sampled_from(["read", "write", "reject", "wait", "reap", "peek"]),
-                        max_size=40))
-    def test_no_two_outstanding_commands_share_a_buffer(self, make_rig, pattern, ops):
+    @example(ops=["read", "reject", "reap", "read", "read"])    # entry 1's own window held
+    @given(ops=st.lists(st.sampled_from(["read", "write", "reject", "wait", "reap", "peek",
+                                         "stale"]), max_size=40))
+    def test_no_outstanding_buffer_is_shared_or_pointed_to(self, make_rig, pattern, ops):
         """Whatever the host submits, waits for and consumes (all, or without ringing the CQ
-        head, so completions stay waiting on a full CQ), the buffers of its outstanding
-        commands never overlap."""
+        head, so completions stay waiting on a full CQ), and however often a doorbell rung
+        past its tail makes the controller run stale entries again, the buffer of an
+        outstanding command is its own: no other outstanding command's overlaps it, and no
+        SQE in another SQ entry (as guest memory holds it) points into its data window."""
         rig = make_rig(io_queue=False)
         rig.create_io_pair(3, 4)
         rig.create_io_pair(2, 3, cqid=3)
@@ -687,5 +690,13 @@ class TestHostBuffers:
                 rig.reap(3)
             elif op == "peek":
                 rig.host.harvest(3)                 # consumed, head not rung
+            elif op == "stale":
+                rig.host.ring_sq(2, (sq.tail + 1) % sq.size)
             spans = sorted((c.buffer, c.buffer + c.length) for c in sq.outstanding.values())
             assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans
+            entries = [SQE.decode(rig.mem.read(L.sq_base(2) + n * 64, 64))
+                       for n in range(sq.size)]
+            for cid, cmd in sq.outstanding.items():
+                pointing = {e.cid for e in entries
+                            if cmd.window <= e.prp1 < cmd.window + L.SLOT_STRIDE}
+                assert pointing <= {cid}, (cid, pointing)

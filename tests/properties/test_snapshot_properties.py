@@ -58,10 +58,7 @@ class Driver:
 
     def clone_onto(self, target: ModelTarget) -> Driver:
         """A driver in this driver's host state, talking to ``target``."""
-        host = Host(target)
-        host.sqs, host.cqs = copy.deepcopy(self.h.sqs), copy.deepcopy(self.h.cqs)
-        host.shadow = self.h.shadow
-        return Driver(target, host)
+        return Driver(target, self.h.clone(target))
 
     def run(self, ops: list[tuple]) -> None:
         for op in ops:

@@ -7,7 +7,6 @@ the source and the destination can both keep running and be compared.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import attrs
@@ -108,7 +107,7 @@ def migrate(rig: Rig, profile_name: str) -> tuple[bytes, Rig]:
     dst = Rig(profile_name, msix=src.config.msix, enable=False)
     dst.t.ctrl = snap.restore(blob, src.config, profile, mem=src.mem.copy(),
                               store=src.store.copy(), now=src.now)
-    dst.h.sqs, dst.h.cqs = copy.deepcopy(rig.h.sqs), copy.deepcopy(rig.h.cqs)
+    dst.h = rig.h.clone(dst.t)
     return blob, dst
 
 

@@ -18,11 +18,16 @@ entry is free again once the controller has fetched it, while its command may be
 or its completion waiting on a full CQ for long after; a command then takes the next data
 window no outstanding command holds (``_window``).  Reusing the buffer would let a later
 Write's data land in an earlier Read's buffer (hiding what the Read returned) or be written
-to the disk by an earlier Write whose data moves only when it finishes.
+to the disk by an earlier Write whose data moves only when it finishes.  Nor does it take a
+window the SQE left in another SQ entry points to: a doorbell rung past the host's tail makes
+the controller run such a stale entry again, and its transfer must land in its own buffer,
+not in a command's the host is waiting for.  Which window each entry's SQE points to is kept
+across resets, as the SQ's memory keeps the entries.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import struct
 from typing import Protocol
@@ -62,7 +67,7 @@ class Outstanding:
     #: where the data returned starts in the structure it is part of (a Get Log Page's LPO)
     at: int = 0
     #: the data window its buffer (and PRP list) is in, held until its completion is consumed
-    window: int | None = None
+    window: int = 0
 
 
 @attrs.define(slots=True)
@@ -117,6 +122,18 @@ class Host:
         self.sqs: dict[int, HostSQ] = {}
         self.cqs: dict[int, HostCQ] = {}
         self.shadow = False
+        #: the data window the SQE in each SQ entry (qid, index) points to, and back
+        self._points: dict[tuple[int, int], int] = {}
+        self._pointed: dict[int, tuple[int, int]] = {}
+
+    def clone(self, bus: Bus) -> Host:
+        """A host in this one's state (queues, outstanding commands, what each SQ entry
+        points to) that talks to ``bus``."""
+        other = Host(bus)
+        other.sqs, other.cqs = copy.deepcopy(self.sqs), copy.deepcopy(self.cqs)
+        other.shadow = self.shadow
+        other._points, other._pointed = dict(self._points), dict(self._pointed)
+        return other
 
     # ------------------------------------------------------------------ registers
     def read_reg(self, name: str) -> int:
@@ -173,7 +190,7 @@ class Host:
             raise IllegalCommand(f"no SQ {qid} on the host side")
         if length > L.MAX_TRANSFER - offset:
             raise IllegalCommand(f"transfer of {length} bytes does not fit a data slot")
-        window = self._window(qid, sq.tail) if length else L.data_slot(qid, sq.tail)
+        window = self._window(qid, sq.tail)
         buffer = window + offset
         if data is not None:
             self.bus.mem_write(buffer, data)
@@ -189,21 +206,25 @@ class Host:
         span = (sqe.nsid, *sqe.lba_range) if qid else None
         at = sqe.lpo if not qid and sqe.opc == GET_LOG_PAGE else 0
         sq.outstanding[cid] = Outstanding(sqe.opc, buffer, length, returns_data, effect,
-                                          sqe.cdw10, span, at, window if length else None)
+                                          sqe.cdw10, span, at, window)
         return cid
 
     def _window(self, qid: int, slot: int) -> int:
-        """The data window for a command in SQ ``qid``'s entry ``slot``: the entry's own,
-        unless an outstanding command holds it; then the next one (in window order, wrapping)
-        that none holds."""
+        """The data window for a command written to SQ ``qid``'s entry ``slot``: the entry's
+        own, unless an outstanding command holds it or the SQE in another entry points to
+        it; then the next one (in window order, wrapping) that is neither.  The entry's SQE
+        points to it from now on."""
+        entry = (qid, slot)
         held = {c.window for q in self.sqs.values() for c in q.outstanding.values()}
         start = L.window_index(qid, slot)
         for k in range(L.DATA_WINDOWS):
             window = L.data_window((start + k) % L.DATA_WINDOWS)
-            if window not in held:
+            if window not in held and self._pointed.get(window, entry) == entry:
+                self._pointed.pop(self._points.get(entry, -1), None)
+                self._points[entry], self._pointed[window] = window, entry
                 return window
-        raise IllegalCommand(f"all {L.DATA_WINDOWS} data windows are held by outstanding "
-                             f"commands")
+        raise IllegalCommand(f"all {L.DATA_WINDOWS} data windows are held by commands or "
+                             f"pointed to by SQ entries")
 
     def _prp2(self, window: int, buffer: int, length: int) -> int:
         first = L.PAGE - (buffer % L.PAGE)
