@@ -2,9 +2,9 @@
 
 A fixed, deterministic layout inside the first 64 MiB (the RAM of the QEMU target's guest):
 admin queues, one 64 KiB window per I/O queue pair, ``DATA_WINDOWS`` data windows (16 KiB of
-data and a PRP-list page each; each SQ entry has its own, ``data_slot``, which the host driver
-takes unless a command still outstanding holds it) and the shadow-doorbell pages.  Every address is page aligned unless a caller asks for an in-page
-offset on purpose.
+data and a PRP-list page each; each SQ entry has its own, ``data_slot``, which the host
+driver takes unless it is still in use, see ``host.driver``) and the shadow-doorbell pages.
+Every address is page aligned unless a caller asks for an in-page offset on purpose.
 """
 
 from __future__ import annotations
