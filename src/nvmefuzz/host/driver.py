@@ -234,7 +234,7 @@ class Host:
                  for i in range(-(-(length - first) // L.PAGE))]
         if len(pages) == 1:
             return pages[0]
-        plist = window + L.MAX_TRANSFER
+        plist = L.prp_list(window)
         self.bus.mem_write(plist, b"".join(p.to_bytes(8, "little") for p in pages))
         return plist
 

@@ -43,8 +43,13 @@ def window_index(qid: int, slot: int) -> int:
 
 
 def data_window(index: int) -> int:
-    """Base of data window ``index``; its PRP-list page is ``MAX_TRANSFER`` bytes in."""
+    """Base of data window ``index``."""
     return DATA_WINDOW + index * SLOT_STRIDE
+
+
+def prp_list(window: int) -> int:
+    """The PRP-list page of the data window at ``window``, after its data pages."""
+    return window + MAX_TRANSFER
 
 
 def data_slot(qid: int, slot: int) -> int:
