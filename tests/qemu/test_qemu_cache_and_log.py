@@ -10,7 +10,9 @@ from hypothesis import given, strategies as st
 
 from nvmefuzz.errors import DeviceProtocolError
 from nvmefuzz.targets import qtest_codec as Q
-from nvmefuzz.targets.qemu_cache import BLOCK, HOT_READ, BlockCache, block_reads, runs, span
+from nvmefuzz.targets.qemu_cache import (
+    BLOCK, HOT_READ, PREFETCH_BLOCKS, BlockCache, block_reads, runs, span,
+)
 from nvmefuzz.targets.qemu_log import (
     MARKER_LINE, MARKER_OFFSET, QTEST_CHUNK, Inflight, marker,
 )
@@ -80,6 +82,26 @@ def test_short_reads_are_prefetched_in_the_next_epoch():
     assert cache.missing([3]) == [3]
     # an epoch with no short reads keeps the hot blocks of the one before
     assert cache.epoch()[0] == [(3, 1)]
+
+
+def test_hot_blocks_are_the_most_recent_across_epochs():
+    """A step that settles twice and looks at one block in between (an admin command: its
+    CQE) still gets everything a step looks at afterwards (MSI-X, every CQ) prefetched."""
+    ram = bytearray(RAM)
+    cache = BlockCache()
+    msix, admin_cq, io_cq = 40, 3, 7
+    _fill(cache, ram, [msix, admin_cq, io_cq])
+    for b in (msix, admin_cq, io_cq):
+        cache.read(b * BLOCK, 16)
+    got, lines = cache.epoch()
+    cache.store(got, _serve(ram, lines))
+    cache.read(admin_cq * BLOCK, 16)               # between the settles: the CQE only
+    assert cache.epoch()[0] == [(admin_cq, 1), (io_cq, 1), (msix, 1)]
+    # at most PREFETCH_BLOCKS of them, the least recently read dropped first
+    _fill(cache, ram, range(10, 10 + PREFETCH_BLOCKS))
+    for b in range(10, 10 + PREFETCH_BLOCKS):
+        cache.read(b * BLOCK, 16)
+    assert cache.epoch()[0] == [(10, PREFETCH_BLOCKS)]
 
 
 def test_a_marker_is_longer_than_a_qtest_chunk_and_reads_the_marker_dword():

@@ -9,10 +9,13 @@ until the device may run again: the target starts a new *epoch* (``epoch``) at e
 which empties the cache.  The host's own writes update the blocks cached (``update``).
 Only guest RAM (below ``CACHED_BELOW``) is cached; above it may be MMIO.
 
-Prefetching: the blocks of the short reads (up to ``HOT_READ`` bytes) made in one epoch are
-*hot* in the next, and a settle reads them after its markers in the same round trip
-(``epoch`` gives the runs and qtest reads), so what a step looks at usually costs no round
-trip of its own.  A block that has to be fetched between settles brings the hot blocks not
+Prefetching: the ``PREFETCH_BLOCKS`` blocks most recently touched by short reads (up to
+``HOT_READ`` bytes), in this epoch or the ones before, are *hot*, and a settle reads them
+after its markers in the same round trip (``epoch`` gives the runs and qtest reads), so what
+a step looks at usually costs no round trip of its own.  Recency, not the last epoch alone:
+a step may settle twice (an admin command: once after its doorbell, once after consuming
+its CQE) and look at little in between, yet after the second it reads the MSI-X messages
+and every CQ, as after any step.  A block that has to be fetched between settles brings the hot blocks not
 yet cached along (``missing``).  The reads of a set of blocks are formatted once and
 remembered (a step's sets repeat).
 
@@ -66,15 +69,14 @@ class BlockCache:
 
     def __init__(self) -> None:
         self.blocks: dict[int, bytearray] = {}   # block number -> bytes, valid while at rest
-        self.seen: dict[int, None] = {}          # blocks of short reads this epoch, in order
-        self.hot: list[int] = []                 # ... in the epoch before
+        self.recent: dict[int, None] = {}        # blocks of short reads, least recent first
+        self.hot: list[int] = []                 # ... as they were at the last epoch
         self._reads: dict[frozenset, tuple[Runs, list[str]]] = {}
 
     def epoch(self, blocks: Iterable[int] = ()) -> tuple[Runs, list[str]]:
         """The device may have run: forget every block.  Returns the reads a settle sends
         to refill the cache: ``blocks`` and the hot ones."""
-        self.hot = list(self.seen)[-PREFETCH_BLOCKS:] or self.hot
-        self.seen = {}
+        self.hot = list(self.recent)
         self.blocks.clear()
         want = frozenset((*blocks, *self.hot))
         known = self._reads.get(want)
@@ -101,11 +103,15 @@ class BlockCache:
 
     def read(self, addr: int, length: int) -> bytes:
         """``length`` bytes from ``addr``, every block cached; a short read makes its blocks
-        hot for the next epoch."""
+        the most recent, hot from the next epoch on."""
         blocks = span(addr, length)
         if length <= HOT_READ:
+            recent = self.recent
             for b in blocks:
-                self.seen[b] = None
+                recent.pop(b, None)
+                recent[b] = None
+            while len(recent) > PREFETCH_BLOCKS:
+                del recent[next(iter(recent))]
         off = addr - blocks[0] * BLOCK
         if len(blocks) == 1:
             return bytes(self.blocks[blocks[0]][off:off + length])
