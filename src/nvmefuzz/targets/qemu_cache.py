@@ -15,9 +15,9 @@ after its markers in the same round trip (``epoch`` gives the runs and qtest rea
 a step looks at usually costs no round trip of its own.  Recency, not the last epoch alone:
 a step may settle twice (an admin command: once after its doorbell, once after consuming
 its CQE) and look at little in between, yet after the second it reads the MSI-X messages
-and every CQ, as after any step.  A block that has to be fetched between settles brings the hot blocks not
-yet cached along (``missing``).  The reads of a set of blocks are formatted once and
-remembered (a step's sets repeat).
+and every CQ, as after any step.  A block that has to be fetched between settles brings
+the hot blocks not yet cached along (``missing``).  The reads of a set of blocks are
+formatted once and remembered (a step's sets repeat).
 
 The cache does no IO: the target sends the reads it names and hands it the replies.
 """
