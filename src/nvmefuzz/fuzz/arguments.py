@@ -25,6 +25,10 @@ IO_OPS = st.sampled_from([IO.WRITE, IO.READ, IO.WRITE, IO.READ, IO.FLUSH, IO.WRI
 #: which recent I/O command a racing one reuses the blocks of (1: the latest, most often)
 RECENT = st.sampled_from([1, 1, 1, 1, 2, 3, 4, 8])
 NSIDS = st.sampled_from([1, 1, 1, 1, 1, 1, 0, 2, 0xFFFFFFFF, 257])
+#: blocks of 512 bytes an I/O command covers: mostly a page or less, and 16 or 24 blocks,
+#: whose transfer spans two to four pages, so PRP2 points to a PRP list (24 blocks at the
+#: largest offset, 3584, still fit a data window: ``host.layout.MAX_TRANSFER``)
+NLB_VALUES = (1, 2, 3, 4, 5, 6, 7, 8, 16, 24)
 FIDS = st.sampled_from([0x01, 0x02, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B, 0x0E,
                         0x16, 0x19, 0x03, 0x7F])
 
@@ -56,7 +60,7 @@ ARGUMENTS: dict[str, dict[str, SearchStrategy]] = {
     "io": {
         "data": st.data(), "opc": IO_OPS,
         "slba": st.one_of(st.integers(0, 63), st.integers((1 << 14) - 9, (1 << 14) + 1)),
-        "nlb": st.integers(1, 8), "pattern": st.integers(0, 255),
+        "nlb": st.sampled_from(NLB_VALUES), "pattern": st.integers(0, 255),
         "offset": st.sampled_from([0, 0, 0, 0, 512, 3584]),
         "ring": st.sampled_from([True, True, True, False]), "nsid": NSIDS,
         "again": st.booleans()},

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 
 from nvmefuzz.errors import Divergence
 from nvmefuzz.fuzz.actions import ACTIONS
+from nvmefuzz.fuzz.arguments import NLB_VALUES
 from nvmefuzz.fuzz.vocabulary import FEATURE_DATA, feature_values
 from nvmefuzz.host.driver import Host, pattern_bytes
 from nvmefuzz.protocol.spec import AdminOpcode as A, IoOpcode as IO
@@ -65,7 +66,7 @@ def _admin(r: random.Random) -> dict:
 
 
 def _io(r: random.Random) -> dict:
-    opc, slba, nlb = r.choice(IO_OPS), r.randrange(64), r.randint(1, 8)
+    opc, slba, nlb = r.choice(IO_OPS), r.randrange(64), r.choice(NLB_VALUES)
     args = {"qid": r.choice(QIDS), "opc": opc, "slba": slba, "nlb": nlb,
             "pattern": r.randrange(256), "offset": r.choice((0, 512, 3584)),
             "ring": r.choice((True, False)), "nsid": r.choice((1, 0, 2, 0xFFFFFFFF))}

@@ -1,0 +1,62 @@
+"""What the state machine reaches: I/O commands whose data needs a PRP list.
+
+A transfer spanning three or more pages makes PRP2 point to a PRP list, the controller's
+longest DMA path (QEMU's ``nvme_map_prp`` walks it, and a migration that re-maps an
+in-flight command walks it again on the destination).  The machine must send such commands,
+and the host driver must describe them so that the data round-trips."""
+
+from __future__ import annotations
+
+import attrs
+
+from nvmefuzz.fuzz.batch import batch_settings, run_batch
+from nvmefuzz.fuzz.campaign import load
+from nvmefuzz.fuzz.machine import build_machine
+from nvmefuzz.host import layout as L
+from nvmefuzz.host.driver import pattern_bytes
+from nvmefuzz.protocol.spec import IoOpcode as IO
+from nvmefuzz.trace.schema import Step
+
+from tests.fuzz.test_session import on_twin
+
+PAIR = [Step("enable", {"asqs": 7, "acqs": 7}),
+        Step("create_cq", {"qid": 1, "size": 8, "iv": 0}),
+        Step("create_sq", {"qid": 1, "cqid": 1, "size": 8})]
+
+
+def pages(step: Step) -> int:
+    """Pages the data of an I/O step spans."""
+    offset, length = step.args.get("offset", 0), step.args.get("nlb", 1) * 512
+    return -(-(offset % L.PAGE + length) // L.PAGE)
+
+
+def recorded(campaign: str, examples: int, seed: int) -> list[Step]:
+    """Every step the campaign's machine took in ``examples`` examples on the model."""
+    steps: list[Step] = []
+    machine = build_machine(attrs.evolve(load(campaign), target="model"))
+
+    class Recording(machine):                  # type: ignore[misc, valid-type]
+        def teardown(self) -> None:
+            steps.extend(self.steps)
+            super().teardown()
+
+    run_batch(Recording, batch_settings(examples, 40), seed)
+    return steps
+
+
+def test_the_machine_sends_reads_and_writes_that_need_a_prp_list():
+    data = [s for s in recorded("inflight-migration", 20, 1)
+            if s.action == "io" and s.args["opc"] in (IO.READ, IO.WRITE)]
+    assert data, "no Read or Write in 20 examples"
+    listed = [s for s in data if pages(s) >= 3]
+    assert listed, f"none of {len(data)} Reads and Writes spans three pages"
+
+
+def test_a_write_through_a_prp_list_reads_back_whole():
+    """24 blocks at offset 3584: four pages, so PRP2 is a list of three entries."""
+    write = Step("io", {"qid": 1, "opc": int(IO.WRITE), "slba": 8, "nlb": 24,
+                        "pattern": 9, "offset": 3584})
+    assert pages(write) == 4
+    stored = on_twin(PAIR + [write, Step("advance", {"ns": 100_000})],
+                     lambda c: c.store.read(8, 24))
+    assert stored == pattern_bytes(9, 24 * 512)
