@@ -29,7 +29,7 @@ import time
 import attrs
 
 from nvmefuzz.errors import NvmeFuzzError
-from nvmefuzz.fuzz.batch import batch_settings, run_batch
+from nvmefuzz.fuzz.batch import batch_settings, recorded
 from nvmefuzz.fuzz.campaign import Campaign, load
 from nvmefuzz.fuzz.machine import build_machine
 from nvmefuzz.fuzz.session import Session
@@ -42,16 +42,8 @@ CAMPAIGNS = ("default", "cq-pressure", "inflight-migration")
 
 def record(camp: Campaign, examples: int, seed: int) -> list[list[Step]]:
     """The steps of each example the campaign's machine runs on the model."""
-    runs: list[list[Step]] = []
     machine = build_machine(attrs.evolve(camp, target="model"))
-
-    class Recording(machine):                  # type: ignore[misc, valid-type]
-        def teardown(self) -> None:
-            runs.append(list(self.steps))
-            super().teardown()
-
-    run_batch(Recording, batch_settings(examples, camp.steps), seed)
-    return runs
+    return recorded(machine, batch_settings(examples, camp.steps), seed)
 
 
 def replay(camp: Campaign, runs: list[list[Step]]) -> dict:

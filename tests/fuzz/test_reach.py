@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import attrs
 
-from nvmefuzz.fuzz.batch import batch_settings, run_batch
+from nvmefuzz.fuzz.batch import batch_settings, recorded
 from nvmefuzz.fuzz.campaign import load
 from nvmefuzz.fuzz.machine import build_machine
 from nvmefuzz.host import layout as L
@@ -30,22 +30,15 @@ def pages(step: Step) -> int:
     return -(-(offset % L.PAGE + length) // L.PAGE)
 
 
-def recorded(campaign: str, examples: int, seed: int) -> list[Step]:
+def steps_of(campaign: str, examples: int, seed: int) -> list[Step]:
     """Every step the campaign's machine took in ``examples`` examples on the model."""
-    steps: list[Step] = []
     machine = build_machine(attrs.evolve(load(campaign), target="model"))
-
-    class Recording(machine):                  # type: ignore[misc, valid-type]
-        def teardown(self) -> None:
-            steps.extend(self.steps)
-            super().teardown()
-
-    run_batch(Recording, batch_settings(examples, 40), seed)
-    return steps
+    return [s for example in recorded(machine, batch_settings(examples, 40), seed)
+            for s in example]
 
 
 def test_the_machine_sends_reads_and_writes_that_need_a_prp_list():
-    data = [s for s in recorded("inflight-migration", 20, 1)
+    data = [s for s in steps_of("inflight-migration", 20, 1)
             if s.action == "io" and s.args["opc"] in (IO.READ, IO.WRITE)]
     assert data, "no Read or Write in 20 examples"
     listed = [s for s in data if pages(s) >= 3]

@@ -17,6 +17,8 @@ stopped, which a run's shrink budget makes routine). A batch returns what ended 
 whose timing varies the ``Flaky`` Hypothesis raises when the same choices drew differently.
 It returns None when the batch ended without one. Any other exception propagates. An ``Observer``
 hears of every finding as the machine meets it, and of every example's statistics.
+``recorded`` runs a batch and returns each example's steps, so the same steps can go to
+another target or version of the code without Hypothesis (``bench/qemu_sessions.py``).
 
 Hypothesis now and then draws an integer from the literals of the "local" modules loaded in
 the process (``sys.modules``, outside site-packages and test files), so the same seed drew
@@ -154,3 +156,18 @@ def run_batch(machine: type[RuleBasedStateMachine], config: settings, seed: int,
             raise
         return exc
     return None
+
+
+def recorded(machine: type[RuleBasedStateMachine], config: settings,
+             seed: int) -> list[list]:
+    """Run one batch as ``run_batch`` does and return the steps of each example (what the
+    machine kept in its ``steps``), to send the same steps elsewhere without Hypothesis."""
+    examples: list[list] = []
+
+    class Recording(machine):                  # type: ignore[misc, valid-type]
+        def teardown(self) -> None:
+            examples.append(list(self.steps))
+            super().teardown()
+
+    run_batch(Recording, config, seed)
+    return examples
