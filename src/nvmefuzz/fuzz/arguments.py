@@ -25,8 +25,8 @@ IO_OPS = st.sampled_from([IO.WRITE, IO.READ, IO.WRITE, IO.READ, IO.FLUSH, IO.WRI
 #: which recent I/O command a racing one reuses the blocks of (1: the latest, most often)
 RECENT = st.sampled_from([1, 1, 1, 1, 2, 3, 4, 8])
 NSIDS = st.sampled_from([1, 1, 1, 1, 1, 1, 0, 2, 0xFFFFFFFF, 257])
-#: blocks of 512 bytes an I/O command covers: mostly a page or less, and 16 or 24 blocks,
-#: whose transfer spans two to four pages, so PRP2 points to a PRP list (24 blocks at the
+#: blocks of 512 bytes an I/O command covers: mostly a page or less; 16 and 24 blocks span
+#: two to four pages, and from three pages on PRP2 points to a PRP list (24 blocks at the
 #: largest offset, 3584, still fit a data window: ``host.layout.MAX_TRANSFER``)
 NLB_VALUES = (1, 2, 3, 4, 5, 6, 7, 8, 16, 24)
 FIDS = st.sampled_from([0x01, 0x02, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B, 0x0E,
