@@ -17,12 +17,8 @@ from nvmefuzz.host.driver import pattern_bytes
 from nvmefuzz.protocol.spec import IoOpcode as IO
 from nvmefuzz.trace.schema import Step
 
+from tests.fuzz.test_hardness import PAIR
 from tests.fuzz.test_session import on_twin
-
-PAIR = [Step("enable", {"asqs": 7, "acqs": 7}),
-        Step("create_cq", {"qid": 1, "size": 8, "iv": 0}),
-        Step("create_sq", {"qid": 1, "cqid": 1, "size": 8})]
-
 
 def pages(step: Step) -> int:
     """Pages the data of an I/O step spans."""
