@@ -3,6 +3,8 @@ lost, duplicated or altered completions do not, and the strict comparator stays 
 
 from __future__ import annotations
 
+import attrs
+
 from nvmefuzz.fuzz.actions import ACTIONS
 from nvmefuzz.fuzz.compare import Comparator, canonical_order
 from nvmefuzz.fuzz.reorder import DoorbellTap, HostView, Ledger
@@ -270,6 +272,31 @@ def test_a_completion_of_no_command_owed_where_the_cq_has_room_is_a_difference()
                      view(), view()) is None
 
 
+def test_a_stale_entry_of_an_outstanding_command_may_run_again_on_one_side_first():
+    """The host rang SQ 1 past its own tail, so the controller fetched the stale entries
+    behind the Compare A, which is still outstanding, and A's own entry again.  A CQ of 3
+    entries fills up: one side posts A twice, the other A and the stale CID 0 (the order its
+    backend finished them in); each posts the other one once the host frees the CQ."""
+    again = CQE(cid=A[1], sqid=A[0], status=STATUS[A], sqhd=3, phase=1)
+    zeroed = CQE(cid=0, sqid=1, status=0, sqhd=3, phase=1)
+    full = dict(synced=True, size=3)
+
+    def rung_past(*outstanding):
+        return attrs.evolve(view(*outstanding, **full), overrun=frozenset({1}))
+    pair = Pair()
+    shows = [("posted/io", {"qid": CQ, "cqes": (again, zeroed)})], [
+        ("posted/io", {"qid": CQ, "cqes": (again, again)})]
+    assert pair.step(*shows, rung_past(A), rung_past(A)) is None
+    assert pair.step([done(A), stray(0, 0), stale(1, status=STATUS[A])],
+                     [done(A), stray(1, STATUS[A]), stale(0)], rung_past(), rung_past()) is None
+    assert pair.comparator.ledger.owed() == 2
+    assert pair.step([stray(1, STATUS[A])], [stray(0, 0)], rung_past(), rung_past()) is None
+    assert pair.comparator.ledger.owed() == 0
+    pair = Pair()                 # an SQ the host never rang past: A posted twice is a finding
+    diff = pair.step(*shows, view(A, **full), view(A, **full))
+    assert diff is not None and diff.label == "posted/io/cqes"
+
+
 def test_a_completion_the_host_cannot_pair_is_compared_by_content():
     """A completion of no outstanding command is not paired with a command's completion."""
     pair = Pair()
@@ -338,3 +365,24 @@ def test_a_cid_posted_again_by_a_stale_entry_on_both_sides_keeps_the_ledger_at_w
     pair = Pair()
     diff = pair.step([posted(A, B)], [with_dup()], view(A, B), view(A, B))
     assert diff is not None and diff.label == "posted/io/cqes"
+
+
+def test_host_view_names_the_sqs_rung_past_the_hosts_tail():
+    """A tail past the host's own marks the SQ until it is created again; the host's own
+    tail and a value the controller refuses (not below the SQ size) do not."""
+    target = open_target(TargetConfig())
+    tap = DoorbellTap(target)
+    host = Host(tap)
+    ACTIONS["enable"](host, tap, {})
+    ACTIONS["create_cq"](host, tap, {"qid": 1, "size": 4})
+    ACTIONS["create_sq"](host, tap, {"qid": 1, "cqid": 1, "size": 4})
+    for value in (None, 4, 0xFFFF):
+        ACTIONS["ring_sq"](host, tap, {"qid": 1, "value": value})
+        assert HostView.of(host, tap).overrun == frozenset()
+    ACTIONS["ring_sq"](host, tap, {"qid": 1, "value": 2})
+    assert HostView.of(host, tap).overrun == {1}
+    ACTIONS["ring_sq"](host, tap, {"qid": 1})
+    assert HostView.of(host, tap).overrun == {1}
+    ACTIONS["delete_sq"](host, tap, {"qid": 1})
+    ACTIONS["create_sq"](host, tap, {"qid": 1, "cqid": 1, "size": 4})
+    assert HostView.of(host, tap).overrun == frozenset()

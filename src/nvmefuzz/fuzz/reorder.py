@@ -23,9 +23,10 @@ what is left.  A completion is known by (SQID, CID), unique while its command is
 The rules, per step:
 
 1. Both sides consumed as many completions, and show as many posted per CQ (and as many
-   entries of each outstanding command's CID posted more than once); otherwise the lists
-   are compared as they are (a lost, an extra or a duplicated completion).  Entries whose
-   CID belongs to no outstanding command are strays (rule 5), however often a CID recurs.
+   entries of each outstanding command's CID posted more than once, unless the host rang
+   its SQ past its own tail); otherwise the lists are compared as they are (a lost, an extra
+   or a duplicated completion).  Entries whose CID belongs to no outstanding command, or
+   that several entries carry, are strays (rule 5), however often a CID recurs.
 2. Every completion a side shows, consumed or posted, is remembered until both hosts have
    retired its command.  Once both sides have shown it, status, DW0 and DW1 must agree.
 3. A completion both sides consumed, in whatever steps, is compared whole (label, data) in
@@ -81,13 +82,15 @@ class HostView:
     cq_size: Mapping[int, int]               # CQID -> entries
     synced: frozenset[int]                   # CQs whose controller head is the host's head
     racy: frozenset[Key] = frozenset()       # Reads outstanding with a write to their blocks
+    overrun: frozenset[int] = frozenset()    # SQs rung past the host's tail (HostSQ.overrun)
 
     @classmethod
     def of(cls, host: Host, tap: DoorbellTap) -> HostView:
         return cls(frozenset((q, cid) for q, sq in host.sqs.items() for cid in sq.outstanding),
                    {q: sq.cqid for q, sq in host.sqs.items()},
                    {q: cq.size for q, cq in host.cqs.items()},
-                   tap.synced(host), _racy(host))
+                   tap.synced(host), _racy(host),
+                   frozenset(q for q, sq in host.sqs.items() if sq.overrun))
 
 
 def _racy(host: Host) -> frozenset[Key]:
@@ -214,6 +217,13 @@ def _stray(o: Observation) -> Stray:
     return (int(o[0].rsplit("/q", 1)[1]), f["sqid"], f["cid"], f["status"], f["dw0"], f["dw1"])
 
 
+def _dups(look: _Look, overrun: frozenset[int]) -> dict[Key, int]:
+    """The CIDs of outstanding commands posted more than once that must match in number: on
+    an SQ rung past the host's tail, a stale entry of an outstanding command may run again,
+    and a full CQ may hold its second completion on one side only."""
+    return {k: n for k, n in look.dups.items() if k[0] not in overrun}
+
+
 def _room(view: HostView, look: _Look) -> set[int]:
     """CQs certain to have a free slot: the controller holds none of their completions."""
     return {q for q in view.synced if look.posted.get(q, 0) < view.cq_size.get(q, 0) - 1}
@@ -257,7 +267,8 @@ class Ledger:
         views = (twin_view, mig_view)
         looks = (_look(twin, twin_view), _look(mig, mig_view))
         a, b = looks
-        if (a.posted != b.posted or a.dups != b.dups
+        overrun = twin_view.overrun | mig_view.overrun
+        if (a.posted != b.posted or _dups(a, overrun) != _dups(b, overrun)
                 or len(a.consumed) + len(a.loose) != len(b.consumed) + len(b.loose)):
             return twin, mig                              # rule 1: counts differ
         extra: tuple[list[Observation], list[Observation]] = ([], [])

@@ -80,6 +80,7 @@ class HostSQ:
     rung: int = 0               # the tail the controller was last told (MMIO or shadow)
     next_cid: int = 0
     outstanding: dict[int, Outstanding] = attrs.Factory(dict)
+    overrun: bool = False       # a tail past the host's was rung: stale entries may run again
 
     def free(self) -> int:
         return self.size - 1 - (self.tail - self.head) % self.size
@@ -244,6 +245,7 @@ class Host:
         new = value if value is not None else (sq.tail if sq else 0)
         if sq is not None and new < sq.size:       # an invalid value is not taken
             sq.rung = new
+            sq.overrun |= new != sq.tail
         if self.shadow and sq is not None and value is None and qid:
             old = self._shadow(L.SHADOW_DB + 8 * qid, new)
             event = int.from_bytes(self.bus.mem_read(L.EVENTIDX + 8 * qid, 4), "little")
