@@ -10,6 +10,7 @@ import pytest
 from hypothesis import Phase, given, settings, strategies as st
 
 from nvmefuzz.errors import Divergence, MigrationRefused
+from nvmefuzz.fuzz.batch import batch_settings, run_batch
 from nvmefuzz.fuzz.campaign import available, load
 from nvmefuzz.fuzz.machine import STEERED, Observer, build_machine
 from nvmefuzz.fuzz.rules import BUILT
@@ -123,18 +124,21 @@ def test_queue_creating_weight_counts_while_queues_are_few():
 
 def test_reset_weight_past_the_first_copy_waits_for_io_outstanding():
     """Copies of reset, shutdown and restart past the first apply only while an I/O SQ has
-    commands outstanding (an AER on the admin SQ does not count); the first always."""
+    commands outstanding (an AER on the admin SQ does not count), or while the controller
+    failed at enable; the first always."""
     rules = build_machine(_only(reset=3, shutdown=2, restart=2, io=1)).setup_state().rules
 
-    def host(io: bool) -> SimpleNamespace:
+    def machine(io: bool, failed: bool) -> SimpleNamespace:
         sq = lambda n: SimpleNamespace(outstanding=dict.fromkeys(range(n)))  # noqa: E731
-        return SimpleNamespace(host=SimpleNamespace(sqs={0: sq(1), 1: sq(int(io))}, cqs={}))
+        return SimpleNamespace(host=SimpleNamespace(sqs={0: sq(1), 1: sq(int(io))}, cqs={}),
+                               failed=failed)
 
-    def applicable(name: str, io: bool) -> int:
-        return sum(all(p(host(io)) for p in r.preconditions) for r in rules
+    def applicable(name: str, io: bool, failed: bool = False) -> int:
+        return sum(all(p(machine(io, failed)) for p in r.preconditions) for r in rules
                    if r.function.__name__.split("_")[0] == name)
     assert [applicable(n, False) for n in ("reset", "shutdown", "restart")] == [1, 1, 1]
     assert [applicable(n, True) for n in ("reset", "shutdown", "restart")] == [3, 2, 2]
+    assert [applicable(n, False, True) for n in ("reset", "shutdown", "restart")] == [3, 2, 2]
 
 
 def test_restart_resets_and_builds_the_queue_pairs_again():
@@ -148,14 +152,14 @@ def test_restart_resets_and_builds_the_queue_pairs_again():
 def test_reset_storm_resets_a_controller_with_io_in_flight():
     """The campaign's promise: a share of its resets meet I/O in flight (and AERs).  Before
     the campaign started with queue pairs and held its resets for busy moments, none of 200
-    resets in 30 examples did."""
+    resets in 30 examples did.  Four batches of 30 examples, pooled: the share of one batch
+    ranges from a few percent to half (over 20 seeds the median is about 0.2)."""
     obs = Observer()
-    test = build_machine(load("reset-storm"), obs).TestCase
-    test.settings = settings(max_examples=30, stateful_step_count=60, deadline=None,
-                             database=None, derandomize=True)
-    test("runTest").runTest()
+    for seed in range(1, 5):
+        assert run_batch(build_machine(load("reset-storm"), obs), batch_settings(30, 60),
+                         seed) is None
     resets = obs.stats["resets"]
-    assert resets > 30
+    assert resets > 120
     assert obs.stats["reset with I/O in flight"] >= 0.1 * resets
     assert obs.stats["reset with AER requests outstanding"] > 0
 

@@ -75,7 +75,8 @@ def test_a_timed_run_measures_its_rate_on_a_small_first_batch():
 
     timed = sizes(seconds=3.0)
     assert timed[0] == FIRST_BATCH and max(timed[1:]) > FIRST_BATCH
-    assert sizes(examples=30) == [20, 10]
+    first, *rest = sizes(examples=30)      # Hypothesis may run an example it then discards
+    assert first == 20 and len(rest) == 1 and 10 <= rest[0] <= 12
 
 
 def test_a_model_finding_is_stored_with_arguments_as_simple_as_it_allows(tmp_path):

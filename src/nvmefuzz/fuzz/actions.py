@@ -83,7 +83,8 @@ def _admin(host: Host, t: Target, sqe: SQE, args: dict, **kw: Any) -> list[Obser
 
 # ---------------------------------------------------------------------- the actions
 def enable(host: Host, t: Target, a: dict) -> list[Observation]:
-    csts = host.enable(a.get("asqs", 31), a.get("acqs", 31))
+    csts = host.enable(a.get("asqs", 31), a.get("acqs", 31), a.get("mps", 0),
+                       a.get("misalign", 0))
     return [("reg/CSTS", {"value": csts})]
 
 

@@ -29,6 +29,12 @@ NSIDS = st.sampled_from([1, 1, 1, 1, 1, 1, 0, 2, 0xFFFFFFFF, 257])
 #: two to four pages, and from three pages on PRP2 points to a PRP list (24 blocks at the
 #: largest offset, 3584, still fit a data window: ``host.layout.MAX_TRANSFER``)
 NLB_VALUES = (1, 2, 3, 4, 5, 6, 7, 8, 16, 24)
+#: a driver's mistakes at enable, each answered with CSTS.CFS (the controller does not start
+#: and only a reset recovers it): a page size above CAP.MPSMAX, an admin SQ off its page, an
+#: admin SQ of one entry
+ENABLE_FAULTS: dict[str, dict[str, int]] = {
+    "mps": {"mps": 15}, "misaligned": {"misalign": 8}, "asqs": {"asqs": 0}}
+FAULTS = st.sampled_from([*[""] * 20, *ENABLE_FAULTS])   # "": none (Hypothesis: about 1 in 20)
 FIDS = st.sampled_from([0x01, 0x02, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B, 0x0E,
                         0x16, 0x19, 0x03, 0x7F])
 
@@ -41,11 +47,13 @@ def pairs(most: int, least: int = 0) -> SearchStrategy:
 
 #: the arguments of every rule that draws nothing from a bundle
 ARGUMENTS: dict[str, dict[str, SearchStrategy]] = {
-    "enable": {"asqs": st.sampled_from([1, 3, 7, 31]), "acqs": st.sampled_from([1, 3, 7, 31])},
+    "enable": {"asqs": st.sampled_from([1, 3, 7, 31]), "acqs": st.sampled_from([1, 3, 7, 31]),
+               "fault": FAULTS},
     "reset": {},
     "shutdown": {"shn": st.sampled_from([1, 2])},
     "restart": {"shn": st.sampled_from([0, 0, 1, 2]), "asqs": st.sampled_from([3, 7, 31]),
-                "acqs": st.sampled_from([3, 7, 31]), "aer": st.booleans()},
+                "acqs": st.sampled_from([3, 7, 31]), "aer": st.booleans(),
+                "fault": FAULTS},
     "register_write": {
         "offset": st.sampled_from([0x00, 0x08, 0x0C, 0x10, 0x18, 0x1C, 0x20, 0x38, 0x1002]),
         "value": st.sampled_from([0, 1, 0xFFFFFFFF, 0x4E564D65, 2, 0x10])},

@@ -18,13 +18,14 @@ past the host's own, so stale entries are fetched).
 
 Guidance from the example's own past: Set Features draws CDW11 from the values that mean
 something for the FID drawn (``vocabulary``); half of the I/O commands reuse the SLBA of a
-recent one, most often the one just before, so commands race on the same blocks; the
-``read_back`` rule repeats one of the reads that show what earlier steps changed
-(``readback``), and a migration may do one or two of them right after it; it may also let
-the guest run on (time passes, every CQ with commands outstanding is consumed).  A migration
-that lost state (``Session.lost``: the migrated model differs from its twin inside) no known
-finding explains (``explained``) reads back everything the example changed: a loss the model
-sees becomes one the guest sees (QEMU shows no insides).
+recent one, most often the one just before, so commands race on the same blocks (such a
+Compare takes the blocks and data of a recent Write, so it can match); the ``read_back``
+rule repeats one of the reads that show what earlier steps changed (``readback``), and a
+migration may do one or two of them right after it; it may also let the guest run on (time
+passes, every CQ with commands outstanding is consumed).  A migration that lost state
+(``Session.lost``: the migrated model differs from its twin inside) no known finding
+explains (``explained``) reads back everything the example changed: a loss the model sees
+becomes one the guest sees (QEMU shows no insides).
 
 Guidance from the run: the machine migrates unasked (``migrations steered``, at most
 ``STEERED`` per example) when an example is in a set of hard states (``hardness``) or has
@@ -49,7 +50,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, multiple
 
 from nvmefuzz.errors import Divergence
-from nvmefuzz.fuzz.arguments import RECENT, pairs
+from nvmefuzz.fuzz.arguments import ENABLE_FAULTS, RECENT, pairs
 from nvmefuzz.fuzz.batch import Observer
 from nvmefuzz.fuzz.campaign import Campaign
 from nvmefuzz.fuzz import hardness
@@ -101,9 +102,11 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             self.hardest = 0        # most hard states present together at one migration
             self.readable: dict[tuple, Step] = {}    # reads that show what steps changed
             self.lbas: list[int] = []                # SLBAs of the latest I/O commands
+            self.writes: list[tuple[int, int, int]] = []   # (SLBA, NLB, pattern), latest Writes
             self.local: set[Hashable] = set()        # what migrations started from
             self.unmigrated: list[tuple] = []        # read-backs no migration has followed
             self.steered = 0                         # migrations steered in this example
+            self.failed = False                      # the last enable failed (CSTS.CFS)
             self.hold = True               # no steering now: power-on, or a steered migration
 
         @classmethod
@@ -194,23 +197,30 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             return multiple(*(q for q in self.host.sqs if q))
 
         # -------------------------------------------------------------- controller state
-        def r_enable(self, asqs: int, acqs: int) -> None:
-            self.do("enable", asqs=asqs, acqs=acqs)
+        def r_enable(self, asqs: int, acqs: int, fault: str) -> None:
+            self.do("enable", **{"asqs": asqs, "acqs": acqs, **ENABLE_FAULTS.get(fault, {})})
+            self.failed = 0 not in self.host.sqs
 
         def r_reset(self) -> None:
             self.do("disable")
+            self.failed = False
 
         def r_shutdown(self, shn: int) -> None:
             self.do("shutdown", shn=shn)
 
         def r_restart(self, shn: int, asqs: int, acqs: int,
-                      pairs: list[tuple[int, int, bool, int]], aer: bool) -> Any:
+                      pairs: list[tuple[int, int, bool, int]], aer: bool, fault: str) -> Any:
             """A driver's controller reset: shut down (``shn``) or not, disable, enable, build
-            I/O queue pairs again and send an AER, whatever was outstanding."""
+            I/O queue pairs again and send an AER, whatever was outstanding.  A ``fault`` at
+            enable (``ENABLE_FAULTS``) leaves the controller failed (CSTS.CFS), with no
+            queues, until the next reset."""
             if shn:
                 self.do("shutdown", shn=shn)
             self.do("disable")
-            self.do("enable", asqs=asqs, acqs=acqs)
+            self.do("enable", **{"asqs": asqs, "acqs": acqs, **ENABLE_FAULTS.get(fault, {})})
+            self.failed = 0 not in self.host.sqs
+            if self.failed:
+                return multiple()
             built = self._build(pairs)
             if aer:
                 self.do("aer", reap=False)
@@ -267,9 +277,16 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             qid = data.draw(st.sampled_from(io_sqs(self)), label="qid")
             if opc == IO.FLUSH and self.session.held():
                 return       # QEMU holds it or not by its drive's past: see docs/qemu-target.md
-            if again and self.lbas:    # the blocks of an earlier command: commands that race
+            if again and opc == IO.COMPARE and self.writes:
+                # the blocks and data of an earlier Write: a Compare that matches, unless
+                # they changed since (a random pattern matches one time in 256)
+                slba, nlb, pattern = self.writes[-min(data.draw(RECENT, label="recent"),
+                                                      len(self.writes))]
+            elif again and self.lbas:  # the blocks of an earlier command: commands that race
                 slba = self.lbas[-min(data.draw(RECENT, label="recent"), len(self.lbas))]
             self.lbas = [*self.lbas[-7:], slba]
+            if opc == IO.WRITE:
+                self.writes = [*self.writes[-7:], (slba, nlb, pattern)]
             extra: dict[str, Any] = {}
             if opc == IO.DATASET_MANAGEMENT:
                 extra["ranges"] = [[slba, nlb]]

@@ -13,8 +13,9 @@ machine's bundles; the other arguments are ``arguments.ARGUMENTS``.
 The copies of a queue-creating rule past the first apply only while the host has fewer than
 ``BUILT`` I/O queues of that kind: queues are built early and then used (one copy stays, so
 invalid and duplicate creations still happen).  Likewise the copies of a rule that resets
-the controller (``RESETS``) apply only while I/O commands are outstanding.  A precondition
-that always holds is left out: Hypothesis checks every one each time it considers the rule.
+the controller (``RESETS``) apply only while I/O commands are outstanding, or while the
+controller is failed (an enable made it CFS: a driver resets it).  A precondition that
+always holds is left out: Hypothesis checks every one each time it considers the rule.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from nvmefuzz.fuzz.campaign import Campaign
 #: applicable: the rest of a campaign's weight builds queues early, then the queues are used
 BUILT = 2
 #: rules that reset the controller: the copies of one past the first apply only while I/O
-#: commands are outstanding, so a storm of them hits a busy controller
+#: commands are outstanding (a storm of them hits a busy controller) or the controller failed
 RESETS = frozenset({"reset", "shutdown", "restart"})
 
 
@@ -109,8 +110,8 @@ def register(M: Any, camp: Campaign) -> None:
             if isinstance(bundle, str) and copy:   # a queue-building weight counts while
                 pre = (lambda m, _pre=first, _b=bundle:    # queues are few
                        _pre(m) and len(getattr(m.host, _b)) <= BUILT)
-            elif name in RESETS and copy:          # a reset's weight counts while I/O is busy
-                pre = (lambda m, _pre=first: _pre(m) and io_busy(m))
+            elif name in RESETS and copy:          # while I/O is busy or the controller failed
+                pre = (lambda m, _pre=first: _pre(m) and (io_busy(m) or m.failed))
             gated = body if pre is always else precondition(pre)(body)
             setattr(M, body.__name__, rule(**target_kw, **strategies)(gated))
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 from nvmefuzz.errors import Divergence
 from nvmefuzz.fuzz.actions import ACTIONS
-from nvmefuzz.fuzz.arguments import NLB_VALUES
+from nvmefuzz.fuzz.arguments import ENABLE_FAULTS, NLB_VALUES
 from nvmefuzz.fuzz.vocabulary import FEATURE_DATA, feature_values
 from nvmefuzz.host.driver import Host, pattern_bytes
 from nvmefuzz.protocol.spec import AdminOpcode as A, IoOpcode as IO
@@ -81,7 +81,8 @@ def _doorbell(r: random.Random) -> dict:
 
 
 ARGS: dict[str, Callable[[random.Random], dict]] = {
-    "enable": lambda r: {"asqs": r.choice((1, 3, 7, 31)), "acqs": r.choice((1, 3, 7, 31))},
+    "enable": lambda r: {"asqs": r.choice((1, 3, 7, 31)), "acqs": r.choice((1, 3, 7, 31)),
+                         **r.choice((*[{}] * 9, *ENABLE_FAULTS.values()))},
     "disable": lambda r: {},
     "shutdown": lambda r: {"shn": r.choice((1, 2))},
     "reg_write": lambda r: {"offset": r.choice(REG_WRITES), "size": 4, "value": r.choice(

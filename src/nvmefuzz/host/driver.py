@@ -145,10 +145,11 @@ class Host:
         r = regs.BY_NAME[name]
         self.bus.mmio_write(r.offset, r.size, value)
 
-    def enable(self, asqs: int = 31, acqs: int = 31, mps: int = 0) -> int:
-        """Program the admin queues and set CC.EN; returns CSTS afterwards."""
+    def enable(self, asqs: int = 31, acqs: int = 31, mps: int = 0, misalign: int = 0) -> int:
+        """Program the admin queues and set CC.EN; returns CSTS afterwards.  ``misalign``
+        moves the admin SQ off its page (the controller must refuse to start)."""
         self.write_reg("AQA", regs.pack("AQA", ASQS=asqs, ACQS=acqs))
-        self.write_reg("ASQ", L.ADMIN_SQ)
+        self.write_reg("ASQ", L.ADMIN_SQ + misalign)
         self.write_reg("ACQ", L.ADMIN_CQ)
         self.bus.mem_write(L.ADMIN_CQ, bytes((acqs + 1) * CQE_SIZE))
         self.write_reg("CC", regs.pack("CC", EN=1, MPS=mps, IOSQES=6, IOCQES=4))
