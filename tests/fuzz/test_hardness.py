@@ -66,3 +66,10 @@ def test_aer_slots_events_and_shadow_doorbells():
     assert len(names(got)) == 3
     one = _scores([PAIR[0], Step("aer", {})])
     assert one["AER requests outstanding"] == 1 and one["every AER slot used"] == 0
+
+
+def test_a_controller_that_failed_to_start():
+    """An enable with a misaligned admin SQ leaves CSTS.CFS set until the next reset."""
+    failed = [*PAIR, Step("disable", {}), Step("enable", {"asqs": 7, "acqs": 7, "misalign": 8})]
+    assert names(_scores(failed)) == ["a failed controller (CSTS.CFS)"]
+    assert names(_scores([*failed, Step("disable", {})])) == []

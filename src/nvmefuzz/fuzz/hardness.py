@@ -7,9 +7,11 @@ AERs outstanding (every slot taken), events queued for AERs not yet sent, I/O in
 (worse: two commands in flight on the same blocks, where a replayed, reordered or doubly
 fetched command shows in the data; worst, a Read ahead of a Write to its blocks: a Write
 replayed twice or landed early changes what the Read returns), SQ entries rung but not yet
-fetched, shadow doorbells in use.  ``STATES`` is the one table of them: a name and how to
-count it on the model's controller.  ``measure(ctrl)`` gives every count (the host cannot
-see them; without a model it gives nothing) and ``names(counts)`` the states present.
+fetched, shadow doorbells in use, a controller that failed to start (its CSTS.CFS must
+survive the migration, and a destination must not start it).  ``STATES`` is the one table of
+them: a name and how to count it on the model's controller.  ``measure(ctrl)`` gives every
+count (the host cannot see them; without a model it gives nothing) and ``names(counts)`` the
+states present.
 
 Three users read the table: the session counts, per migration, the states it started from
 (``migrated with ...`` statistics in every run summary); the state machine reports with
@@ -24,6 +26,7 @@ from typing import Any, Callable, Hashable, Mapping
 
 import attrs
 
+from nvmefuzz.protocol import regs
 from nvmefuzz.protocol.spec import IoOpcode as IO
 
 
@@ -74,6 +77,7 @@ STATES: dict[str, Callable[[Any], int]] = {
         lambda c: _pairs(c.inflight, READS, WRITES),
     "SQ entries not fetched": _unfetched,
     "shadow doorbells on": lambda c: int(c.dbbuf_enabled),
+    "a failed controller (CSTS.CFS)": lambda c: int(bool(c.csts & regs.CSTS_CFS)),
 }
 #: the one score ``target()`` climbs: how many of them one migration starts from at once
 TARGET = "hard states at one migration"
