@@ -14,7 +14,7 @@ from nvmefuzz.fuzz.readback import (
     AER, CHANGED_NAMESPACES, ENABLED, ERROR_INFO, SMART, STOPPED, TIMESTAMP, key, read_backs,
 )
 from nvmefuzz.fuzz.session import replay
-from nvmefuzz.fuzz.vocabulary import FEATURE_VALUES, GENERIC, feature_values
+from nvmefuzz.fuzz.arguments import FEATURE_VALUES, GENERIC, feature_values
 from nvmefuzz.model import snapshot as snap
 from nvmefuzz.protocol.spec import AdminOpcode as A, FeatureId as F
 from nvmefuzz.targets import TargetConfig

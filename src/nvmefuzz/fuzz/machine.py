@@ -17,7 +17,7 @@ sizes, vectors, doorbell values, opcodes, fields) or hostile but valid (an SQ ta
 past the host's own, so stale entries are fetched).
 
 Guidance from the example's own past: Set Features draws CDW11 from the values that mean
-something for the FID drawn (``vocabulary``); half of the I/O commands reuse the SLBA of a
+something for the FID drawn (``arguments``); half of the I/O commands reuse the SLBA of a
 recent one, most often the one just before, so commands race on the same blocks (such a
 Compare takes the blocks and data of a recent Write, so it can match); the ``read_back``
 rule repeats one of the reads that show what earlier steps changed (``readback``), and a
@@ -50,7 +50,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, multiple
 
 from nvmefuzz.errors import Divergence
-from nvmefuzz.fuzz.arguments import ENABLE_FAULTS, RECENT, pairs
+from nvmefuzz.fuzz.arguments import (ENABLE_FAULTS, FEATURE_DATA, NS_SPECIFIC, RECENT,
+                                    feature_values, pairs)
 from nvmefuzz.fuzz.batch import Observer
 from nvmefuzz.fuzz.campaign import Campaign
 from nvmefuzz.fuzz import hardness
@@ -58,7 +59,6 @@ from nvmefuzz.fuzz.known import Known
 from nvmefuzz.fuzz.readback import key as read_key, read_backs
 from nvmefuzz.fuzz.rules import io_sqs, register
 from nvmefuzz.fuzz.session import HARD_PREFIX, Session, lost_paths
-from nvmefuzz.fuzz.vocabulary import FEATURE_DATA, NS_SPECIFIC, feature_values
 from nvmefuzz.protocol.spec import AdminOpcode as A, IoOpcode as IO
 from nvmefuzz.targets import TargetConfig
 from nvmefuzz.targets.base import HOLD_IO, NS_CHANGED

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from nvmefuzz.fuzz.vocabulary import FEATURE_DATA, NS_SPECIFIC
+from nvmefuzz.fuzz.arguments import FEATURE_DATA, NS_SPECIFIC
 from nvmefuzz.protocol import regs
 from nvmefuzz.protocol.spec import AdminOpcode as A, FeatureId as F
 from nvmefuzz.trace.schema import Step

@@ -2,7 +2,7 @@
 
 ``random_step(rng)`` draws an action uniformly from ``fuzz.actions.ACTIONS`` plus ``migrate``
 and each argument uniformly from a fixed set of values: the values the state machine draws
-from (machine.py; Set Features values per FID from ``vocabulary``), without its
+from (machine.py; Set Features values per FID from ``arguments``), without its
 repetitions, preconditions, queue-id bundles or guidance from the walk's own past.
 
 ``Workload`` is what QEMU's migration functional test does in a guest: enable, create one
@@ -19,8 +19,7 @@ from typing import Any, Callable, Iterator
 
 from nvmefuzz.errors import Divergence
 from nvmefuzz.fuzz.actions import ACTIONS
-from nvmefuzz.fuzz.arguments import ENABLE_FAULTS, NLB_VALUES
-from nvmefuzz.fuzz.vocabulary import FEATURE_DATA, feature_values
+from nvmefuzz.fuzz.arguments import ENABLE_FAULTS, FEATURE_DATA, NLB_VALUES, feature_values
 from nvmefuzz.host.driver import Host, pattern_bytes
 from nvmefuzz.protocol.spec import AdminOpcode as A, IoOpcode as IO
 from nvmefuzz.trace.schema import Step

@@ -152,11 +152,12 @@ NOT_KILLABLE: dict[str, str] = {
                         "it: the power-on value is the saved value",
     _W + "smart_critical_warning": "nothing in the model sets it (the temperature warning "
                                    "bit is computed when the SMART log is read): always 0",
-    _W + "page_size": "vocabulary limit: page_size changes only when CC.EN goes 1 with "
-                      "CC.MPS != 0, and the host driver always enables with MPS=0 (a raw CC "
-                      "write leaves the driver without queues, and its buffers are "
-                      "contiguous, so PRP walks agree); always 4096 when commands can run. "
-                      "An 'mps' argument on the enable action would make it killable",
+    _W + "page_size": "vocabulary limit: page_size changes only when a controller starts "
+                      "with CC.MPS != 0, and the host driver enables with MPS=0, or with an "
+                      "MPS above MPSMAX that fails the start (CSTS.CFS) and leaves page_size "
+                      "as it was (a raw CC write leaves the driver without queues, and its "
+                      "buffers are contiguous, so PRP walks agree); always 4096 when commands "
+                      "can run. A valid MPS above 0 at enable would make it killable",
 }
 
 
