@@ -197,9 +197,13 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             return multiple(*(q for q in self.host.sqs if q))
 
         # -------------------------------------------------------------- controller state
-        def r_enable(self, asqs: int, acqs: int, fault: str) -> None:
+        def _enable(self, asqs: int, acqs: int, fault: str) -> None:
+            """Enable with a driver's ``fault`` (``ENABLE_FAULTS``) or none ("")."""
             self.do("enable", **{"asqs": asqs, "acqs": acqs, **ENABLE_FAULTS.get(fault, {})})
             self.failed = 0 not in self.host.sqs
+
+        def r_enable(self, asqs: int, acqs: int, fault: str) -> None:
+            self._enable(asqs, acqs, fault)
 
         def r_reset(self) -> None:
             self.do("disable")
@@ -217,8 +221,7 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             if shn:
                 self.do("shutdown", shn=shn)
             self.do("disable")
-            self.do("enable", **{"asqs": asqs, "acqs": acqs, **ENABLE_FAULTS.get(fault, {})})
-            self.failed = 0 not in self.host.sqs
+            self._enable(asqs, acqs, fault)
             if self.failed:
                 return multiple()
             built = self._build(pairs)
