@@ -20,7 +20,10 @@ Acceptance: nvmefuzz kills >= 95% of the killable mutants with a median time to 
 (mutants it does not kill count as never) and a median reproducer <= 8 steps, each better than
 every baseline: beyond the 95% interval of a paired bootstrap over the mutants, so a gap of
 clock noise or of which mutants happen to be in the catalogue is a tie.
-Usage: ``python bench/mutants.py --budget 20 --jobs 2 [--only PATTERN]``.
+With ``--seeds N`` every mutant is hunted once per seed (``--seed`` to ``--seed + N - 1``):
+one seed decides which examples a run makes, so a hard mutant killed late may die or not
+by the seed alone, and several seeds give the kill rate it has over seeds.
+Usage: ``python bench/mutants.py --budget 20 --jobs 2 --seeds 3 [--only PATTERN]``.
 """
 
 from __future__ import annotations
@@ -68,11 +71,12 @@ def checkout() -> str:
         return ""
 
 
-def hunt(job: tuple[str, str, tuple[str, ...], int, float]) -> tuple[str, str, dict, bytes]:
+def hunt(job: tuple[str, str, tuple[str, ...], int, float]) -> tuple[str, str, int, dict,
+                                                                     bytes]:
     mutant, strategy, campaigns, seed, budget = job
     camps = [load(c).with_profile(mutant) for c in campaigns]
     kill: Kill = STRATEGIES[strategy](camps, seed, budget)
-    return mutant, strategy, kill.to_plain(), kill.trace
+    return mutant, strategy, seed, kill.to_plain(), kill.trace
 
 
 def _median(values: list[float]) -> float | None:
@@ -80,12 +84,19 @@ def _median(values: list[float]) -> float | None:
 
 
 def summarise(rows: list[dict], strategy: str) -> dict:
-    """Kill rate, medians and the kill-time curve of one strategy over the killable mutants."""
+    """Kill rate, medians and the kill-time curve of one strategy over the killable mutants
+    (over every hunt of one: a row per mutant and seed), and how many mutants it killed
+    under every seed."""
     res = [r["results"][strategy] for r in rows if r["killable"]]
     killed = [r for r in res if r["killed"]]
     figures = _statistics(res)
+    by_mutant: dict[str, list[bool]] = {}
+    for r in rows:
+        if r["killable"]:
+            by_mutant.setdefault(r["name"], []).append(r["results"][strategy]["killed"])
     return {
         "killable": len(res), "killed": len(killed),
+        "mutants": len(by_mutant), "killed_every_seed": sum(map(all, by_mutant.values())),
         "kill_rate": round(figures["kill_rate"], 4),
         "median_seconds": None if figures["median_seconds"] == INF
         else round(figures["median_seconds"], 3),
@@ -160,18 +171,25 @@ def _minus(a: float, b: float) -> float:
 def compare(rows: list[dict], rival: str) -> dict[str, dict[str, float]]:
     """nvmefuzz minus ``rival`` on each figure, with a 95% interval from a paired bootstrap.
 
-    The mutants are resampled with replacement, each keeping both strategies' results, and
-    the figures are recomputed ``RESAMPLES`` times.  An interval that stays on one side of
-    zero is a difference that neither the choice of mutants nor the clock explains; one that
-    holds zero is a tie, however the point estimates fall.
+    The mutants are resampled with replacement, each keeping both strategies' results under
+    every seed it was hunted with, and the figures are recomputed ``RESAMPLES`` times.  An
+    interval that stays on one side of zero is a difference that neither the choice of
+    mutants nor the clock explains; one that holds zero is a tie, however the point
+    estimates fall.
     """
-    pairs = [(r["results"]["nvmefuzz"], r["results"][rival]) for r in rows if r["killable"]]
+    clusters: dict[str, list[tuple[dict, dict]]] = {}
+    for r in rows:
+        if r["killable"]:
+            clusters.setdefault(r["name"], []).append((r["results"]["nvmefuzz"],
+                                                       r["results"][rival]))
+    groups = list(clusters.values())
+    pairs = [p for g in groups for p in g]
     rng = random.Random(0)
     point = (_statistics([p[0] for p in pairs]), _statistics([p[1] for p in pairs]))
     out = {k: {"difference": _minus(point[0][k], point[1][k])} for k in point[0]}
     draws: dict[str, list[float]] = {k: [] for k in out}
     for _ in range(RESAMPLES if pairs else 0):
-        sample = [pairs[rng.randrange(len(pairs))] for _ in pairs]
+        sample = [p for _ in groups for p in groups[rng.randrange(len(groups))]]
         ours, theirs = _statistics([p[0] for p in sample]), _statistics([p[1] for p in sample])
         for k, values in draws.items():
             values.append(_minus(ours[k], theirs[k]))
@@ -220,29 +238,46 @@ def judge(report: dict) -> None:
 
 
 # ---------------------------------------------------------------------- output
-def _cell(r: dict) -> str:
-    if not r["killed"]:
-        return "-"
-    return f"{r['seconds']:.2f} s / {r['length']} st"
+def _cell(hunts: list[dict]) -> str:
+    """One strategy on one mutant: time and reproducer length of a kill; under several
+    seeds, how many killed it and the medians of those that did."""
+    killed = [r for r in hunts if r["killed"]]
+    if len(hunts) == 1:
+        return f"{killed[0]['seconds']:.2f} s / {killed[0]['length']} st" if killed else "-"
+    if not killed:
+        return f"0/{len(hunts)}"
+    return (f"{len(killed)}/{len(hunts)}: {_median([r['seconds'] for r in killed]):.2f} s / "
+            f"{_median([r['length'] for r in killed]):g} st")
+
+
+def seeds_text(meta: dict) -> str:
+    """``seed 1`` or ``seeds 1-3``: what the run hunted with."""
+    seeds = meta.get("seeds") or [meta["seed"]]
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
 
 
 def markdown(report: dict) -> str:
     meta, summary, strategies = report["meta"], report["summary"], report["meta"]["strategies"]
     at = f", commit {meta['commit']}" if meta.get("commit") else ""
     out = [f"# Mutant kill bench ({meta['date']}{at})", "",
-           f"Budget {meta['budget']} s per mutant per strategy, seed {meta['seed']}, campaigns "
+           f"Budget {meta['budget']} s per mutant per strategy and seed, {seeds_text(meta)}, "
+           f"campaigns "
            f"{', '.join(meta['campaigns'])} (taken in turn), {meta['mutants']} mutants of which "
            f"{meta['killable']} killable, Hypothesis {meta['hypothesis']}, "
            f"{meta['jobs']} parallel jobs on {meta['machine']}.", "",
-           "| strategy | killed | kill rate | median time to kill | median (killed only) "
-           "| median reproducer (steps) | median examples |", "|---|---|---|---|---|---|---|"]
+           "| strategy | killed | kill rate | killed under every seed | median time to kill "
+           "| median (killed only) | median reproducer (steps) | median examples |",
+           "|---|---|---|---|---|---|---|---|"]
     for s in strategies:
         x = summary[s]
+        every = x.get("killed_every_seed", x["killed"])
         out.append(f"| {s} | {x['killed']}/{x['killable']} | {100 * x['kill_rate']:.1f}% | "
+                   f"{every}/{x.get('mutants', x['killable'])} | "
                    f"{_fmt(x['median_seconds'], ' s', 'not reached')} | "
                    f"{_fmt(x['median_seconds_killed'], ' s')} | {_fmt(x['median_length'])} | "
                    f"{_fmt(x['median_examples'])} |")
-    out += ["", "Time to kill counts mutants a strategy did not kill as never killed. "
+    out += ["", "Counts, rates and medians are over every hunt: one per killable mutant and "
+            "seed. Time to kill counts mutants a strategy did not kill as never killed. "
             "Reproducer: Hypothesis's shrunk trace after step deletion and simpler arguments "
             "(what `nvmefuzz fuzz` stores) for nvmefuzz and unguided; the walk up to the "
             "failing step for random-walk; the whole workload for functional.", "",
@@ -250,7 +285,8 @@ def markdown(report: dict) -> str:
     out += [f"- [{'x' if ok else ' '}] {name}" for name, ok in report["acceptance"].items()]
     out += ["", "\"Better\" means better beyond chance: nvmefuzz minus the baseline, with the "
             f"95% interval of a paired bootstrap over the killable mutants ({RESAMPLES} "
-            "resamples). An interval holding zero is a tie, whatever the medians above say.",
+            "resamples; a mutant drawn brings all its seeds). An interval holding zero is a "
+            "tie, whatever the medians above say.",
             "", "| baseline | kill rate | median time to kill | median reproducer |",
             "|---|---|---|---|"]
     for rival, diff in report.get("comparisons", {}).items():
@@ -260,8 +296,9 @@ def markdown(report: dict) -> str:
                  _interval(diff["median_length"], wins["median_length"], 1, " steps")]
         out.append(f"| {rival} | " + " | ".join(cells) + " |")
     out += ["", "## Head to head", "",
-            "Over the killable mutants, which of the two killed each one first; the last column "
-            "counts mutants both killed after the same number of examples. Before Hypothesis' "
+            "Over the hunts of killable mutants (one per mutant and seed), which of the two "
+            "killed first; the last column counts hunts where both killed after the same "
+            "number of examples. Before Hypothesis' "
             "first target phase (the third round of batches) that means the same examples up "
             "to the kill, so the times differ by the clock alone.", "",
             "| baseline | nvmefuzz first | baseline first | neither | same examples |",
@@ -273,7 +310,7 @@ def markdown(report: dict) -> str:
     if counted:
         out += ["", "Examples to the kill, against the baselines whose examples are examples "
                 "too: which of the two needed fewer (a mutant not killed needed more than were "
-                "run), and the two-sided sign test over the mutants where they differ. No "
+                "run), and the two-sided sign test over the hunts where they differ. No "
                 "clock is involved.", "",
                 "| baseline | nvmefuzz fewer | baseline fewer | sign test p |", "|---|---|---|---|"]
         out += [f"| {rival} | {t['nvmefuzz_fewer']} | {t['rival_fewer']} | {t['sign_p']:.2g} |"
@@ -284,12 +321,15 @@ def markdown(report: dict) -> str:
                         for s in strategies), "", "## Per mutant", "",
             "| mutant | kind | " + " | ".join(strategies) + " | nvmefuzz signature |",
             "|---|---|" + "---|" * len(strategies) + "---|"]
+    hunts: dict[str, list[dict]] = {}
     for row in report["mutants"]:
-        if not row["killable"]:
-            continue
-        cells = " | ".join(_cell(row["results"][s]) for s in strategies)
-        sig = row["results"]["nvmefuzz"]["signature"] if "nvmefuzz" in row["results"] else ""
-        out.append(f"| `{row['name']}` | {row['kind']} | {cells} | `{sig}` |")
+        if row["killable"]:
+            hunts.setdefault(row["name"], []).append(row)
+    for name, rows in hunts.items():
+        cells = " | ".join(_cell([r["results"][s] for r in rows]) for s in strategies)
+        sig = next((r["results"]["nvmefuzz"]["signature"] for r in rows
+                    if r["results"].get("nvmefuzz", {}).get("killed")), "")
+        out.append(f"| `{name}` | {rows[0]['kind']} | {cells} | `{sig}` |")
     out += ["", "## Not killable", ""]
     out += [f"- `{n}`: {why}" for n, why in M.NOT_KILLABLE.items()]
     return "\n".join(out) + "\n"
@@ -328,8 +368,8 @@ def plot(report: dict, path: Path) -> None:
     ax.set_ylim(0, 100)
     ax.axhline(100 * GOALS["kill_rate"], color="grey", lw=0.6, ls="--")
     ax.set_xlabel("seconds per mutant (log scale)")
-    ax.set_ylabel("killable mutants killed (%)")
-    ax.set_title(f"Mutant kill rate over time (seed {report['meta']['seed']})")
+    ax.set_ylabel("hunts of killable mutants that killed (%)")
+    ax.set_title(f"Mutant kill rate over time ({seeds_text(report['meta'])})")
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -348,7 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=15.0, help="seconds per mutant per strategy")
     ap.add_argument("--only", help="glob or substring of mutant names to run")
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=1, help="the first seed")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="hunt each mutant once per seed, from --seed on")
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--campaigns", default=",".join(CAMPAIGNS))
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
@@ -366,37 +408,45 @@ def main(argv: list[str] | None = None) -> int:
     campaigns = tuple(args.campaigns.split(","))
     names = [n for n in M.MUTANTS if not args.only or args.only in n
              or fnmatch.fnmatch(n, args.only)]
-    jobs = [(n, s, campaigns, args.seed, args.budget) for n in [CONTROL, *names]
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    jobs = [(n, s, campaigns, seed, args.budget) for seed in seeds for n in [CONTROL, *names]
             for s in strategies]
-    results: dict[str, dict] = {}
+    results: dict[tuple[str, int], dict] = {}
     traces = args.out / "traces"
     commit = checkout()
     start = time.monotonic()
     with multiprocessing.Pool(args.jobs, maxtasksperchild=1) as pool:   # fresh state per hunt
-        for i, (name, s, kill, trace) in enumerate(pool.imap_unordered(hunt, jobs), 1):
-            results.setdefault(name, {})[s] = kill
+        for i, (name, s, seed, kill, trace) in enumerate(pool.imap_unordered(hunt, jobs), 1):
+            results.setdefault((name, seed), {})[s] = kill
             if trace:
-                path = traces / s / f"{slug(name)}.cbor"
+                path = traces / s / f"{slug(name)}{'' if len(seeds) == 1 else f'-{seed}'}.cbor"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(trace)
-            print(f"[{i}/{len(jobs)} {time.monotonic() - start:6.0f}s] {name:40s} {s:12s} "
+            print(f"[{i}/{len(jobs)} {time.monotonic() - start:6.0f}s] {name:40s} {seed:3d} "
+                  f"{s:12s} "
                   + (f"killed {kill['seconds']:.2f}s {kill['length']} steps {kill['signature']}"
                      if kill["killed"] else "survived"), file=sys.stderr, flush=True)
 
-    rows = [{"name": n, "kind": M.KIND[n], "description": M.MUTANTS[n].description,
-             "source": M.MUTANTS[n].source, "killable": n not in M.NOT_KILLABLE,
-             "not_killable": M.NOT_KILLABLE.get(n), "results": results[n]} for n in names]
+    rows = [{"name": n, "seed": seed, "kind": M.KIND[n],
+             "description": M.MUTANTS[n].description, "source": M.MUTANTS[n].source,
+             "killable": n not in M.NOT_KILLABLE, "not_killable": M.NOT_KILLABLE.get(n),
+             "results": results[n, seed]} for n in names for seed in seeds]
+    # the control survives only if it survived every seed: show a kill if there was one
+    control = {s: next((results[CONTROL, seed][s] for seed in seeds
+                        if results[CONTROL, seed][s]["killed"]), results[CONTROL, seeds[0]][s])
+               for s in strategies}
     summary = {s: summarise(rows, s) for s in strategies}
     report = {
         "meta": {"date": time.strftime("%Y-%m-%d %H:%M"), "budget": args.budget,
-                 "seed": args.seed, "jobs": args.jobs, "campaigns": list(campaigns),
+                 "seed": args.seed, "seeds": seeds, "jobs": args.jobs,
+                 "campaigns": list(campaigns),
                  "strategies": strategies, "mutants": len(rows),
                  "killable": sum(r["killable"] for r in rows), "only": args.only,
                  "hypothesis": hypothesis.__version__, "commit": commit,
                  "machine": f"{platform.machine()} x{multiprocessing.cpu_count()}",
                  "wall_seconds": round(time.monotonic() - start, 1)},
         "summary": summary,
-        "control": results[CONTROL], "mutants": rows,
+        "control": control, "mutants": rows,
     }
     judge(report)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,9 @@ from nvmefuzz.fuzz.machine import STEERED, Observer, build_machine
 from nvmefuzz.fuzz.rules import BUILT
 from nvmefuzz.fuzz.runner import run_campaign
 from nvmefuzz.model import profiles
-from nvmefuzz.protocol.spec import AdminOpcode as A
+from nvmefuzz.protocol.spec import AdminOpcode as A, IoOpcode as IO
+from nvmefuzz.targets.base import NS_CHANGED
+from nvmefuzz.trace.schema import Step
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 
@@ -176,11 +178,22 @@ def test_a_migration_may_let_the_guest_run_on():
     assert obs.stats["action:consume"] >= obs.stats["action:advance"]
 
 
-def _migrate_after_set_features(profile: str, explained: frozenset = frozenset()) -> list[str]:
-    """Power on, set Error Recovery, migrate drawing no read-backs and no settling; the
-    actions of the steps the migration took (it raises if one of them diverges)."""
+SET_ERR_REC = {"opc": int(A.SET_FEATURES), "cdw10": 0x05, "cdw11": 0x10, "nsid": 1}
+#: two events of two types queued with no AER outstanding: a namespace change (Notice) and a
+#: temperature above its threshold (SMART / Health)
+TWO_EVENTS = (Step("environment", {"event": NS_CHANGED, "arg": 1}),
+              Step("admin", {"opc": int(A.SET_FEATURES), "cdw10": 0x0B, "cdw11": 0x2}),
+              Step("admin", {"opc": int(A.SET_FEATURES), "cdw10": 0x04, "cdw11": 0x100}))
+
+
+def _migrate_after_set_features(profile: str, explained: frozenset = frozenset(),
+                                steer: bool = True,
+                                first: tuple = (Step("admin", SET_ERR_REC),)) -> list[str]:
+    """Power on, take the steps ``first`` (set Error Recovery), migrate drawing no
+    read-backs and no settling; the actions of the steps the migration took (it raises if
+    one of them diverges)."""
     machine = build_machine(load("default").with_profile(profile), explained=explained,
-                            steer=False)
+                            steer=steer)
     taken: list[str] = []
 
     @given(st.none())
@@ -189,7 +202,9 @@ def _migrate_after_set_features(profile: str, explained: frozenset = frozenset()
         m = machine()
         try:
             m.power_on(pairs=[])
-            m.do("admin", opc=int(A.SET_FEATURES), cdw10=0x05, cdw11=0x10, nsid=1)
+            m.hold = True                      # no steered migration: only the one asked
+            for step in first:
+                m.do(step.action, **step.args)
             before = len(m.steps)
             m.r_migrate(data=None, looks=0, settle=False)
             taken.extend(s.action for s in m.steps[before:])
@@ -208,13 +223,26 @@ def test_a_migration_that_lost_state_reads_back_what_the_example_changed():
     assert exc.value.signature == "divergence:cqe/admin/GET_FEATURES/fid=0x05/dw0"
 
 
+def test_a_loss_of_queued_events_is_read_back_with_an_aer_per_event():
+    """Only the oldest queued event survives: one AER collects it on both sides, the second
+    shows the loss."""
+    assert _migrate_after_set_features("full", first=TWO_EVENTS).count("aer") == 0
+    with pytest.raises(Divergence) as exc:
+        _migrate_after_set_features("full+aer-queue-keeps-oldest", first=TWO_EVENTS)
+    assert exc.value.signature == "divergence:cqe/admin/ASYNC_EVENT_REQUEST/missing"
+
+
+def test_without_guidance_a_loss_is_not_read_back():
+    """The read-back follows what the model shows inside: guidance the unguided baseline
+    (``steer=False``) goes without."""
+    assert _migrate_after_set_features("full-without-features.err_rec", steer=False) == [
+        "migrate"]
+
+
 def test_a_loss_known_findings_explain_is_not_read_back():
     """Error Recovery lost, but a known finding shows that: the migration alone."""
     assert _migrate_after_set_features("full-without-features.err_rec",
                                        frozenset({"features.err_rec"})) == ["migrate"]
-
-
-SET_ERR_REC = {"opc": int(A.SET_FEATURES), "cdw10": 0x05, "cdw11": 0x10, "nsid": 1}
 
 
 def _examples(machine, *examples: list[dict]) -> list[list[str]]:
@@ -245,6 +273,28 @@ def test_steering_migrates_where_no_migration_of_the_run_started_from():
     assert taken == ["enable", "admin", "migrate", "admin"]
     (unsteered,) = _examples(build_machine(_only(migrate=1), steer=False), [SET_ERR_REC] * 2)
     assert unsteered == ["enable", "admin", "admin"]
+
+
+def test_a_steered_migration_with_io_in_flight_lets_the_guest_run_on():
+    """A Write in flight is a hard state no migration started from: the machine migrates,
+    then lets time pass and consumes the CQ, so what the command did across the migration
+    is compared (the unguided machine leaves it in flight)."""
+    taken = []
+
+    @given(_=st.none())
+    @settings(max_examples=1, database=None, phases=[Phase.generate])
+    def drive(steer, _):
+        m = build_machine(_only(migrate=1), steer=steer)()
+        try:
+            m.power_on(pairs=[(8, 8, True, 0)])
+            m.do("io", qid=1, opc=int(IO.WRITE), slba=0, nlb=1, pattern=1)
+            taken.append([s.action for s in m.steps])
+        finally:
+            m.teardown()
+    for steer in (True, False):
+        drive(steer=steer)
+    built = ["enable", "create_cq", "create_sq", "io"]
+    assert taken == [[*built, "migrate", "advance", "consume"], built]
 
 
 def test_steering_memory_changes_only_between_batches():

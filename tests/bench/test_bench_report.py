@@ -169,3 +169,36 @@ def test_the_results_name_the_commit_they_measured(monkeypatch, tmp_path):
     monkeypatch.setattr(mutants, "ROOT", tmp_path)
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     assert mutants.checkout() == ""
+
+
+def _seeded(name: str, seeds: int, ours: dict, theirs: dict) -> list[dict]:
+    return [{**_row(name, nvmefuzz=ours, unguided=theirs), "seed": seed}
+            for seed in range(1, seeds + 1)]
+
+
+def test_several_seeds_pool_the_hunts_and_resample_whole_mutants():
+    """Mutant ``a`` dies under every seed for nvmefuzz and under none for the rival; ``b``
+    dies for both.  Six hunts, but two mutants: a resample holding only ``b`` (one in four)
+    is likely, so the kill rate is a tie, where six independent hunts would call it better."""
+    rows = _seeded("a", 3, _kill(0.1), _kill(None)) + _seeded("b", 3, _kill(0.1), _kill(0.1))
+    s = mutants.summarise(rows, "unguided")
+    assert (s["killed"], s["killable"], s["killed_every_seed"], s["mutants"]) == (3, 6, 1, 2)
+    diff = mutants.compare(rows, "unguided")
+    assert diff["kill_rate"]["difference"] == pytest.approx(0.5)
+    assert diff["kill_rate"]["low"] == 0.0 and not mutants.better(diff)["kill_rate"]
+    flat = [{**r, "name": f"{r['name']}{r['seed']}"} for r in rows]
+    assert mutants.better(mutants.compare(flat, "unguided"))["kill_rate"]
+
+
+def test_a_table_of_several_seeds_gives_each_mutant_its_kills_per_seed():
+    rows = (_seeded("a", 3, _kill(0.1, length=4), _kill(None))
+            + [{**r, "results": {**r["results"], "nvmefuzz": _kill(None)}}
+               for r in _seeded("b", 1, _kill(None), _kill(0.3, length=6))]
+            + _seeded("b", 3, _kill(0.2, length=5), _kill(0.3, length=6))[1:])
+    report = _report(rows)
+    report["meta"]["seeds"] = [1, 2, 3]
+    table = mutants.markdown(report)
+    assert "seeds 1-3" in table
+    assert "| `a` | behaviour | 3/3: 0.10 s / 4 st | 0/3 | `` |" in table
+    assert "| `b` | behaviour | 2/3: 0.20 s / 5 st | 3/3: 0.30 s / 6 st | `` |" in table
+    assert "| nvmefuzz | 5/6 | 83.3% | 1/2 |" in table

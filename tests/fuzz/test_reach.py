@@ -76,7 +76,10 @@ def test_a_fault_at_enable_fails_the_controller_until_a_reset(fault):
 
 
 def test_the_machine_enables_with_faults():
-    """Restarts (``reset-storm``) and the enable rule draw every fault of ``ENABLE_FAULTS``."""
-    faults = {fault for s in steps_of("reset-storm", 60, 3, 60) if s.action == "enable"
+    """Restarts (``reset-storm``) and the enable rule draw every fault of ``ENABLE_FAULTS``
+    (three batches pooled: one in about twenty enables is faulty, so one batch's share swings
+    with the seed)."""
+    faults = {fault for seed in (1, 2, 3) for s in steps_of("reset-storm", 60, seed, 60)
+              if s.action == "enable"
               for fault, args in ENABLE_FAULTS.items() if args.items() <= s.args.items()}
     assert faults == set(ENABLE_FAULTS)

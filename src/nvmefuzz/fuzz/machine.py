@@ -22,18 +22,23 @@ recent one, most often the one just before, so commands race on the same blocks 
 Compare takes the blocks and data of a recent Write, so it can match); the ``read_back``
 rule repeats one of the reads that show what earlier steps changed (``readback``), and a
 migration may do one or two of them right after it; it may also let the guest run on (time
-passes, every CQ with commands outstanding is consumed).  A migration that lost state
-(``Session.lost``: the migrated model differs from its twin inside) no known finding
-explains (``explained``) reads back everything the example changed: a loss the model sees
-becomes one the guest sees (QEMU shows no insides).
+passes, every CQ with commands outstanding is consumed).
 
-Guidance from the run: the machine migrates unasked (``migrations steered``, at most
-``STEERED`` per example) when an example is in a set of hard states (``hardness``) or has
-changed something (a read-back) no migration of the run started from; ``hardness.Memory``
-holds what the run's migrations started from, and changes only between batches, so within a
-batch the same choices give the same steps.  ``target()`` reports the most hard states any
-migration of the example started from; ``event()`` counts them.  ``steer=False`` drops both
-(the unguided baseline).
+Guidance from the target's insides (the model's; QEMU shows none), all of which
+``steer=False`` drops (the unguided baseline):
+
+* a migration that lost state (``Session.lost``: the migrated model differs from its twin
+  inside) no known finding explains (``explained``) reads back everything the example
+  changed, queued events with one AER each until an AER is left waiting: a loss the model
+  sees becomes one the guest sees;
+* the machine migrates unasked (``migrations steered``, at most ``STEERED`` per example)
+  when an example is in a set of hard states (``hardness``) or has changed something (a
+  read-back) no migration of the run started from, and then lets the guest run on, so
+  commands caught in flight finish on the destination and are compared;
+  ``hardness.Memory`` holds what the run's migrations started from, and changes only
+  between batches, so within a batch the same choices give the same steps;
+* ``target()`` reports the most hard states any migration of the example started from;
+  ``event()`` counts them.
 
 A divergence ``known`` matches (``fuzz.known``: a finding already in the corpus, by root
 cause or signature) ends the example quietly, so a run keeps looking for new ways to lose
@@ -66,6 +71,8 @@ from nvmefuzz.trace.schema import Step, Trace, Verdict
 
 #: migrations one example may be steered into (each costs a save, a restore, a state diff)
 STEERED = 3
+#: AERs a read-back of everything sends at most, one per queued event
+EVENTS_DRAINED = 4
 #: virtual time a migration's ``settle`` lets pass: one I/O latency of the model
 SETTLE_NS = 20_000
 
@@ -79,8 +86,8 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
 
     ``bare`` keeps the machine's shape (rules, weights, strategies, preconditions) but makes
     every step a no-op that is only counted: the baseline for measuring the fuzz loop's own
-    cost on top of Hypothesis.  ``steer=False`` drops the guidance (steered migrations,
-    ``target()``): a baseline.
+    cost on top of Hypothesis.  ``steer=False`` drops the guidance (read-backs after a loss
+    inside, steered migrations, ``target()``): a baseline.
     ``explained``: lost state paths known findings already show (no read-back of them all).
     ``memory``: what the run's migrations started from (one per run, kept across its
     batches; a new one by default).
@@ -153,7 +160,7 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
                 self.steered += 1
                 self.session.stats["migrations steered"] += 1
                 self.hold = True
-                self.r_migrate(None, looks=0, settle=False)
+                self.r_migrate(None, looks=0, settle=True)
                 self.hold = False
             self.local.update(keys)
             self.unmigrated = []
@@ -243,10 +250,29 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             self.hardest = max(self.hardest, len(self.session.migrated_from))
             for _ in range(looks if self.readable else 0):   # what may the migration have lost?
                 self.r_read_back(data)
-            for read in list(self.readable.values()) if set(self.session.lost) - explained else ():
-                self.do(read.action, **read.args)          # a loss no known finding shows
+            if steer and set(self.session.lost) - explained:   # a loss no known finding shows
+                self._read_everything()
             if settle:
                 self._settle()
+
+        def _read_everything(self) -> None:
+            """Every read of what the example changed; for queued events, AERs until one stays
+            outstanding (one AER collects one event, so losing the second shows to the
+            second AER only)."""
+            for read in list(self.readable.values()):
+                if read.action != "aer":
+                    self.do(read.action, **read.args)
+                    continue
+                for _ in range(EVENTS_DRAINED):
+                    self.do(read.action, **read.args)
+                    if self._aer_waits():
+                        break
+
+        def _aer_waits(self) -> bool:
+            """Is an AER outstanding (no event left for it), or the admin queue gone?"""
+            admin = self.host.sqs.get(0)
+            return admin is None or any(o.opc == A.ASYNC_EVENT_REQUEST
+                                        for o in admin.outstanding.values())
 
         def _settle(self) -> None:
             """The guest runs on: time passes and every CQ with commands outstanding is consumed,
