@@ -13,9 +13,9 @@ seen, how many examples that took, and how long the reproducer it hands the user
   on), where ``target()`` steers.  One ``hardness.Memory`` per campaign steers migrations
   across the run's batches.  ``steer=False`` is the baseline without guidance: no read-back
   after a migration that lost state inside, no steered migrations, no ``target()``; the
-  same rules, weights, strategies and shrinking.  The reproducer is what ``run_campaign`` gives the user: Hypothesis'
-  shrunk trace after ``minimize.shrink`` deleted the steps and simplified the arguments it
-  does not need.
+  same rules, weights, strategies and shrinking.  The reproducer is what ``run_campaign``
+  gives the user: Hypothesis' shrunk trace after ``minimize.shrink`` deleted the steps and
+  simplified the arguments it does not need.
 * ``random_walk``: Python's ``random.Random(seed)`` picks uniformly among the actions (and
   ``migrate``) and uniformly among each argument's values; no preconditions, no bundles, no
   shrinking: the reproducer is the walk up to the failing step.
