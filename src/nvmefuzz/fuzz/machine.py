@@ -61,7 +61,7 @@ from nvmefuzz.fuzz.batch import Observer
 from nvmefuzz.fuzz.campaign import Campaign
 from nvmefuzz.fuzz import hardness
 from nvmefuzz.fuzz.known import Known
-from nvmefuzz.fuzz.readback import key as read_key, read_backs
+from nvmefuzz.fuzz.readback import aer_waits, key as read_key, read_backs
 from nvmefuzz.fuzz.rules import io_sqs, register
 from nvmefuzz.fuzz.session import HARD_PREFIX, Session, lost_paths
 from nvmefuzz.protocol.spec import AdminOpcode as A, IoOpcode as IO
@@ -256,23 +256,16 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
                 self._settle()
 
         def _read_everything(self) -> None:
-            """Every read of what the example changed; for queued events, AERs until one stays
-            outstanding (one AER collects one event, so losing the second shows to the
-            second AER only)."""
+            """Every read of what the example changed; queued events by AERs until one waits
+            (an AER collects one event: a second one lost shows to a second AER only)."""
             for read in list(self.readable.values()):
                 if read.action != "aer":
                     self.do(read.action, **read.args)
                     continue
                 for _ in range(EVENTS_DRAINED):
                     self.do(read.action, **read.args)
-                    if self._aer_waits():
+                    if aer_waits(self.host):
                         break
-
-        def _aer_waits(self) -> bool:
-            """Is an AER outstanding (no event left for it), or the admin queue gone?"""
-            admin = self.host.sqs.get(0)
-            return admin is None or any(o.opc == A.ASYNC_EVENT_REQUEST
-                                        for o in admin.outstanding.values())
 
         def _settle(self) -> None:
             """The guest runs on: time passes and every CQ with commands outstanding is consumed,

@@ -24,7 +24,7 @@ waiting for.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from nvmefuzz.fuzz.arguments import FEATURE_DATA, NS_SPECIFIC
 from nvmefuzz.protocol import regs
@@ -117,6 +117,14 @@ def read_backs(step: Step) -> list[Step]:
     """The reads that would show the state ``step`` changed (none for most steps)."""
     reads = READS.get(step.action)
     return reads(step.args) if reads else []
+
+
+def aer_waits(host: Any) -> bool:
+    """Is an AER outstanding on ``host`` (no queued event was left for it), or its admin
+    queue gone?  Reading back queued events sends AERs until this holds."""
+    admin = host.sqs.get(0)
+    return admin is None or any(o.opc == A.ASYNC_EVENT_REQUEST
+                                for o in admin.outstanding.values())
 
 
 def key(step: Step) -> tuple:
