@@ -71,12 +71,23 @@ def checkout() -> str:
         return ""
 
 
-def hunt(job: tuple[str, str, tuple[str, ...], int, float]) -> tuple[str, str, int, dict,
-                                                                     bytes]:
+Job = tuple[str, str, tuple[str, ...], int, float]   # mutant, strategy, campaigns, seed, budget
+
+
+def hunt(job: Job) -> tuple[str, str, int, dict, bytes]:
     mutant, strategy, campaigns, seed, budget = job
     camps = [load(c).with_profile(mutant) for c in campaigns]
     kill: Kill = STRATEGIES[strategy](camps, seed, budget)
     return mutant, strategy, seed, kill.to_plain(), kill.trace
+
+
+def by_mutant(rows: list[dict]) -> dict[str, list[dict]]:
+    """The killable rows, grouped by mutant: one row per seed it was hunted with."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["killable"]:
+            groups.setdefault(r["name"], []).append(r)
+    return groups
 
 
 def _median(values: list[float]) -> float | None:
@@ -90,13 +101,11 @@ def summarise(rows: list[dict], strategy: str) -> dict:
     res = [r["results"][strategy] for r in rows if r["killable"]]
     killed = [r for r in res if r["killed"]]
     figures = _statistics(res)
-    by_mutant: dict[str, list[bool]] = {}
-    for r in rows:
-        if r["killable"]:
-            by_mutant.setdefault(r["name"], []).append(r["results"][strategy]["killed"])
+    groups = by_mutant(rows).values()
     return {
-        "killable": len(res), "killed": len(killed),
-        "mutants": len(by_mutant), "killed_every_seed": sum(map(all, by_mutant.values())),
+        "killable": len(res), "killed": len(killed), "mutants": len(groups),
+        "killed_every_seed": sum(all(r["results"][strategy]["killed"] for r in g)
+                                 for g in groups),
         "kill_rate": round(figures["kill_rate"], 4),
         "median_seconds": None if figures["median_seconds"] == INF
         else round(figures["median_seconds"], 3),
@@ -177,12 +186,8 @@ def compare(rows: list[dict], rival: str) -> dict[str, dict[str, float]]:
     mutants nor the clock explains; one that holds zero is a tie, however the point
     estimates fall.
     """
-    clusters: dict[str, list[tuple[dict, dict]]] = {}
-    for r in rows:
-        if r["killable"]:
-            clusters.setdefault(r["name"], []).append((r["results"]["nvmefuzz"],
-                                                       r["results"][rival]))
-    groups = list(clusters.values())
+    groups = [[(r["results"]["nvmefuzz"], r["results"][rival]) for r in g]
+              for g in by_mutant(rows).values()]
     pairs = [p for g in groups for p in g]
     rng = random.Random(0)
     point = (_statistics([p[0] for p in pairs]), _statistics([p[1] for p in pairs]))
@@ -261,9 +266,8 @@ def markdown(report: dict) -> str:
     at = f", commit {meta['commit']}" if meta.get("commit") else ""
     out = [f"# Mutant kill bench ({meta['date']}{at})", "",
            f"Budget {meta['budget']} s per mutant per strategy and seed, {seeds_text(meta)}, "
-           f"campaigns "
-           f"{', '.join(meta['campaigns'])} (taken in turn), {meta['mutants']} mutants of which "
-           f"{meta['killable']} killable, Hypothesis {meta['hypothesis']}, "
+           f"campaigns {', '.join(meta['campaigns'])} (taken in turn), {meta['mutants']} "
+           f"mutants of which {meta['killable']} killable, Hypothesis {meta['hypothesis']}, "
            f"{meta['jobs']} parallel jobs on {meta['machine']}.", "",
            "| strategy | killed | kill rate | killed under every seed | median time to kill "
            "| median (killed only) | median reproducer (steps) | median examples |",
@@ -321,11 +325,7 @@ def markdown(report: dict) -> str:
                         for s in strategies), "", "## Per mutant", "",
             "| mutant | kind | " + " | ".join(strategies) + " | nvmefuzz signature |",
             "|---|---|" + "---|" * len(strategies) + "---|"]
-    hunts: dict[str, list[dict]] = {}
-    for row in report["mutants"]:
-        if row["killable"]:
-            hunts.setdefault(row["name"], []).append(row)
-    for name, rows in hunts.items():
+    for name, rows in by_mutant(report["mutants"]).items():
         cells = " | ".join(_cell([r["results"][s] for r in rows]) for s in strategies)
         sig = next((r["results"]["nvmefuzz"]["signature"] for r in rows
                     if r["results"].get("nvmefuzz", {}).get("killed")), "")
@@ -423,9 +423,9 @@ def main(argv: list[str] | None = None) -> int:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(trace)
             print(f"[{i}/{len(jobs)} {time.monotonic() - start:6.0f}s] {name:40s} {seed:3d} "
-                  f"{s:12s} "
-                  + (f"killed {kill['seconds']:.2f}s {kill['length']} steps {kill['signature']}"
-                     if kill["killed"] else "survived"), file=sys.stderr, flush=True)
+                  f"{s:12s} " + (f"killed {kill['seconds']:.2f}s {kill['length']} steps "
+                                 f"{kill['signature']}" if kill["killed"] else "survived"),
+                  file=sys.stderr, flush=True)
 
     rows = [{"name": n, "seed": seed, "kind": M.KIND[n],
              "description": M.MUTANTS[n].description, "source": M.MUTANTS[n].source,

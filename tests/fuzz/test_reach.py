@@ -77,7 +77,7 @@ def test_a_fault_at_enable_fails_the_controller_until_a_reset(fault):
 
 def test_the_machine_enables_with_faults():
     """Restarts (``reset-storm``) and the enable rule draw every fault of ``ENABLE_FAULTS``
-    (three batches pooled: one in about twenty enables is faulty, so one batch's share swings
+    (three batches pooled: few enables are faulty, so which faults one batch draws swings
     with the seed)."""
     faults = {fault for seed in (1, 2, 3) for s in steps_of("reset-storm", 60, seed, 60)
               if s.action == "enable"

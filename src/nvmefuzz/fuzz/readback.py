@@ -24,12 +24,15 @@ waiting for.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from nvmefuzz.fuzz.arguments import FEATURE_DATA, NS_SPECIFIC
 from nvmefuzz.protocol import regs
 from nvmefuzz.protocol.spec import AdminOpcode as A, FeatureId as F
 from nvmefuzz.trace.schema import Step
+
+if TYPE_CHECKING:
+    from nvmefuzz.host.driver import Host
 
 RAE = 1 << 15
 ALL_NAMESPACES = 0xFFFFFFFF
@@ -119,7 +122,7 @@ def read_backs(step: Step) -> list[Step]:
     return reads(step.args) if reads else []
 
 
-def aer_waits(host: Any) -> bool:
+def aer_waits(host: Host) -> bool:
     """Is an AER outstanding on ``host`` (no queued event was left for it), or its admin
     queue gone?  Reading back queued events sends AERs until this holds."""
     admin = host.sqs.get(0)
