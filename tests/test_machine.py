@@ -12,7 +12,7 @@ from hypothesis import Phase, given, settings, strategies as st
 from nvmefuzz.errors import Divergence, MigrationRefused
 from nvmefuzz.fuzz.batch import batch_settings, run_batch
 from nvmefuzz.fuzz.campaign import available, load
-from nvmefuzz.fuzz.machine import STEERED, Observer, build_machine
+from nvmefuzz.fuzz.machine import SETTLE_NS, STEERED, Observer, build_machine
 from nvmefuzz.fuzz.rules import BUILT
 from nvmefuzz.fuzz.runner import run_campaign
 from nvmefuzz.model import profiles
@@ -275,26 +275,48 @@ def test_steering_migrates_where_no_migration_of_the_run_started_from():
     assert unsteered == ["enable", "admin", "admin"]
 
 
-def test_a_steered_migration_with_io_in_flight_lets_the_guest_run_on():
-    """A Write in flight is a hard state no migration started from: the machine migrates,
-    then lets time pass and consumes the CQ, so what the command did across the migration
-    is compared (the unguided machine leaves it in flight)."""
-    taken = []
+def _write_in_flight(profile: str, steer: bool, wait: int = 0) -> list[str]:
+    """Power on with one queue pair, send a Write, let ``wait`` ns pass and migrate with a
+    settle if ``wait`` (else only what steering does); the actions the example took (a
+    divergence ends it early)."""
+    taken: list[str] = []
 
     @given(_=st.none())
     @settings(max_examples=1, database=None, phases=[Phase.generate])
-    def drive(steer, _):
-        m = build_machine(_only(migrate=1), steer=steer)()
+    def drive(_):
+        m = build_machine(attrs.evolve(_only(migrate=1), profile=profile), steer=steer)()
         try:
             m.power_on(pairs=[(8, 8, True, 0)])
             m.do("io", qid=1, opc=int(IO.WRITE), slba=0, nlb=1, pattern=1)
-            taken.append([s.action for s in m.steps])
+            if wait:
+                m.r_advance(ns=wait)
+                m.r_migrate(None, looks=0, settle=True)
         finally:
+            taken.extend(s.action for s in m.steps)
             m.teardown()
-    for steer in (True, False):
-        drive(steer=steer)
+    drive()
+    return taken
+
+
+def test_a_steered_migration_with_io_in_flight_lets_the_guest_run_on():
+    """A Write in flight is a hard state no migration started from: the machine migrates,
+    then lets half a latency pass and consumes the CQ, twice, so what the command did across
+    the migration is compared (the unguided machine leaves it in flight)."""
     built = ["enable", "create_cq", "create_sq", "io"]
-    assert taken == [[*built, "migrate", "advance", "consume"], built]
+    settle = ["advance", "consume"] * 2
+    assert _write_in_flight("full", steer=True) == [*built, "migrate", *settle]
+    assert _write_in_flight("full", steer=False) == built
+
+
+def test_a_command_restarted_on_the_destination_is_late_for_the_first_look():
+    """Half a latency after a Write, a migration: the source completes it (and interrupts)
+    half a latency later, a destination that issues it again a full latency later.  The
+    settle's first half sees the difference (a full latency at once would see both done)."""
+    done = _write_in_flight("full", steer=False, wait=SETTLE_NS // 2)
+    # the faithful design: the Write completes at the first look, so there is no second
+    assert done[3:] == ["io", "advance", "migrate", "advance", "consume"]
+    with pytest.raises(Divergence, match="irq/missing"):
+        _write_in_flight("full+inflight-restarted", steer=False, wait=SETTLE_NS // 2)
 
 
 def test_steering_memory_changes_only_between_batches():

@@ -16,7 +16,7 @@ from nvmefuzz.fuzz.readback import (
 from nvmefuzz.fuzz.session import replay
 from nvmefuzz.fuzz.arguments import FEATURE_VALUES, GENERIC, feature_values
 from nvmefuzz.model import snapshot as snap
-from nvmefuzz.protocol.spec import AdminOpcode as A, FeatureId as F
+from nvmefuzz.protocol.spec import AdminOpcode as A, FeatureId as F, IoOpcode as IO
 from nvmefuzz.targets import TargetConfig
 from nvmefuzz.trace.schema import Step, Trace
 
@@ -69,6 +69,8 @@ def test_namespace_specific_and_data_features():
     (Step("admin", {"opc": 0x7F}), [ERROR_INFO]),
     (Step("ring_sq", {"qid": 9, "value": 3}), [ERROR_INFO]),
     (Step("ring_sq", {"qid": 1}), []),
+    (Step("create_sq", {"qid": 2, "cqid": 1, "size": 8}),
+     [Step("io", {"qid": 2, "opc": int(IO.READ), "slba": 0, "nlb": 1})]),
     (Step("admin", {"opc": int(A.IDENTIFY), "cdw10": 1}), []),
     (Step("migrate", {}), []),
 ])
@@ -119,6 +121,19 @@ def test_io_read_back_shows_lost_smart_counters():
              Step("migrate", {}), *read_backs(io)]
     assert _run("full", steps).ok
     assert "host_writes" in _run("full-without-host_writes", steps).signature
+
+
+def test_sq_read_back_shows_the_cq_it_is_tied_to():
+    """SQ 2 on CQ 1, beside a CQ 2: a migration that ties SQ n to CQ n (Propolis #953) shows
+    when a Read on SQ 2 completes on the wrong CQ."""
+    sq = Step("create_sq", {"qid": 2, "cqid": 1, "size": 8})
+    steps = [Step("create_cq", {"qid": 1, "size": 8, "iv": 0}),
+             Step("create_cq", {"qid": 2, "size": 8, "iv": 0}), sq,
+             Step("migrate", {}), *read_backs(sq),
+             Step("advance", {"ns": 20_000}), Step("consume", {"qid": 1})]
+    assert _run("full", steps).ok
+    verdict = _run("full+sq-cq-association-lost", steps)
+    assert not verdict.ok and verdict.step >= 4
 
 
 # ---------------------------------------------------------------------- feature values

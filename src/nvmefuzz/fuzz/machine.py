@@ -73,7 +73,7 @@ from nvmefuzz.trace.schema import Step, Trace, Verdict
 STEERED = 3
 #: AERs a read-back of everything sends at most, one per queued event
 EVENTS_DRAINED = 4
-#: virtual time a migration's ``settle`` lets pass: one I/O latency of the model
+#: virtual time a migration's ``settle`` lets pass, in two halves: one I/O latency of the model
 SETTLE_NS = 20_000
 
 
@@ -204,13 +204,10 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             return multiple(*(q for q in self.host.sqs if q))
 
         # -------------------------------------------------------------- controller state
-        def _enable(self, asqs: int, acqs: int, fault: str) -> None:
+        def r_enable(self, asqs: int, acqs: int, fault: str) -> None:
             """Enable with a driver's ``fault`` (``ENABLE_FAULTS``) or none ("")."""
             self.do("enable", **{"asqs": asqs, "acqs": acqs, **ENABLE_FAULTS.get(fault, {})})
             self.failed = 0 not in self.host.sqs
-
-        def r_enable(self, asqs: int, acqs: int, fault: str) -> None:
-            self._enable(asqs, acqs, fault)
 
         def r_reset(self) -> None:
             self.do("disable")
@@ -228,7 +225,7 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             if shn:
                 self.do("shutdown", shn=shn)
             self.do("disable")
-            self._enable(asqs, acqs, fault)
+            self.r_enable(asqs, acqs, fault)
             if self.failed:
                 return multiple()
             built = self._build(pairs)
@@ -268,13 +265,14 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
                         break
 
         def _settle(self) -> None:
-            """The guest runs on: time passes and every CQ with commands outstanding is consumed,
-            so what in-flight commands did across the migration is looked at."""
-            cqs = sorted({sq.cqid for sq in self.host.sqs.values() if sq.outstanding})
-            if cqs:
-                self.do("advance", ns=SETTLE_NS)
-            for cqid in cqs:
-                self.do("consume", qid=cqid)
+            """The guest runs on, twice: half a latency passes, every CQ with commands
+            outstanding is consumed (a command restarted on the destination is late)."""
+            for _ in range(2):
+                cqs = sorted({sq.cqid for sq in self.host.sqs.values() if sq.outstanding})
+                if cqs:
+                    self.do("advance", ns=SETTLE_NS // 2)
+                for cqid in cqs:
+                    self.do("consume", qid=cqid)
 
         # -------------------------------------------------------------- queues
         def r_create_cq(self, qid: int, size: int, ien: bool, iv: int, pc: int,

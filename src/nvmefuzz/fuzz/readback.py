@@ -10,15 +10,16 @@ CSTS, AQA, ASQ, ACQ) and enabling also by the NVM command set Identify Controlle
 the controller computes its Dataset Management limits when it starts), time passing by the
 Timestamp feature and the SMART power-on hours, an event (a namespace change, a temperature
 threshold) by the log that reports it and by an Asynchronous Event Request that would collect
-it, an invalid command or doorbell by the Error Information log.  ``read_backs(step)``
-returns those reads as ordinary steps; the state machine keeps every read the steps of an
-example made available; its ``read_back`` rule picks one of them, and so does a migration
-right after it (the state most likely lost is the state changed before it).  A change made
-before a migration is then looked at after it far more often than uniform choice among all
-features, logs and registers would.
+it, an invalid command or doorbell by the Error Information log, creating an I/O SQ by a Read
+on it (the CQ, vector and phase its completion comes with show what the SQ is tied to).
+``read_backs(step)`` returns those reads as ordinary steps; the state machine keeps every read
+the steps of an example made available; its ``read_back`` rule picks one of them, and so does
+a migration right after it (the state most likely lost is the state changed before it).  A
+change made before a migration is then looked at after it far more often than uniform choice
+among all features, logs and registers would.
 
 Nothing here extends the vocabulary: every read is a step the ``get_features``,
-``get_log_page``, ``identify``, ``register_read`` or ``aer`` rules could also draw.  Log
+``get_log_page``, ``identify``, ``register_read``, ``aer`` or ``io`` rules could draw.  Log
 reads set RAE (Retain Asynchronous Event), so looking does not clear the events an AER is
 waiting for.
 """
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Callable
 
 from nvmefuzz.fuzz.arguments import FEATURE_DATA, NS_SPECIFIC
 from nvmefuzz.protocol import regs
-from nvmefuzz.protocol.spec import AdminOpcode as A, FeatureId as F
+from nvmefuzz.protocol.spec import AdminOpcode as A, FeatureId as F, IoOpcode as IO
 from nvmefuzz.trace.schema import Step
 
 if TYPE_CHECKING:
@@ -94,6 +95,10 @@ def _reg_write(args: dict) -> list[Step]:
     return [reg_read(args["offset"] & ~3)]
 
 
+def _sq(args: dict) -> list[Step]:
+    return [Step("io", {"qid": args["qid"], "opc": int(IO.READ), "slba": 0, "nlb": 1})]
+
+
 def _doorbell(args: dict) -> list[Step]:
     return [ERROR_INFO] if "value" in args else []
 
@@ -109,6 +114,7 @@ READS: dict[str, Callable[[dict], list[Step]]] = {
     "disable": lambda a: list(STOPPED),
     "shutdown": lambda a: list(STOPPED),
     "advance": lambda a: [TIMESTAMP, SMART] if a.get("ns") else [],
+    "create_sq": _sq,
     "ring_sq": _doorbell,
     "ring_cq": _doorbell,
     "environment": lambda a: [CHANGED_NAMESPACES, AER] if a.get("event") == "ns_changed"
