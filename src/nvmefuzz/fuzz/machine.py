@@ -21,8 +21,8 @@ something for the FID drawn (``arguments``); half of the I/O commands reuse the 
 recent one, most often the one just before, so commands race on the same blocks (such a
 Compare takes the blocks and data of a recent Write, so it can match); the ``read_back``
 rule repeats one of the reads that show what earlier steps changed (``readback``), and a
-migration may do one or two of them right after it; it may also let the guest run on (time
-passes, every CQ with commands outstanding is consumed).
+migration may do one or two of them right after it; it may also let the guest run on (twice,
+half a latency passes and every CQ with commands outstanding is consumed).
 
 Guidance from the target's insides (the model's; QEMU shows none), all of which
 ``steer=False`` drops (the unguided baseline):
