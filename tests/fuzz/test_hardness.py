@@ -73,3 +73,20 @@ def test_a_controller_that_failed_to_start():
     failed = [*PAIR, Step("disable", {}), Step("enable", {"asqs": 7, "acqs": 7, "misalign": 8})]
     assert names(_scores(failed)) == ["a failed controller (CSTS.CFS)"]
     assert names(_scores([*failed, Step("disable", {})])) == []
+
+
+def test_events_of_two_types_waiting_for_aers():
+    """A namespace change (Notice) and a temperature crossing (SMART) queue with no AER
+    outstanding: two AERs would collect them.  Once an AER has taken the Notice, its type is
+    masked, and a second Notice queued behind the SMART event waits for the log read."""
+    both = [PAIR[0], Step("environment", {"event": "ns_changed", "arg": 1}),
+            Step("admin", {"opc": 0x09, "cdw10": 0x0B, "cdw11": 1 << 1}),   # SMART temp AEN
+            Step("admin", {"opc": 0x09, "cdw10": 0x04})]       # threshold 0: crossed
+    name = "events of two types waiting for AERs"
+    got = _scores(both)
+    assert got["events queued"] == 2 and got[name] == 1
+    taken = _scores([*both, Step("aer", {})])
+    assert taken["events queued"] == 1 and taken[name] == 0
+    masked = _scores([*both, Step("aer", {}),
+                      Step("environment", {"event": "ns_changed", "arg": 2})])
+    assert masked["events queued"] == 2 and masked[name] == 0

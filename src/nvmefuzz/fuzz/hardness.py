@@ -3,7 +3,9 @@
 How it works
 ------------
 Migration code goes wrong where the controller is busy: completions waiting on a full CQ,
-AERs outstanding (every slot taken), events queued for AERs not yet sent, I/O in flight
+AERs outstanding (every slot taken), events queued for AERs not yet sent (worse: events of
+two types not masked, so two AERs would collect them, which a design with one pending-event
+slot cannot hold), I/O in flight
 (worse: two commands in flight on the same blocks, where a replayed, reordered or doubly
 fetched command shows in the data; worst, a Read ahead of a Write to its blocks: a Write
 replayed twice or landed early changes what the Read returns), SQ entries rung but not yet
@@ -64,6 +66,12 @@ def _unfetched(ctrl: Any) -> int:
     return sum((q.tail - q.head) % q.size for q in ctrl.sqs.values() if q.sqid)
 
 
+def _collectable(ctrl: Any) -> set[int]:
+    """The types of queued events whose type no AER completion has masked: each would
+    complete the next AER."""
+    return {e.type for e in ctrl.aer_queue if not ctrl.aer_mask >> e.type & 1}
+
+
 #: every hard state: its name (as in ``migrated with <name>``) and its count on a controller
 STATES: dict[str, Callable[[Any], int]] = {
     "a full CQ with waiting completions":
@@ -71,6 +79,7 @@ STATES: dict[str, Callable[[Any], int]] = {
     "AER requests outstanding": lambda c: len(c.aer_reqs),
     "every AER slot used": lambda c: int(len(c.aer_reqs) == c.config.aerl + 1),
     "events queued": lambda c: len(c.aer_queue),
+    "events of two types waiting for AERs": lambda c: int(len(_collectable(c)) > 1),
     "I/O in flight": lambda c: len(c.inflight),
     "commands in flight on the same blocks": lambda c: overlapping(c.inflight),
     "a Read in flight ahead of a Write to its blocks":
