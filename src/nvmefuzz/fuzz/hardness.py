@@ -5,15 +5,14 @@ How it works
 Migration code goes wrong where the controller is busy: completions waiting on a full CQ,
 AERs outstanding (every slot taken), events queued for AERs not yet sent (worse: events of
 two types not masked, so two AERs would collect them, which a design with one pending-event
-slot cannot hold), I/O in flight
-(worse: two commands in flight on the same blocks, where a replayed, reordered or doubly
-fetched command shows in the data; worst, a Read ahead of a Write to its blocks: a Write
-replayed twice or landed early changes what the Read returns), SQ entries rung but not yet
-fetched, shadow doorbells in use, a controller that failed to start (its CSTS.CFS must
-survive the migration, and a destination must not start it).  ``STATES`` is the one table of
-them: a name and how to count it on the model's controller.  ``measure(ctrl)`` gives every
-count (the host cannot see them; without a model it gives nothing) and ``names(counts)`` the
-states present.
+slot cannot hold), I/O in flight (worse: two commands in flight on the same blocks, where a
+replayed, reordered or doubly fetched command shows in the data; worst, a Read ahead of a
+Write to its blocks: a Write replayed twice or landed early changes what the Read returns),
+SQ entries rung but not yet fetched, shadow doorbells in use, a controller that failed to
+start (its CSTS.CFS must survive the migration, and a destination must not start it).
+``STATES`` is the one table of them: a name and how to count it on the model's controller.
+``measure(ctrl)`` gives every count (the host cannot see them; without a model it gives
+nothing) and ``names(counts)`` the states present.
 
 Three users read the table: the session counts, per migration, the states it started from
 (``migrated with ...`` statistics in every run summary); the state machine reports with
