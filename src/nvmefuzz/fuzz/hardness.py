@@ -27,6 +27,7 @@ from typing import Any, Callable, Hashable, Mapping
 
 import attrs
 
+from nvmefuzz.model import events
 from nvmefuzz.protocol import regs
 from nvmefuzz.protocol.spec import IoOpcode as IO
 
@@ -68,7 +69,7 @@ def _unfetched(ctrl: Any) -> int:
 def _collectable(ctrl: Any) -> set[int]:
     """The types of queued events whose type no AER completion has masked: each would
     complete the next AER."""
-    return {e.type for e in ctrl.aer_queue if not ctrl.aer_mask >> e.type & 1}
+    return {e.type for e in ctrl.aer_queue if not events.masked(ctrl, e.type)}
 
 
 #: every hard state: its name (as in ``migrated with <name>``) and its count on a controller

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from nvmefuzz.model.controller import Controller
     from nvmefuzz.model.state import Request
 
-__all__ = ["AsyncEvent", "clear", "enqueue", "namespace_changed", "process", "request",
-           "smart_temperature"]
+__all__ = ["AsyncEvent", "clear", "enqueue", "masked", "namespace_changed", "process",
+           "request", "smart_temperature"]
 
 
 def enqueue(ctrl: Controller, type_: int, info: int, log_page: int) -> None:
@@ -33,11 +33,16 @@ def enqueue(ctrl: Controller, type_: int, info: int, log_page: int) -> None:
     process(ctrl)
 
 
+def masked(ctrl: Controller, type_: int) -> bool:
+    """Has an AER completion masked events of this type (until its log page is read)?"""
+    return bool(ctrl.aer_mask >> type_ & 1)
+
+
 def process(ctrl: Controller) -> None:
     index = 0
     while index < len(ctrl.aer_queue) and ctrl.aer_reqs:
         event = ctrl.aer_queue[index]
-        if ctrl.aer_mask & (1 << event.type):
+        if masked(ctrl, event.type):
             index += 1
             continue
         del ctrl.aer_queue[index]
