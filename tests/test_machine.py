@@ -258,9 +258,9 @@ def _examples(machine, *examples: list[dict]) -> list[list[str]]:
             m.power_on(pairs=[])
             for args in steps:
                 m.do("admin", **args)
-            taken.append([s.action for s in m.steps])
         finally:
             m.teardown()
+            taken.append([s.action for s in m.steps])
     for steps in examples:
         drive(steps=steps)
     return taken
@@ -333,18 +333,36 @@ def _set(fid: int, cdw11: int) -> dict:
     return {"opc": int(A.SET_FEATURES), "cdw10": fid, "cdw11": cdw11, "nsid": 1}
 
 
-def test_steering_is_capped_per_example_and_remembers_only_what_migrations_started_from():
-    """Five new features set: STEERED migrations follow the first ones; the next batch does
-    not migrate where they did, but does where the cap left the example unmigrated."""
+#: five Set Features, each of a feature no earlier step changed
+FIVE_SETS = [_set(0x05, 0x10), _set(0x06, 1), _set(0x08, 0x0105), _set(0x0B, 0x2),
+             _set(0x04, 0x150)]
+
+
+def test_steering_is_capped_per_example_and_the_example_ends_with_a_last_migration():
+    """Five new features set: STEERED migrations follow the first ones, and the example's
+    end migrates once more for the two the cap left unmigrated; the next batch migrates
+    from nothing the first did not."""
     assert STEERED == 3
-    example = [_set(0x05, 0x10), _set(0x06, 1), _set(0x08, 0x0105), _set(0x0B, 0x2),
-               _set(0x04, 0x150)]
     machine = build_machine(_only(migrate=1))
-    (first,) = _examples(machine, example)
-    assert first == ["enable", *["admin", "migrate"] * 3, "admin", "admin"]
+    (first,) = _examples(machine, FIVE_SETS)
+    assert first == ["enable", *["admin", "migrate"] * 3, "admin", "admin", "migrate"]
     machine.before_batch()
-    (second,) = _examples(machine, example)
-    assert second == ["enable", "admin", "admin", "admin", *["admin", "migrate"] * 2]
+    (second,) = _examples(machine, FIVE_SETS)
+    assert second == ["enable", *["admin"] * 5]
+    # nothing new changed since the last migration: the end adds none
+    assert _examples(build_machine(_only(migrate=1)), [SET_ERR_REC]) == [
+        ["enable", "admin", "migrate"]]
+
+
+def test_the_last_migration_shows_a_loss_past_the_cap_and_the_unguided_machine_has_none():
+    """A design that loses the Error Recovery feature: set fourth, past the cap, only the
+    example's last migration (and its read-back) shows it.  The unguided machine ends the
+    same example with no migration, so sees nothing."""
+    late = [_set(0x06, 1), _set(0x08, 0x0105), _set(0x0B, 0x2), SET_ERR_REC]
+    camp = _only(migrate=1).with_profile("full-without-features.err_rec")
+    with pytest.raises(Divergence, match="cqe"):
+        _examples(build_machine(camp), late)
+    assert _examples(build_machine(camp, steer=False), late) == [["enable", *["admin"] * 4]]
 
 
 def test_steered_migrations_are_counted_and_dropped_with_the_guidance():

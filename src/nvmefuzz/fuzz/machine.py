@@ -31,23 +31,23 @@ Guidance from the target's insides (the model's; QEMU shows none), all of which
   inside) no known finding explains (``explained``) reads back everything the example
   changed, queued events with one AER each until an AER is left waiting: a loss the model
   sees becomes one the guest sees;
-* the machine migrates unasked (``migrations steered``, at most ``STEERED`` per example)
-  when an example is in a set of hard states (``hardness``) or has changed something (a
-  read-back) no migration of the run started from, and then lets the guest run on, so
-  commands caught in flight finish on the destination and are compared;
-  ``hardness.Memory`` holds what the run's migrations started from, and changes only
-  between batches, so within a batch the same choices give the same steps;
-* ``target()`` reports the most hard states any migration of the example started from;
-  ``event()`` counts them.
+* the machine migrates unasked (``migrations steered``, at most ``STEERED`` per example,
+  and once more at its end) when an example is in hard states (``hardness``) or has changed
+  something (a read-back) no migration of the run started from, then lets the guest run
+  on, so commands caught in flight finish on the destination and are compared (a change
+  never migrated cannot show a loss); ``hardness.Memory`` holds what the run's migrations
+  started from, and changes only between batches: within a batch the same choices give the
+  same steps;
+* ``target()`` reports the most hard states a migration of the example started from.
 
 A divergence ``known`` matches (``fuzz.known``: a finding already in the corpus, by root
-cause or signature) ends the example quietly, so a run keeps looking for new ways to lose
-state.
+cause or signature) ends the example quietly: a run keeps looking for new ways to lose state.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any, Hashable
 
 from hypothesis import event, target
@@ -146,11 +146,12 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             if steer and not self.hold:
                 self._steer(step)
 
-        def _steer(self, step: Step) -> None:
+        def _steer(self, step: Step | None) -> None:
             """Migrate if the example is in hard states, or has changed something (a read-back),
-            no migration of the run started from (``hardness.Memory``); note what one did."""
-            asked = step.action == "migrate"
-            if not asked and self.steered >= STEERED:
+            no migration of the run started from (``hardness.Memory``); note what one did.
+            ``step`` None: the example's end, where the cap does not hold."""
+            asked = step is not None and step.action == "migrate"
+            if not asked and step is not None and self.steered >= STEERED:
                 return                         # capped: no need to measure (a hot path)
             hard = self.session.migrated_from if asked else self.session.hard_states()
             keys = [frozenset(hard), *self.unmigrated]
@@ -181,13 +182,18 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
                          refusals=camp.refusals)
 
         def teardown(self) -> None:
-            if steer:
-                target(float(self.hardest), label=hardness.TARGET)
-                memory.pending |= self.local
-            stats = self.session.stats
-            stats.update({f"waived:{k}": v for k, v in self.session.comparator.suppressed.items()})
-            obs.example_done(stats)
-            self.session.close()
+            try:   # ended normally (teardown runs in a ``finally``): a last steered migration
+                if steer and not (self.dead or self.hold or sys.exc_info()[0]):
+                    self._steer(None)
+            finally:
+                if steer:
+                    target(float(self.hardest), label=hardness.TARGET)
+                    memory.pending |= self.local
+                stats = self.session.stats
+                stats.update({f"waived:{k}": v
+                              for k, v in self.session.comparator.suppressed.items()})
+                obs.example_done(stats)
+                self.session.close()
 
         @initialize(targets=(cqs, sqs), pairs=pairs(camp.queue_pairs))
         def power_on(self, pairs: list[tuple[int, int, bool, int]]) -> Any:
@@ -211,7 +217,7 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
 
         def r_reset(self) -> None:
             self.do("disable")
-            self.failed = False
+            self.failed = False       # a disable clears CSTS.CFS
 
         def r_shutdown(self, shn: int) -> None:
             self.do("shutdown", shn=shn)
@@ -220,8 +226,7 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
                       pairs: list[tuple[int, int, bool, int]], aer: bool, fault: str) -> Any:
             """A driver's controller reset: shut down (``shn``) or not, disable, enable, build
             I/O queue pairs again and send an AER, whatever was outstanding.  A ``fault`` at
-            enable (``ENABLE_FAULTS``) leaves the controller failed (CSTS.CFS), with no
-            queues, until the next reset."""
+            enable (``ENABLE_FAULTS``) leaves it failed (CSTS.CFS) until the next reset."""
             if shn:
                 self.do("shutdown", shn=shn)
             self.do("disable")
@@ -256,12 +261,9 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             """Every read of what the example changed; queued events by AERs until one waits
             (an AER collects one event: a second one lost shows to a second AER only)."""
             for read in list(self.readable.values()):
-                if read.action != "aer":
+                for _ in range(EVENTS_DRAINED if read.action == "aer" else 1):
                     self.do(read.action, **read.args)
-                    continue
-                for _ in range(EVENTS_DRAINED):
-                    self.do(read.action, **read.args)
-                    if aer_waits(self.host):
+                    if read.action == "aer" and aer_waits(self.host):
                         break
 
         def _settle(self) -> None:
