@@ -340,8 +340,8 @@ FIVE_SETS = [_set(0x05, 0x10), _set(0x06, 1), _set(0x08, 0x0105), _set(0x0B, 0x2
 
 def test_steering_is_capped_per_example_and_the_example_ends_with_a_last_migration():
     """Five new features set: STEERED migrations follow the first ones, and the example's
-    end migrates once more for the two the cap left unmigrated; the next batch migrates
-    from nothing the first did not."""
+    end migrates once more for the two the cap left unmigrated; the next batch, whose run
+    has migrated from every one of them, migrates nowhere."""
     assert STEERED == 3
     machine = build_machine(_only(migrate=1))
     (first,) = _examples(machine, FIVE_SETS)

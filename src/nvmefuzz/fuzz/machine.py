@@ -144,14 +144,13 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
                     self.readable[k] = read
                     self.unmigrated.append(k)
             if steer and not self.hold:
-                self._steer(step)
+                self._steer(asked=step.action == "migrate")
 
-        def _steer(self, step: Step | None) -> None:
+        def _steer(self, asked: bool, capped: bool = True) -> None:
             """Migrate if the example is in hard states, or has changed something (a read-back),
             no migration of the run started from (``hardness.Memory``); note what one did.
-            ``step`` None: the example's end, where the cap does not hold."""
-            asked = step is not None and step.action == "migrate"
-            if not asked and step is not None and self.steered >= STEERED:
+            ``asked``: the step was a migration; ``capped``: at most ``STEERED`` steered."""
+            if not asked and capped and self.steered >= STEERED:
                 return                         # capped: no need to measure (a hot path)
             hard = self.session.migrated_from if asked else self.session.hard_states()
             keys = [frozenset(hard), *self.unmigrated]
@@ -184,7 +183,7 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
         def teardown(self) -> None:
             try:   # ended normally (teardown runs in a ``finally``): a last steered migration
                 if steer and not (self.dead or self.hold or sys.exc_info()[0]):
-                    self._steer(None)
+                    self._steer(asked=False, capped=False)
             finally:
                 if steer:
                     target(float(self.hardest), label=hardness.TARGET)
