@@ -365,6 +365,47 @@ def test_the_last_migration_shows_a_loss_past_the_cap_and_the_unguided_machine_h
     assert _examples(build_machine(camp, steer=False), late) == [["enable", *["admin"] * 4]]
 
 
+def _lost_intx_status(steer: bool, ring: bool) -> list[str]:
+    """Pin-based interrupts on a design that does not save the INTx status: an admin
+    completion left asserted (its CQ head rung before it), a migration, then a CQ head
+    doorbell if ``ring``; the actions the example took (a divergence ends it early)."""
+    camp = load("mutant-hunt-intx").with_profile("full-without-irq_status")
+    camp = attrs.evolve(camp, weights={r: int(r == "migrate") for r in camp.weights})
+    assert not camp.msix
+    taken: list[str] = []
+
+    @given(_=st.none())
+    @settings(max_examples=1, database=None, phases=[Phase.generate])
+    def drive(_):
+        m = build_machine(camp, steer=steer)()
+        try:
+            m.power_on(pairs=[])
+            m.do("ring_cq", qid=0)
+            m.do("admin", opc=int(A.DELETE_IO_SQ), cdw10=0)     # an error, and an interrupt
+            assert m.session.twin.ctrl.irq_status == 1
+            m.r_migrate(None, looks=0, settle=False)
+            if ring:
+                m.do("ring_cq", qid=0)
+        finally:
+            taken.extend(s.action for s in m.steps)
+            m.teardown()
+    drive()
+    return taken
+
+
+def test_a_lost_intx_status_is_shown_before_the_reads_set_it_again():
+    """The loss inside is read back with CQ head doorbells first: the twin's INTx status
+    stays set and its line asserted, the destination's line drops.  The read-backs (admin
+    commands) first would set the lost bit again on both sides and hide it.  The unguided
+    machine sees it only if the guest rings next."""
+    with pytest.raises(Divergence, match="irq/extra"):
+        _lost_intx_status(steer=True, ring=False)
+    assert _lost_intx_status(steer=False, ring=False) == ["enable", "ring_cq", "admin",
+                                                         "migrate"]
+    with pytest.raises(Divergence, match="irq/extra"):
+        _lost_intx_status(steer=False, ring=True)
+
+
 def test_steered_migrations_are_counted_and_dropped_with_the_guidance():
     """A run counts its steered migrations; the unguided machine makes none."""
     camp = attrs.evolve(_only(io=3, aer=1, migrate=1), queue_pairs=1)
