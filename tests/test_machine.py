@@ -245,25 +245,34 @@ def test_a_loss_known_findings_explain_is_not_read_back():
                                        frozenset({"features.err_rec"})) == ["migrate"]
 
 
-def _examples(machine, *examples: list[dict]) -> list[list[str]]:
-    """Run each example (power on, then ``admin`` steps with these arguments) on its own
-    instance of ``machine``, as Hypothesis runs them; the actions each example took."""
-    taken: list[list[str]] = []
+def _one_example(machine, body) -> list[str]:
+    """Run ``body`` on a new instance of ``machine`` as Hypothesis runs an example, teardown
+    included; the actions the example took (a divergence ends it early and is raised)."""
+    taken: list[str] = []
 
     @given(_=st.none())
     @settings(max_examples=1, database=None, phases=[Phase.generate])
-    def drive(steps, _):
+    def drive(_):
         m = machine()
         try:
+            body(m)
+        finally:
+            m.teardown()
+            taken.extend(s.action for s in m.steps)
+    drive()
+    return taken
+
+
+def _examples(machine, *examples: list[dict]) -> list[list[str]]:
+    """Run each example (power on, then ``admin`` steps with these arguments) on its own
+    instance of ``machine``; the actions each example took."""
+    def body(steps: list[dict]):
+        def run(m):
             m.power_on(pairs=[])
             for args in steps:
                 m.do("admin", **args)
-        finally:
-            m.teardown()
-            taken.append([s.action for s in m.steps])
-    for steps in examples:
-        drive(steps=steps)
-    return taken
+        return run
+    return [_one_example(machine, body(steps)) for steps in examples]
 
 
 def test_steering_migrates_where_no_migration_of_the_run_started_from():
@@ -279,32 +288,24 @@ def _write_in_flight(profile: str, steer: bool, wait: int = 0) -> list[str]:
     """Power on with one queue pair, send a Write, let ``wait`` ns pass and migrate with a
     settle if ``wait`` (else only what steering does); the actions the example took (a
     divergence ends it early)."""
-    taken: list[str] = []
-
-    @given(_=st.none())
-    @settings(max_examples=1, database=None, phases=[Phase.generate])
-    def drive(_):
-        m = build_machine(attrs.evolve(_only(migrate=1), profile=profile), steer=steer)()
-        try:
-            m.power_on(pairs=[(8, 8, True, 0)])
-            m.do("io", qid=1, opc=int(IO.WRITE), slba=0, nlb=1, pattern=1)
-            if wait:
-                m.r_advance(ns=wait)
-                m.r_migrate(None, looks=0, settle=True)
-        finally:
-            taken.extend(s.action for s in m.steps)
-            m.teardown()
-    drive()
-    return taken
+    def body(m):
+        m.power_on(pairs=[(8, 8, True, 0)])
+        m.do("io", qid=1, opc=int(IO.WRITE), slba=0, nlb=1, pattern=1)
+        if wait:
+            m.r_advance(ns=wait)
+            m.r_migrate(None, looks=0, settle=True)
+    return _one_example(build_machine(attrs.evolve(_only(migrate=1), profile=profile),
+                                      steer=steer), body)
 
 
 def test_a_steered_migration_with_io_in_flight_lets_the_guest_run_on():
     """A Write in flight is a hard state no migration started from: the machine migrates,
     then lets half a latency pass and consumes the CQ, twice, so what the command did across
-    the migration is compared (the unguided machine leaves it in flight)."""
+    the migration is compared (the unguided machine leaves it in flight).  No migration of
+    the run has started from a controller in no hard state: the example ends with one."""
     built = ["enable", "create_cq", "create_sq", "io"]
     settle = ["advance", "consume"] * 2
-    assert _write_in_flight("full", steer=True) == [*built, "migrate", *settle]
+    assert _write_in_flight("full", steer=True) == [*built, "migrate", *settle, "migrate"]
     assert _write_in_flight("full", steer=False) == built
 
 
@@ -372,25 +373,16 @@ def _lost_intx_status(steer: bool, ring: bool) -> list[str]:
     camp = load("mutant-hunt-intx").with_profile("full-without-irq_status")
     camp = attrs.evolve(camp, weights={r: int(r == "migrate") for r in camp.weights})
     assert not camp.msix
-    taken: list[str] = []
 
-    @given(_=st.none())
-    @settings(max_examples=1, database=None, phases=[Phase.generate])
-    def drive(_):
-        m = build_machine(camp, steer=steer)()
-        try:
-            m.power_on(pairs=[])
+    def body(m):
+        m.power_on(pairs=[])
+        m.do("ring_cq", qid=0)
+        m.do("admin", opc=int(A.DELETE_IO_SQ), cdw10=0)     # an error, and an interrupt
+        assert m.session.twin.ctrl.irq_status == 1
+        m.r_migrate(None, looks=0, settle=False)
+        if ring:
             m.do("ring_cq", qid=0)
-            m.do("admin", opc=int(A.DELETE_IO_SQ), cdw10=0)     # an error, and an interrupt
-            assert m.session.twin.ctrl.irq_status == 1
-            m.r_migrate(None, looks=0, settle=False)
-            if ring:
-                m.do("ring_cq", qid=0)
-        finally:
-            taken.extend(s.action for s in m.steps)
-            m.teardown()
-    drive()
-    return taken
+    return _one_example(build_machine(camp, steer=steer), body)
 
 
 def test_a_lost_intx_status_is_shown_before_the_reads_set_it_again():
