@@ -368,8 +368,10 @@ def test_the_last_migration_shows_a_loss_past_the_cap_and_the_unguided_machine_h
 
 def _lost_intx_status(steer: bool, ring: bool) -> list[str]:
     """Pin-based interrupts on a design that does not save the INTx status: an admin
-    completion left asserted (its CQ head rung before it), a migration, then a CQ head
-    doorbell if ``ring``; the actions the example took (a divergence ends it early)."""
+    completion's status bit left set, a migration, then a CQ head doorbell if ``ring``; the
+    actions the example took (a divergence ends it early).  The bit stays set as in QEMU:
+    the head rung on the empty admin CQ first takes ``cq_pending`` below zero, so consuming
+    the completion does not bring it back to the zero that clears the bit."""
     camp = load("mutant-hunt-intx").with_profile("full-without-irq_status")
     camp = attrs.evolve(camp, weights={r: int(r == "migrate") for r in camp.weights})
     assert not camp.msix
