@@ -4,7 +4,10 @@ For each mutant in ``nvmefuzz.model.profiles.mutants.MUTANTS`` (and ``full`` its
 control, which nothing may kill) each strategy of ``nvmefuzz.fuzz.baselines.STRATEGIES``
 hunts it with the same campaigns, seed and wall-clock budget.  Recorded per pair: killed,
 time to kill (to the first failing example), examples to kill, reproducer length (shrunk for
-the state machines), signature.  Output:
+the state machines), signature.  Each hunt runs in a fresh process; the clock starts once the
+process has paid its one-off costs (``batch.warm_up``, as it paid its imports), which a
+nightly run pays once and a hunt of one mutant would otherwise count against the state
+machines alone.  Output:
 
 * ``reports/bench/mutants.json``: everything, plus per-strategy summaries;
 * ``reports/bench/mutants.md``: the summary, the acceptance check and the per-mutant table;
@@ -45,6 +48,7 @@ from pathlib import Path
 import hypothesis
 
 from nvmefuzz.fuzz.baselines import STRATEGIES, Kill
+from nvmefuzz.fuzz.batch import warm_up
 from nvmefuzz.fuzz.campaign import load
 from nvmefuzz.model.profiles import mutants as M
 from nvmefuzz.trace.corpus import slug
@@ -415,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     traces = args.out / "traces"
     commit = checkout()
     start = time.monotonic()
-    with multiprocessing.Pool(args.jobs, maxtasksperchild=1) as pool:   # fresh state per hunt
+    # a fresh process per hunt, warmed before its clock starts
+    with multiprocessing.Pool(args.jobs, initializer=warm_up, maxtasksperchild=1) as pool:
         for i, (name, s, seed, kill, trace) in enumerate(pool.imap_unordered(hunt, jobs), 1):
             results.setdefault((name, seed), {})[s] = kill
             if trace:

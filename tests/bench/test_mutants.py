@@ -200,5 +200,5 @@ def test_campaigns_take_batches_in_turn_growing_to_the_cap():
     """Each round of campaigns doubles the batch: every campaign is tried early, later batches
     are long enough for Hypothesis' target phase (20 examples and more)."""
     sizes = [baselines.batch_size(b, 3) for b in range(18)]
-    assert sizes[:3] == [5] * 3 and sizes[3:6] == [10] * 3 and sizes[6:9] == [20] * 3
+    assert sizes[:3] == [3] * 3 and sizes[3:6] == [6] * 3 and sizes[6:9] == [12] * 3
     assert sizes[-1] == baselines.MAX_BATCH == 80 and sizes == sorted(sizes)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from hypothesis import Phase, settings
 from hypothesis.database import InMemoryExampleDatabase
@@ -157,3 +160,20 @@ def test_a_batch_says_nothing_when_its_shrink_budget_runs_out(monkeypatch, capsy
     assert run_batch(_machine("full-without-acq", obs), batch_settings(50, 40), seed=1)
     out = capsys.readouterr()
     assert "WARNING" not in out.out + out.err and obs.last_failure is not None
+
+
+def test_warm_up_pays_a_fresh_process_one_off_costs_before_its_first_batch():
+    """A fresh process: no constant pool and no Hypothesis run yet; ``warm_up`` builds the
+    pool and runs Hypothesis once, so neither is left for the first batch to pay."""
+    probe = (
+        "import hypothesis.core as core\n"
+        "from nvmefuzz.fuzz import batch\n"
+        "before = (batch.constant_pool.cache_info().currsize,\n"
+        "          core.threadlocal._hypothesis_global_random is not None)\n"
+        "batch.warm_up()\n"
+        "after = (batch.constant_pool.cache_info().currsize,\n"
+        "         core.threadlocal._hypothesis_global_random is not None)\n"
+        "print(before, after)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout.split("\n")[0]
+    assert out == "(0, False) (1, True)"

@@ -7,10 +7,10 @@ seen, how many examples that took, and how long the reproducer it hands the user
 
 * ``state_machine``: the Hypothesis machine in batches as ``run_campaign`` runs them
   (``fuzz.batch``, seed ``seed * 1000003 + batch``), stopping at the first finding.  The
-  campaigns take batches in turn, 5 examples each in the first round, doubling every round
-  up to 80 (``batch_size``): every campaign gets a look within the first second, and
-  batches of 20 and more leave Hypothesis room for its target phase (from half the batch
-  on), where ``target()`` steers.  One ``hardness.Memory`` per campaign steers migrations
+  campaigns take batches in turn, 3 examples each in the first round, doubling every round
+  up to 80 (``batch_size``): every campaign gets a look within the first tenth of a second,
+  and batches of 20 and more leave Hypothesis room for its target phase (from half the
+  batch on), where ``target()`` steers.  One ``hardness.Memory`` per campaign steers migrations
   across the run's batches.  ``steer=False`` is the baseline without guidance: no read-back
   after a migration that lost state inside, no steered migrations, no ``target()``; the
   same rules, weights, strategies and shrinking.  The reproducer is what ``run_campaign``
@@ -46,8 +46,11 @@ from nvmefuzz.trace.schema import Step, Trace, Verdict
 
 #: examples in the first batch of each campaign; each round of campaigns doubles it up to
 #: ``MAX_BATCH``, so every campaign gets a look early and later batches are long enough for
-#: Hypothesis' target phase (it runs in the second half of a batch of 20 or more)
-FIRST_BATCH, MAX_BATCH = 5, 80
+#: Hypothesis' target phase (it runs in the second half of a batch of 20 or more).  A batch
+#: opens with Hypothesis' simplest example (one rule repeated, about 8 ms), and its second is
+#: often power-on alone (under 1 ms).  Over the catalogue's 225 hunts a first batch of 3
+#: reached the median kill sooner than one of 2 (0.078 s against 0.089 s) or 5 (bench/results)
+FIRST_BATCH, MAX_BATCH = 3, 80
 
 
 @attrs.frozen

@@ -26,6 +26,11 @@ different examples from the CLI, from pytest and from a bench script, and from a
 package none at all.  A batch pins that pool (``pinned_constants``) to the literals of the
 controller's own code, ``nvmefuzz.protocol`` and ``nvmefuzz.model``: its boundary values,
 whatever else is imported and however nvmefuzz is installed.
+
+A process pays two costs once, on its first batch: building that pool (about 10 ms) and
+Hypothesis' first run in a thread, which collects all garbage (about 15 ms).  ``warm_up``
+pays them at once, where a caller wants them out of what it times (``bench/mutants.py``
+times each hunt in a fresh process).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import pkgutil
 from collections import Counter
 from typing import Iterator, Sequence
 
-from hypothesis import HealthCheck, Phase, Verbosity, settings
+from hypothesis import HealthCheck, Phase, Verbosity, given, settings, strategies as st
 from hypothesis.errors import Flaky
 from hypothesis.database import ExampleDatabase
 from hypothesis.internal.conjecture import providers
@@ -90,6 +95,18 @@ def pinned_constants() -> Iterator[None]:
     finally:
         providers._get_local_constants = old
         providers.CONSTANTS_CACHE.cache.clear()
+
+
+def warm_up() -> None:
+    """Pay the process's one-off costs now: the constant pool, and a first Hypothesis run."""
+    constant_pool()
+
+    @settings(max_examples=1, database=None, phases=[Phase.generate], deadline=None)
+    @given(st.none())
+    def nothing(_: None) -> None:
+        pass
+
+    nothing()
 
 
 class Observer:
