@@ -189,6 +189,14 @@ def test_random_walk_run_is_deterministic_for_a_seed():
     assert not replay(Trace.decode(one.trace))[0].ok
 
 
+def test_walks_keep_their_length_whatever_the_campaign_step_budget():
+    """Campaigns of 5 steps per example still get walks of ``WALK_STEPS`` steps: a walk
+    longer than the campaign's examples kills."""
+    camps = [attrs.evolve(c, steps=5) for c in _camps("full+csts-not-migrated")]
+    kill = baselines.random_walk(camps, seed=3, seconds=20)
+    assert kill.killed and 5 < kill.length <= baselines.WALK_STEPS
+
+
 def test_functional_test_passes_full_and_catches_lost_io():
     """The functional workload passes on full and fails when in-flight I/O is dropped."""
     assert not baselines.functional(_camps("full"), seed=1, seconds=1).killed
