@@ -73,6 +73,51 @@ def test_passing_traces_and_budgets_are_respected():
     assert [s.action for s in out.steps] == ["x", "a"]
 
 
+def _two_forms(needed: set[str], full: int, form: str):
+    """A replay on a target whose timing varies: once every needed step has run, the loss
+    shows at that step as ``posted/io/missing`` in a trace of ``full`` steps, and in a shorter
+    one in another form: ``irq/missing`` with ``posted/io/cqes`` beside it (``"both"``), that
+    one step before (``"before"``), or ``irq/extra`` alone (``"other"``)."""
+    def replay(trace: Trace):
+        seen: set[str] = set()
+        for i, s in enumerate(trace.steps):
+            seen.add(s.action)
+            if needed <= seen:
+                if len(trace.steps) == full:
+                    return Verdict("divergence", "divergence:posted/io/missing", "", i), None
+                if form == "other":
+                    return Verdict("divergence", "divergence:irq/extra", "", i), None
+                at = i - 1 if form == "before" else i
+                return Verdict("divergence", "divergence:irq/missing", "", at,
+                               also=("divergence:posted/io/cqes",)), None
+        return Verdict(PASS), None
+    return replay
+
+
+def test_on_qemu_a_deletion_is_kept_when_the_loss_shows_in_its_other_form_at_its_step():
+    """On QEMU one loss shows in either form from one replay to the next.  A deletion that
+    still diverges at the finding's step, in an observation the finding differed in, is
+    kept; another step or another observation is not the finding.  On the model, whose
+    replays do not vary, only the exact signature is."""
+    actions = ["enable"] + ["migrate"] * 6 + ["create_cq", "io"] + ["migrate"] * 6 + ["consume"]
+    needed = {"enable", "create_cq", "io", "consume"}
+    finding = Verdict("divergence", "divergence:posted/io/missing", "", len(actions) - 1,
+                      also=("divergence:posted/io/cqes",))
+    qemu = Trace(target=TargetConfig(kind="qemu").to_plain(), campaign="c", seed=0,
+                 steps=tuple(Step(a, {}) for a in actions), verdict=finding)
+    model = attrs.evolve(qemu, target={"kind": "model"})
+
+    def shrunk(trace: Trace, form: str) -> Trace:
+        return minimize(trace, replay=_two_forms(needed, len(actions), form))
+
+    out = shrunk(qemu, "both")
+    assert [s.action for s in out.steps] == ["enable", "create_cq", "io", "consume"]
+    assert out.verdict.step == 3 and out.verdict.signature == "divergence:irq/missing"
+    for form in ("before", "other"):                 # not the finding: nothing can go
+        assert shrunk(qemu, form).steps == qemu.steps
+    assert shrunk(model, "both").steps == model.steps   # the model's replays agree exactly
+
+
 # ---------------------------------------------------------------- values, and QEMU via the model
 def _qemu(steps) -> Trace:
     """A QEMU trace of ``steps`` with the verdict the model reaches under the QEMU profile."""

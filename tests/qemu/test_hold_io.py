@@ -9,6 +9,7 @@ import attrs
 
 from nvmefuzz.fuzz.actions import ACTIONS
 from nvmefuzz.fuzz.known import Known
+from nvmefuzz.fuzz.minimize import minimize
 from nvmefuzz.fuzz.session import Session, replay
 from nvmefuzz.errors import Divergence
 from nvmefuzz.host import layout as L
@@ -17,6 +18,7 @@ from nvmefuzz.protocol.queues import CQE
 from nvmefuzz.protocol.spec import IoOpcode as IO
 from nvmefuzz.targets.base import HOLD_IO, TargetConfig
 from nvmefuzz.trace import corpus
+from nvmefuzz.trace.schema import Step, Verdict
 
 from tests.fuzz.test_cause import TWO_READS
 from tests.fuzz.test_known import QEMU_LOSS
@@ -122,6 +124,27 @@ def test_either_timing_of_the_in_flight_loss_is_the_stored_finding(qemu_binary):
         assert verdict.step == len(TWO_READS) - 1 and verdict.signatures in forms
         assert known.match(attrs.evolve(trace, verdict=verdict))
     assert known.stats["known by root cause"] == 4
+
+
+def test_step_deletion_on_qemu_takes_either_timing_of_the_loss_as_the_finding(qemu_binary):
+    """The two-Read loss padded with steps it does not need, shrunk with QEMU in the loop
+    (``minimize``, as a run does with a finding the model does not shrink).  A shorter trace
+    shows the loss in one form or the other, from one replay to the next; each is the
+    finding, so the shrink reaches the six steps that make it (one Read held is enough) and
+    ends on the migration.  Demanding the form it was met in left 7 to 9 steps."""
+    pad = [Step("reg_read", {"offset": 0x1C, "size": 4}), Step("migrate"),
+           Step("advance", {"ns": 1000})]
+    stored = corpus.load(QEMU_LOSS)
+    padded = attrs.evolve(stored, steps=tuple(TWO_READS[:3] + pad * 3 + TWO_READS[3:]),
+                          refusals="finding")
+    # met in its rarer form (the CQ differs, no interrupt missing): shrinking that demanded
+    # it kept the steps whose deletion happened to show the other form
+    met = Verdict("divergence", "divergence:posted/io/cqes", step=len(padded.steps) - 1)
+    out = minimize(attrs.evolve(padded, verdict=met), 120)
+    assert [s.action for s in out.steps] == [
+        "enable", "create_cq", "create_sq", "environment", "io", "migrate"]
+    assert out.verdict.step == 5 and out.verdict.signature in (
+        "divergence:posted/io/cqes", "divergence:irq/missing")
 
 
 def test_a_flush_is_not_held_in_a_process_that_has_not_written(make_target):
