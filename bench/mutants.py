@@ -10,7 +10,8 @@ nightly run pays once and a hunt of one mutant would otherwise count against the
 machines alone.  Output:
 
 * ``reports/bench/mutants.json``: everything, plus per-strategy summaries;
-* ``reports/bench/mutants.md``: the summary, the acceptance check and the per-mutant table;
+* ``reports/bench/mutants.md``: the summary, the acceptance check, the kill rate over time
+  (at ``CHECKPOINTS``, each baseline compared as at the budget) and the per-mutant table;
 * ``reports/bench/mutants.png``: killed share of the killable mutants over time, per strategy;
 * ``reports/bench/traces/<strategy>/<mutant>.cbor``: each reproducer, replayable;
 * a full run (every mutant, strategy and campaign) copies the table and JSON to
@@ -44,6 +45,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import hypothesis
 
@@ -59,6 +61,8 @@ CONTROL = "full"
 GOALS = {"kill_rate": 0.95, "median_seconds": 5.0, "median_length": 8}
 #: resamples of the paired bootstrap that judges "better than a baseline" (``compare``)
 RESAMPLES = 2000
+#: seconds at which kill rates are compared too, short of the budget (``over_time``)
+CHECKPOINTS = (0.1, 0.3, 1.0, 3.0)
 INF = float("inf")
 
 
@@ -181,8 +185,11 @@ def _minus(a: float, b: float) -> float:
     return 0.0 if a == b else a - b            # never minus never is a tie, not nan
 
 
-def compare(rows: list[dict], rival: str) -> dict[str, dict[str, float]]:
-    """nvmefuzz minus ``rival`` on each figure, with a 95% interval from a paired bootstrap.
+def compare(rows: list[dict], rival: str,
+            figures: Callable[[list[dict]], dict[str, float]] = _statistics
+            ) -> dict[str, dict[str, float]]:
+    """nvmefuzz minus ``rival`` on each figure (by default the three the acceptance compares),
+    with a 95% interval from a paired bootstrap.
 
     The mutants are resampled with replacement, each keeping both strategies' results under
     every seed it was hunted with, and the figures are recomputed ``RESAMPLES`` times.  An
@@ -194,12 +201,12 @@ def compare(rows: list[dict], rival: str) -> dict[str, dict[str, float]]:
               for g in by_mutant(rows).values()]
     pairs = [p for g in groups for p in g]
     rng = random.Random(0)
-    point = (_statistics([p[0] for p in pairs]), _statistics([p[1] for p in pairs]))
+    point = (figures([p[0] for p in pairs]), figures([p[1] for p in pairs]))
     out = {k: {"difference": _minus(point[0][k], point[1][k])} for k in point[0]}
     draws: dict[str, list[float]] = {k: [] for k in out}
     for _ in range(RESAMPLES if pairs else 0):
         sample = [p for _ in groups for p in groups[rng.randrange(len(groups))]]
-        ours, theirs = _statistics([p[0] for p in sample]), _statistics([p[1] for p in sample])
+        ours, theirs = figures([p[0] for p in sample]), figures([p[1] for p in sample])
         for k, values in draws.items():
             values.append(_minus(ours[k], theirs[k]))
     for k, values in draws.items():
@@ -207,6 +214,20 @@ def compare(rows: list[dict], rival: str) -> dict[str, dict[str, float]]:
         out[k]["low"] = values[int(0.025 * len(values))] if values else 0.0
         out[k]["high"] = values[int(0.975 * len(values)) - 1] if values else 0.0
     return out
+
+
+def rates_by(checkpoints: list[float]) -> Callable[[list[dict]], dict[str, float]]:
+    """The share of hunts killed within each of ``checkpoints`` seconds (keys ``"0.3"``...)."""
+    def figures(res: list[dict]) -> dict[str, float]:
+        return {f"{t:g}": sum(r["killed"] and r["seconds"] <= t for r in res) / len(res)
+                if res else 0.0 for t in checkpoints}
+    return figures
+
+
+def over_time(rows: list[dict], rival: str, budget: float) -> dict[str, dict[str, float]]:
+    """``compare`` of the kill rate at each of ``CHECKPOINTS`` short of the budget: the plot's
+    curves in figures, with where they part beyond chance and where they meet."""
+    return compare(rows, rival, rates_by([t for t in CHECKPOINTS if t < budget]))
 
 
 def better(diff: dict[str, dict[str, float]]) -> dict[str, bool]:
@@ -239,9 +260,11 @@ def judge(report: dict) -> None:
     """Fill in a report's comparisons, acceptance and head to head from its rows."""
     rows, strategies = report["mutants"], report["meta"]["strategies"]
     if "nvmefuzz" not in strategies:
-        report.update(comparisons={}, acceptance={}, head_to_head={})
+        report.update(comparisons={}, over_time={}, acceptance={}, head_to_head={})
         return
     report["comparisons"] = {s: compare(rows, s) for s in strategies if s != "nvmefuzz"}
+    report["over_time"] = {s: over_time(rows, s, report["meta"].get("budget", INF))
+                           for s in strategies if s != "nvmefuzz"}
     report["acceptance"] = acceptance(report["summary"], report["comparisons"])
     report["head_to_head"] = head_to_head(rows, strategies)
 
@@ -303,6 +326,7 @@ def markdown(report: dict) -> str:
                  _interval(diff["median_seconds"], wins["median_seconds"], 1, " s"),
                  _interval(diff["median_length"], wins["median_length"], 1, " steps")]
         out.append(f"| {rival} | " + " | ".join(cells) + " |")
+    out += _over_time_md(report)
     out += ["", "## Head to head", "",
             "Over the hunts of killable mutants (one per mutant and seed), which of the two "
             "killed first; the last column counts hunts where both killed after the same "
@@ -337,6 +361,35 @@ def markdown(report: dict) -> str:
     out += ["", "## Not killable", ""]
     out += [f"- `{n}`: {why}" for n, why in M.NOT_KILLABLE.items()]
     return "\n".join(out) + "\n"
+
+
+def _over_time_md(report: dict) -> list[str]:
+    """The kill rate of each strategy at each checkpoint and at the budget, and nvmefuzz
+    minus each baseline there with its interval (``over_time``)."""
+    budget, over = report["meta"]["budget"], report.get("over_time", {})
+    marks = [t for t in CHECKPOINTS if t < budget]
+    if not over or not marks:
+        return []
+    head = "| " + " | ".join(f"{t:g} s" for t in [*marks, budget]) + " |"
+    rule = "|---|" + "---|" * (len(marks) + 1)
+    out = ["", "## Kill rate over time", "",
+           "The plot's curves in figures: the share of hunts of killable mutants killed within "
+           "each time, then nvmefuzz minus each baseline with the interval of the same paired "
+           "bootstrap. Where the curves have met, at the budget, a difference earlier on is "
+           "how much sooner nvmefuzz kills, not how much more.", "",
+           "| strategy " + head, rule]
+    for s in report["meta"]["strategies"]:
+        res = [r["results"][s] for r in report["mutants"] if r["killable"]]
+        rates = rates_by([*marks, budget])(res)
+        out.append(f"| {s} | " + " | ".join(f"{100 * v:.1f}%" for v in rates.values()) + " |")
+    out += ["", "| baseline " + head, rule]
+    for rival, diff in over.items():
+        cells = [_interval(diff[f"{t:g}"], diff[f"{t:g}"]["low"] > 0, 100, " pt")
+                 for t in marks]
+        at_budget = report["comparisons"][rival]["kill_rate"]
+        cells.append(_interval(at_budget, at_budget["low"] > 0, 100, " pt"))
+        out.append(f"| {rival} | " + " | ".join(cells) + " |")
+    return out
 
 
 def _interval(d: dict[str, float], win: bool, scale: float, unit: str) -> str:

@@ -202,3 +202,24 @@ def test_a_table_of_several_seeds_gives_each_mutant_its_kills_per_seed():
     assert "| `a` | behaviour | 3/3: 0.10 s / 4 st | 0/3 | `` |" in table
     assert "| `b` | behaviour | 2/3: 0.20 s / 5 st | 3/3: 0.30 s / 6 st | `` |" in table
     assert "| nvmefuzz | 5/6 | 83.3% | 1/2 |" in table
+
+
+def test_kill_rates_over_time_part_where_one_kills_sooner_and_meet_at_the_budget():
+    """Both kill every mutant, nvmefuzz within 0.05 s and the baseline after 2 s: nvmefuzz is
+    ahead beyond chance up to 1 s, and from 3 s on, as at the budget, they are a tie."""
+    rows = _rows([_kill(0.05)] * 30, [_kill(2.0)] * 30)
+    over = mutants.over_time(rows, "unguided", budget=20)
+    assert list(over) == ["0.1", "0.3", "1", "3"]
+    for t in ("0.1", "0.3", "1"):
+        assert over[t] == {"difference": 1.0, "low": 1.0, "high": 1.0}
+    assert over["3"] == {"difference": 0.0, "low": 0.0, "high": 0.0}
+    assert mutants.over_time(rows, "unguided", budget=0.3).keys() == {"0.1"}
+    report = _report(rows)
+    report["meta"]["budget"] = 3             # checkpoints 0.1, 0.3 and 1 s, then the budget
+    mutants.judge(report)
+    text = mutants.markdown(report)
+    assert "| strategy | 0.1 s | 0.3 s | 1 s | 3 s |" in text
+    assert "| nvmefuzz | 100.0% | 100.0% | 100.0% | 100.0% |" in text
+    assert "| unguided | 0.0% | 0.0% | 0.0% | 100.0% |" in text
+    assert ("| unguided | +100 pt (+100 .. +100) better | +100 pt (+100 .. +100) better | "
+            "+100 pt (+100 .. +100) better | +0 pt (+0 .. +0) tie |") in text
