@@ -116,6 +116,11 @@ def test_on_qemu_a_deletion_is_kept_when_the_loss_shows_in_its_other_form_at_its
     for form in ("before", "other"):                 # not the finding: nothing can go
         assert shrunk(qemu, form).steps == qemu.steps
     assert shrunk(model, "both").steps == model.steps   # the model's replays agree exactly
+    # unless the caller says its replays vary (``nvmefuzz diff``: QEMU beside the model)
+    out = minimize(model, replay=_two_forms(needed, len(actions), "both"), varies=True)
+    assert [s.action for s in out.steps] == ["enable", "create_cq", "io", "consume"]
+    assert minimize(qemu, replay=_two_forms(needed, len(actions), "both"),
+                    varies=False).steps == qemu.steps
 
 
 # ---------------------------------------------------------------- values, and QEMU via the model

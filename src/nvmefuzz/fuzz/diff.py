@@ -239,9 +239,10 @@ def _verdict(found: Disagreement) -> Verdict:
 def shrink(trace: Trace, model_cfg: TargetConfig, qemu_cfg: TargetConfig, seconds: float,
            ignore: tuple[str, ...] = ()) -> Trace:
     """The shortest variant of a disagreement's trace found in ``seconds`` that still
-    disagrees on the same label (every try runs on a fresh model and a fresh QEMU)."""
+    disagrees on the same label, or at the same step in the same observation (every try runs
+    on a fresh model and a fresh QEMU, whose timing may change how a step disagrees)."""
     def rerun(t: Trace) -> tuple[Verdict, None]:
         found, _ = diff_steps("shrink", t.steps, model_cfg, qemu_cfg, ignore=ignore)
         return (Verdict() if found is None else _verdict(found)), None
 
-    return minimize(trace, seconds, replay=rerun)
+    return minimize(trace, seconds, replay=rerun, varies=True)   # QEMU's timing varies

@@ -10,11 +10,13 @@ bounded by ``seconds`` and returns the shortest trace found, with its new verdic
 target whose timing varies (QEMU) the same loss shows in either of two forms from one replay
 to the next (two Reads in flight at a migration: ``posted/io/cqes`` or ``irq/missing``), so
 a deletion is kept also when the shorter trace diverges at the very step the finding does,
-in an observation the finding differed in (``cause.shows``, the leeway a corpus replay
-gives): demanding the exact signature there turned down every deletion that showed the
+in an observation the finding differed in (``cause.reproduces``, the leeway a corpus replay
+gives).  Demanding the exact signature there turned down every deletion that showed the
 other form, and left 7 to 9 steps of a six-step finding.  A deletion that takes away that
 step, or moves the divergence to another step or observation, needs the exact signature, so
-shrinking cannot slip to another finding.
+shrinking cannot slip to another finding.  ``varies`` says whether replays vary: by default
+for a trace of any target but the model; ``nvmefuzz diff`` sets it, since its replays run
+QEMU beside the model.
 
 A QEMU finding costs seconds per replay, so where the model reproduces it (``on_model``: the
 same verdict under ``cause.QEMU_PROFILE``, seen as the qemu target sees) it is shrunk on the
@@ -38,7 +40,7 @@ from typing import Callable
 import attrs
 
 from nvmefuzz.errors import NvmeFuzzError
-from nvmefuzz.fuzz.cause import explained, on_model, reproduces, same, shows
+from nvmefuzz.fuzz.cause import explained, on_model, reproduces, same
 from nvmefuzz.fuzz.known import root_cause
 from nvmefuzz.trace.schema import Step, Trace, Verdict
 
@@ -46,38 +48,42 @@ Replay = Callable[[Trace], tuple[Verdict, object]]
 Check = Callable[[list[Step], int | None], Trace | None]
 
 
-def _the_finding(verdict: Verdict, trace: Trace, at: int | None) -> bool:
-    """Is ``verdict`` the finding of ``trace``?  The same class and signature; on a target
-    whose timing varies also its other form at step ``at`` (``cause.shows``)."""
-    if at is None:
-        return same(verdict, trace.verdict)
-    return shows(verdict, attrs.evolve(trace, verdict=attrs.evolve(trace.verdict, step=at)))
+def _the_finding(verdict: Verdict, want: Verdict, at: int | None, varies: bool) -> bool:
+    """Is ``verdict`` the finding ``want``?  The same class and signature; where replays vary
+    also its other form at step ``at`` (``cause.reproduces``)."""
+    if at is None or not varies:
+        return same(verdict, want)
+    return reproduces(attrs.evolve(want, step=at), verdict)
 
 
 def _reproducer(trace: Trace, replay: Replay, keep: Callable[[Trace], bool] | None,
-                catch: type[BaseException] | tuple) -> Check:
+                catch: type[BaseException] | tuple, varies: bool | None = None) -> Check:
     """A check of other steps for ``trace``: the trace they make, cut at its verdict, when
     they reach the same verdict class and signature (and ``keep`` accepts it), else None.
     ``at`` is where the failing step of the trace being shrunk sits among ``steps`` (None
-    where they leave it out): on a target whose timing varies, a divergence there in an
-    observation the finding differed in is the finding too (``shows``)."""
-    def reproduces(steps: list[Step], at: int | None) -> Trace | None:
+    where they leave it out): where replays vary (``varies``; by default on any target but
+    the model), a divergence there in an observation the finding differed in is the finding
+    too."""
+    if varies is None:
+        varies = trace.target.get("kind", "model") != "model"
+
+    def check(steps: list[Step], at: int | None) -> Trace | None:
         candidate = attrs.evolve(trace, steps=tuple(steps))
         try:
             verdict, _ = replay(candidate)
         except catch:
             return None
-        if not _the_finding(verdict, trace, at):
+        if not _the_finding(verdict, trace.verdict, at, varies):
             return None
         found = attrs.evolve(candidate, steps=tuple(steps[:verdict.step + 1]), verdict=verdict)
         return found if keep is None or keep(found) else None
 
-    return reproduces
+    return check
 
 
 def minimize(trace: Trace, seconds: float = 120.0,
              replay: Replay | None = None,
-             keep: Callable[[Trace], bool] | None = None) -> Trace:
+             keep: Callable[[Trace], bool] | None = None, varies: bool | None = None) -> Trace:
     """The shortest variant of ``trace`` found that reaches the same finding (its verdict
     signature, or on QEMU its other form at its step) and that ``keep`` accepts, if given."""
     if trace.verdict.ok or trace.verdict.step < 0:
@@ -86,11 +92,11 @@ def minimize(trace: Trace, seconds: float = 120.0,
         from nvmefuzz.fuzz.session import replay
     deadline = time.monotonic() + seconds
     best = trace
-    reproduces = _reproducer(trace, replay, keep, NvmeFuzzError)
+    check = _reproducer(trace, replay, keep, NvmeFuzzError, varies)
 
     steps = list(trace.steps[:trace.verdict.step + 1])
     if len(steps) < len(trace.steps):
-        best = reproduces(steps, len(steps) - 1) or trace
+        best = check(steps, len(steps) - 1) or trace
         steps = list(best.steps)
     parts = 2
     while len(steps) >= 2 and time.monotonic() < deadline:
@@ -98,7 +104,7 @@ def minimize(trace: Trace, seconds: float = 120.0,
         for start in range(len(steps) - size, -size, -size):    # later chunks first
             lo = max(start, 0)
             kept = steps[:lo] + steps[start + size:]      # the failing step is the last one
-            found = reproduces(kept, len(kept) - 1 if start + size < len(steps) else None)
+            found = check(kept, len(kept) - 1 if start + size < len(steps) else None)
             if found is not None:
                 best, steps = found, list(found.steps)
                 parts = max(parts - 1, 2)
@@ -162,14 +168,14 @@ def simplify(trace: Trace, seconds: float = 30.0, replay: Replay | None = None,
     if replay is None:
         from nvmefuzz.fuzz.session import replay
     deadline = time.monotonic() + seconds
-    reproduces = _reproducer(trace, replay, keep, Exception)
+    check = _reproducer(trace, replay, keep, Exception)
     best, changed = trace, True
 
     def works(i: int, key: str, value: object) -> bool:
         nonlocal best, changed
         if time.monotonic() >= deadline:
             return False
-        found = reproduces(_with(best.steps, i, key, value), best.verdict.step)
+        found = check(_with(best.steps, i, key, value), best.verdict.step)
         if found is not None:
             best, changed = found, True
         return found is not None
