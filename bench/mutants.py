@@ -44,11 +44,11 @@ import sys
 import time
 from pathlib import Path
 
+import hypothesis
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import hypothesis  # noqa: E402
-
-import mutant_report as report_md  # noqa: E402  (the figures and the report, next door)
+import mutant_report as report_md  # noqa: E402  (the report and the figures, next door)
 import mutant_stats as stats  # noqa: E402
 
 from nvmefuzz.fuzz.baselines import STRATEGIES, Kill  # noqa: E402
