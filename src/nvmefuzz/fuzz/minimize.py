@@ -101,10 +101,11 @@ def minimize(trace: Trace, seconds: float = 120.0,
     parts = 2
     while len(steps) >= 2 and time.monotonic() < deadline:
         size = -(-len(steps) // parts)
+        fails = best.verdict.step                   # where the failing step sits in steps
         for start in range(len(steps) - size, -size, -size):    # later chunks first
-            lo = max(start, 0)
-            kept = steps[:lo] + steps[start + size:]      # the failing step is the last one
-            found = check(kept, len(kept) - 1 if start + size < len(steps) else None)
+            lo, hi = max(start, 0), start + size
+            at = fails if fails < lo else fails - (hi - lo) if fails >= hi else None
+            found = check(steps[:lo] + steps[hi:], at)
             if found is not None:
                 best, steps = found, list(found.steps)
                 parts = max(parts - 1, 2)
