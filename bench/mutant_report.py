@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mutant_stats import (CHECKPOINTS, GOALS, INF, RESAMPLES, _median, better,
-                          by_mutant, rates_by)
+from mutant_stats import (CHECKPOINTS, GOALS, INF, RESAMPLES, better, by_mutant, higher,
+                          median, rates_by)
 
 from nvmefuzz.model.profiles import mutants as M
 
@@ -26,8 +26,8 @@ def _cell(hunts: list[dict]) -> str:
         return f"{killed[0]['seconds']:.2f} s / {killed[0]['length']} st" if killed else "-"
     if not killed:
         return f"0/{len(hunts)}"
-    return (f"{len(killed)}/{len(hunts)}: {_median([r['seconds'] for r in killed]):.2f} s / "
-            f"{_median([r['length'] for r in killed]):g} st")
+    return (f"{len(killed)}/{len(hunts)}: {median([r['seconds'] for r in killed]):.2f} s / "
+            f"{median([r['length'] for r in killed]):g} st")
 
 
 def seeds_text(meta: dict) -> str:
@@ -132,10 +132,10 @@ def _over_time_md(report: dict) -> list[str]:
         out.append(f"| {s} | " + " | ".join(f"{100 * v:.1f}%" for v in rates.values()) + " |")
     out += ["", "| baseline " + head, rule]
     for rival, diff in over.items():
-        cells = [_interval(diff[f"{t:g}"], diff[f"{t:g}"]["low"] > 0, 100, " pt")
+        cells = [_interval(diff[f"{t:g}"], higher(diff[f"{t:g}"]), 100, " pt")
                  for t in marks]
         at_budget = report["comparisons"][rival]["kill_rate"]
-        cells.append(_interval(at_budget, at_budget["low"] > 0, 100, " pt"))
+        cells.append(_interval(at_budget, higher(at_budget), 100, " pt"))
         out.append(f"| {rival} | " + " | ".join(cells) + " |")
     return out
 

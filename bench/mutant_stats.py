@@ -37,7 +37,7 @@ def by_mutant(rows: list[dict]) -> dict[str, list[dict]]:
     return groups
 
 
-def _median(values: list[float]) -> float | None:
+def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
@@ -56,9 +56,9 @@ def summarise(rows: list[dict], strategy: str) -> dict:
         "kill_rate": round(figures["kill_rate"], 4),
         "median_seconds": None if figures["median_seconds"] == INF
         else round(figures["median_seconds"], 3),
-        "median_seconds_killed": _r(_median([r["seconds"] for r in killed])),
+        "median_seconds_killed": _r(median([r["seconds"] for r in killed])),
         "median_length": None if figures["median_length"] == INF else figures["median_length"],
-        "median_examples": _median([r["examples"] for r in killed]),
+        "median_examples": median([r["examples"] for r in killed]),
         "times": sorted(round(r["seconds"], 3) for r in killed),
     }
 
@@ -169,9 +169,14 @@ def over_time(rows: list[dict], rival: str, budget: float) -> dict[str, dict[str
     return compare(rows, rival, rates_by([t for t in CHECKPOINTS if t < budget]))
 
 
+def higher(d: dict[str, float]) -> bool:
+    """Is a difference (nvmefuzz minus a baseline) above zero beyond its interval?"""
+    return d["low"] > 0
+
+
 def better(diff: dict[str, dict[str, float]]) -> dict[str, bool]:
     """Which figures are better for nvmefuzz beyond the bootstrap's 95% interval."""
-    return {"kill_rate": diff["kill_rate"]["low"] > 0,
+    return {"kill_rate": higher(diff["kill_rate"]),
             "median_seconds": diff["median_seconds"]["high"] < 0,
             "median_length": diff["median_length"]["high"] < 0}
 
