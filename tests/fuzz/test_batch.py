@@ -13,6 +13,7 @@ from hypothesis.errors import FlakyStrategyDefinition
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from nvmefuzz.errors import Divergence
+from nvmefuzz.fuzz import batch
 from nvmefuzz.fuzz.batch import Observer, batch_settings, divergent, run_batch
 from nvmefuzz.fuzz.campaign import load
 from nvmefuzz.fuzz.machine import build_machine
@@ -58,6 +59,22 @@ def test_a_failure_saved_by_a_batch_replays_from_the_machine_class():
     with pytest.raises(Exception) as caught:
         test("runTest").runTest()
     assert divergent(caught.value)
+
+
+def test_a_machine_class_has_its_database_key_digested_once(monkeypatch):
+    """Hypothesis would tokenise its test's source for the key on every batch; the key is
+    the class's, so the batches after its first reuse it (and replay, above, shows it is
+    the key Hypothesis itself gives the class)."""
+    digests = []
+    real = batch.function_digest
+    monkeypatch.setattr(batch, "function_digest", lambda f: digests.append(f) or real(f))
+    machine, other = _machine("full"), _machine("full-without-acq")
+    for seed in (1, 2, 3):
+        run_batch(machine, batch_settings(1, 5), seed)
+    assert len(digests) == 1
+    run_batch(other, batch_settings(1, 5), 1)
+    assert len(digests) == 2
+    assert batch.database_key(machine, None) != batch.database_key(other, None)
 
 
 class _Broken(RuleBasedStateMachine):
