@@ -6,7 +6,7 @@ from nvmefuzz.errors import Divergence
 from nvmefuzz.fuzz.session import Session
 from nvmefuzz.model import snapshot as snap
 from nvmefuzz.model.profiles import get
-from nvmefuzz.model.profiles import mutants as m
+from nvmefuzz.model.profiles import mutant_hooks as h, mutants as m
 from nvmefuzz.protocol.spec import AdminOpcode as A, IoOpcode as IO
 from nvmefuzz.targets import TargetConfig
 from nvmefuzz.trace.schema import Step
@@ -93,3 +93,20 @@ def test_catalogue_has_the_hand_written_and_shipped_mutants():
     kinds = [n for n in m.MUTANTS if n.startswith(m.PREFIX)]
     assert len(m.BEHAVIOURAL) >= 15 and len(m.SHIPPED_BUGS) >= 6
     assert len(kinds) == len(m.BEHAVIOURAL) + len(m.SHIPPED_BUGS)
+
+
+def test_capped_save_arrays_keep_the_first_entries_only():
+    reqs = [{"sqe": bytes([i]) + bytes(63)} for i in range(4)]
+    state = {"cq": [{"waiting": list(reqs)}], "aer_queue": list(range(4)),
+             "inflight": list(reqs)}
+    for hook in (h.waiting_capped, h.aer_queue_capped, h.inflight_capped):
+        state = hook(state)
+    assert state["cq"][0]["waiting"] == reqs[:h.SAVE_ARRAY]
+    assert state["aer_queue"] == list(range(4))[:h.SAVE_ARRAY]
+    assert state["inflight"] == reqs[:h.SAVE_ARRAY]
+
+
+def test_a_clamped_import_empties_only_wrapped_sqs():
+    state = {"sq": [{"head": 3, "tail": 1}, {"head": 1, "tail": 3}, {"head": 2, "tail": 2}]}
+    assert [(q["head"], q["tail"]) for q in h.wrapped_sq_clamped(state)["sq"]] == [
+        (1, 1), (1, 3), (2, 2)]

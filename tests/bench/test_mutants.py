@@ -45,7 +45,26 @@ STALL = (ON + _pair(2, 4) + [_io(W, 0), _io(W, 1), _io(W, 2), ADV,
 #: a Read then a Write of the same block in flight at migration
 RACE = ON + _pair() + [_io(W, 0, 1), ADV, ("consume", {"qid": 1}), _io(R, 0), _io(W, 0, 2),
                        MIG, ADV, ("consume", {"qid": 1})]
+#: a Write completed and consumed on a 2-entry CQ, twice: the CQ has lapped, and is empty
+LAPPED = ON + _pair(2, 4) + [_io(W, 0), ADV, ("consume", {"qid": 1}),
+                             _io(W, 1), ADV, ("consume", {"qid": 1})]
+#: a wrapped SQ at migration: two Writes done first, so the stall leaves head 3, tail 0
+WRAPPED = ON + _pair(2, 4) + [_io(W, 9), ADV, ("consume", {"qid": 1})] * 2 + STALL[3:]
+BAD_DB, AER = ("reg_write", {"offset": 0x1028, "value": 1}), ("aer", {})
+#: three events queued with no AER outstanding, the newest the only one an AER can collect:
+#: an Error (its type masked by the first), a Notice (masked likewise), then a SMART event
+EVENTS = ON + [("admin", {"opc": 0x09, "cdw10": 0x0B, "cdw11": 0x2}), AER, BAD_DB, AER, BAD_DB,
+               ("environment", {"event": "ns_changed", "arg": 1}),
+               ("environment", {"event": "ns_changed", "arg": 2}),
+               ("admin", {"opc": 0x09, "cdw10": 0x04, "cdw11": 0x100}), MIG, AER]
 KILLERS = {
+    "full+waiting-capped": (ON + _pair(2, 8) + [_io(W, i) for i in range(4)] + [ADV, MIG]
+                            + [("consume", {"qid": 1}), ADV] * 4, True),
+    "full+inflight-capped": (ON + _pair() + [_io(W, i) for i in range(3)]
+                             + [MIG, ADV, ("consume", {"qid": 1})], True),
+    "full+aer-queue-capped": (EVENTS, True),
+    "full+wrapped-sq-clamped": (WRAPPED, True),
+    "full+wrapped-cq-phase": (LAPPED + [MIG, _io(W, 2), ADV, ("consume", {"qid": 1})], True),
     "full+inflight-replayed-twice": (RACE, True),
     "full+source-fetches-after-capture": (RACE, True),
     "full+stalled-sq-not-rekicked": (STALL, True),

@@ -32,6 +32,8 @@ from nvmefuzz.protocol.spec import AsyncEventType, ErrorEventInfo, IoOpcode as I
 #: commands whose backend work changes the disk
 DISK_WRITES = frozenset({IO.WRITE, IO.WRITE_ZEROES, IO.DATASET_MANAGEMENT})
 AER_SLOTS = Config().aerl + 1
+#: entries of the fixed-size save arrays the ``*_capped`` hooks model
+SAVE_ARRAY = 2
 
 
 @attrs.frozen
@@ -67,6 +69,22 @@ def waiting_last_dropped(state: dict) -> dict:
 def waiting_reversed(state: dict) -> dict:
     for q in state["cq"]:
         q["waiting"] = q["waiting"][::-1]
+    return state
+
+
+def waiting_capped(state: dict) -> dict:
+    for q in state["cq"]:
+        q["waiting"] = q["waiting"][:SAVE_ARRAY]
+    return state
+
+
+def aer_queue_capped(state: dict) -> dict:
+    state["aer_queue"] = state["aer_queue"][:SAVE_ARRAY]
+    return state
+
+
+def inflight_capped(state: dict) -> dict:
+    state["inflight"] = state["inflight"][:SAVE_ARRAY]
     return state
 
 
@@ -124,6 +142,21 @@ def sq_head_one_back(state: dict) -> dict:
     for q in state["sq"]:
         if q["sqid"]:
             q["head"] = (q["head"] - 1) % q["size"]
+    return state
+
+
+def wrapped_sq_clamped(state: dict) -> dict:
+    """A head past the tail is taken for corrupt and clamped to the tail."""
+    for q in state["sq"]:
+        if q["tail"] < q["head"]:
+            q["head"] = q["tail"]
+    return state
+
+
+def wrapped_cq_phase(state: dict) -> dict:
+    """The phase tag re-derived as if the tail had never lapped the head."""
+    for q in state["cq"]:
+        q["phase"] = q["tail"] >= q["head"]
     return state
 
 

@@ -51,6 +51,9 @@ def _mutant(slug: str, description: str, source: str, **hooks: Any) -> Profile:
 BEHAVIOURAL: tuple[Profile, ...] = (
     _mutant("admin-cq-phase-reset", "the admin CQ comes back with phase tag 1, as if just "
             "created", "phase tag not restored", decode_state=h.admin_cq_phase_reset),
+    _mutant("wrapped-cq-phase", "each CQ's phase tag is re-derived as 'tail at or past head' "
+            "instead of saved: wrong once the CQ lapped and the host emptied it",
+            "phase tag not restored", decode_state=h.wrapped_cq_phase),
     _mutant("stalled-sq-not-rekicked", "an SQ with unfetched entries at save stays idle on "
             "the destination until its doorbell is rung again", "SQ processing not restarted "
             "after restore", post_load=h.stalled_sq_not_rekicked),
@@ -60,9 +63,15 @@ BEHAVIOURAL: tuple[Profile, ...] = (
     _mutant("waiting-reordered", "waiting completions of a full CQ are restored in reverse "
             "order", "waiting completions of a full CQ reordered",
             decode_state=h.waiting_reversed),
+    _mutant("waiting-capped", f"only the first {h.SAVE_ARRAY} waiting completions of each "
+            "full CQ are saved (a fixed-size array in the migration stream)",
+            "waiting completions of a full CQ dropped", decode_state=h.waiting_capped),
     _mutant("aer-queue-keeps-oldest", "only the oldest queued asynchronous event survives "
             "(one pending-event slot)", "queued AER events dropped",
             decode_state=h.aer_queue_keeps_oldest),
+    _mutant("aer-queue-capped", f"only the {h.SAVE_ARRAY} oldest queued asynchronous events "
+            "are saved (a fixed-size array)", "queued AER events dropped",
+            decode_state=h.aer_queue_capped),
     _mutant("aer-mask-notice-only", "only the Notice bit of the AER mask is migrated (like "
             "SPDK's notice_aen_mask); Error and SMART masks are lost", "AER masks lost",
             decode_state=h.aer_mask_notice_only),
@@ -87,6 +96,9 @@ BEHAVIOURAL: tuple[Profile, ...] = (
     _mutant("inflight-reads-dropped", "only in-flight commands that change the disk are "
             "replayed; in-flight Read, Compare and Flush vanish", "in-flight I/O dropped",
             decode_state=h.inflight_reads_dropped),
+    _mutant("inflight-capped", f"only the first {h.SAVE_ARRAY} in-flight I/O commands are "
+            "saved (a fixed-size array); the rest vanish", "in-flight I/O dropped",
+            decode_state=h.inflight_capped),
     _mutant("inflight-restarted", "in-flight I/O is re-issued on the destination and takes "
             "a full backend latency again", "in-flight I/O replayed late",
             post_load=h.inflight_restarted),
@@ -112,6 +124,9 @@ BEHAVIOURAL: tuple[Profile, ...] = (
     _mutant("used-not-recomputed", "each SQ's count of request objects in use is not "
             "recomputed on import (starts at zero)", "derived 'used' state not recomputed "
             "(Propolis #981 class)", post_load=h.used_not_recomputed),
+    _mutant("wrapped-sq-clamped", "an import check takes an SQ head past its tail for "
+            "corrupt and clamps it to the tail: a wrapped SQ's unfetched entries vanish",
+            "wrong SQ head after import", decode_state=h.wrapped_sq_clamped),
 )
 
 SHIPPED_BUGS: tuple[Profile, ...] = (
