@@ -284,6 +284,18 @@ def test_steering_migrates_where_no_migration_of_the_run_started_from():
     assert unsteered == ["enable", "admin", "admin"]
 
 
+def test_steering_migrates_again_from_deeper_in_a_hard_state():
+    """AERs outstanding: one, two, three (each a depth of its own), then four (every slot
+    used).  A steered migration follows each of the first three; three is the most one
+    example steers, and the example ends with the last one, from the fourth."""
+    def body(m):
+        m.power_on(pairs=[])
+        for _ in range(4):
+            m.do("aer")
+    taken = _one_example(build_machine(_only(migrate=1)), body)
+    assert [a for a in taken if a in ("aer", "migrate")] == ["aer", "migrate"] * 4
+
+
 def _write_in_flight(profile: str, steer: bool, wait: int = 0) -> list[str]:
     """Power on with one queue pair, send a Write, let ``wait`` ns pass and migrate with a
     settle if ``wait`` (else only what steering does); the actions the example took (a

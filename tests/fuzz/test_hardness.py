@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nvmefuzz.fuzz.hardness import STATES, measure, names, overlapping
+from nvmefuzz.fuzz.hardness import STATES, depths, measure, names, overlapping
 from nvmefuzz.trace.schema import Step
 
 from tests.fuzz.test_session import on_twin
@@ -90,3 +90,9 @@ def test_events_of_two_types_waiting_for_aers():
     masked = _scores([*both, Step("aer", {}),
                       Step("environment", {"event": "ns_changed", "arg": 2})])
     assert masked["events queued"] == 2 and masked[name] == 0
+
+
+def test_depths_bucket_small_counts_singly_then_by_powers_of_two():
+    counts = {"a": 0, "b": 1, "c": 2, "d": 3, "e": 4, "f": 7, "g": 8}
+    assert depths(counts) == {("b", 1), ("c", 2), ("d", 3), ("e", 4), ("f", 4), ("g", 5)}
+    assert depths({"a": 4}) == depths({"a": 7}) != depths({"a": 8})

@@ -12,13 +12,14 @@ SQ entries rung but not yet fetched, shadow doorbells in use, a controller that 
 start (its CSTS.CFS must survive the migration, and a destination must not start it).
 ``STATES`` is the one table of them: a name and how to count it on the model's controller.
 ``measure(ctrl)`` gives every count (the host cannot see them; without a model it gives
-nothing) and ``names(counts)`` the states present.
+nothing), ``names(counts)`` the states present and ``depths(counts)`` each with how deep
+in it the controller is (1, 2, 3, then powers of two: the steering key).
 
 Three users read the table: the session counts, per migration, the states it started from
 (``migrated with ...`` statistics in every run summary); the state machine reports with
 ``target()`` its hardest migration (the most states present together at one migration of
 the example, a small bounded number Hypothesis' target phase can climb); and it migrates
-unasked from sets of them no migration of the run started from yet (``Memory``).
+unasked from sets of them, at depths, no migration of the run started from yet (``Memory``).
 """
 
 from __future__ import annotations
@@ -102,6 +103,20 @@ def measure(ctrl: Any) -> dict[str, int]:
 def names(counts: Mapping[str, int]) -> list[str]:
     """The hard states present, in ``STATES`` order."""
     return [name for name, n in counts.items() if n]
+
+
+def depth(n: int) -> int:
+    """A count's bucket: 1, 2 and 3 each their own, then 4-7, 8-15, ... (as fuzzers bucket
+    hit counts)."""
+    return n if n < 4 else n.bit_length() + 1
+
+
+def depths(counts: Mapping[str, int]) -> frozenset[tuple[str, int]]:
+    """The hard states present, each with its depth bucket.  Steering keys on it, so a
+    migration from deeper in a state than any before (more completions waiting, events
+    queued or commands in flight than a fixed-size save array may hold) is somewhere new,
+    while counts within one bucket are not."""
+    return frozenset((name, depth(n)) for name, n in counts.items() if n)
 
 
 @attrs.define

@@ -151,8 +151,8 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             ``asked``: the step was a migration; ``capped``: at most ``STEERED`` steered."""
             if not asked and capped and self.steered >= STEERED:
                 return                         # capped: no need to measure (a hot path)
-            hard = self.session.migrated_from if asked else self.session.hard_states()
-            keys = [frozenset(hard), *self.unmigrated]
+            keys = [self.session.migrated_depths if asked else self.session.hard_depths(),
+                    *self.unmigrated]
             if not asked:
                 if all(k in self.local or k in memory.seen for k in keys):
                     return
@@ -242,7 +242,7 @@ def build_machine(camp: Campaign, observer: Observer | None = None,
             self.do("reg_read", offset=offset, size=8 if offset in (0, 0x28, 0x30) else 4)
 
         def r_migrate(self, data: st.DataObject, looks: int, settle: bool) -> None:
-            self.session.migrated_from = []
+            self.session.migrated_from, self.session.migrated_depths = [], frozenset()
             self.do("migrate")                 # the session notes the hard states it left
             for name in self.session.migrated_from:
                 event(f"{HARD_PREFIX}{name}")

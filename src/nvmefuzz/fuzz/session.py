@@ -104,8 +104,10 @@ class Session:
         self.stats: Counter = Counter()
         self.index = 0
         self.last_migration = -1
-        #: the hard states the latest migration started from (``hard_states``)
+        #: the hard states the latest migration started from (``hard_states``), and their
+        #: depths (``hard_depths``: what steering keys on)
         self.migrated_from: list[str] = []
+        self.migrated_depths: frozenset = frozenset()
         #: the state paths the latest completed migration lost (``lost_state``)
         self.lost: list[str] = []
         #: called with (index, step, twin observations, migrated observations) if set
@@ -168,6 +170,7 @@ class Session:
     def _migrate(self) -> tuple[list[Observation], list[Observation]]:
         self.stats["migrations attempted"] += 1
         self.lost = []
+        self.migrated_depths = self.hard_depths()
         self.migrated_from = self._count_hard(HARD_PREFIX)
         if self.profile.drains_inflight:
             self.twin.drain()
@@ -209,6 +212,14 @@ class Session:
         if any(sq.outstanding for sq in self.twin_host.sqs.values()):
             return ["commands outstanding"]
         return []
+
+    def hard_depths(self) -> frozenset:
+        """The hard states right now with their depths (``hardness.depths``); on QEMU, whose
+        counts the host cannot see, the states alone."""
+        ctrl = getattr(self.twin, "ctrl", None)
+        if ctrl is not None:
+            return hardness.depths(hardness.measure(ctrl))
+        return frozenset(self.hard_states())
 
     def lost_state(self) -> list[str]:
         """The state paths on which the migrated controller differs from its twin: what a
