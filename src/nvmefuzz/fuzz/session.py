@@ -104,8 +104,7 @@ class Session:
         self.stats: Counter = Counter()
         self.index = 0
         self.last_migration = -1
-        #: the hard states the latest migration started from (``hard_states``), and their
-        #: depths (``hard_depths``: what steering keys on)
+        #: the hard states the latest migration started from, and their depths (``hard``)
         self.migrated_from: list[str] = []
         self.migrated_depths: frozenset = frozenset()
         #: the state paths the latest completed migration lost (``lost_state``)
@@ -170,8 +169,7 @@ class Session:
     def _migrate(self) -> tuple[list[Observation], list[Observation]]:
         self.stats["migrations attempted"] += 1
         self.lost = []
-        self.migrated_depths = self.hard_depths()
-        self.migrated_from = self._count_hard(HARD_PREFIX)
+        self.migrated_from, self.migrated_depths = self._count_hard(HARD_PREFIX)
         if self.profile.drains_inflight:
             self.twin.drain()
         self.twin.environment(HOLD_IO, 0)        # a migration ends a hold (targets.base)
@@ -197,29 +195,31 @@ class Session:
         """Does the backend hold I/O (``HOLD_IO``)?  Both sides always agree."""
         return bool(getattr(self.twin, "held", False))
 
-    def _count_hard(self, prefix: str) -> list[str]:
-        """Count, under ``prefix``, the hard states a migration or a reset met; return them."""
-        states = self.hard_states()
+    def _count_hard(self, prefix: str) -> tuple[list[str], frozenset]:
+        """Count, under ``prefix``, the hard states a migration or a reset met; return them
+        and their depths (``hard``)."""
+        states, depths = self.hard()
         for name in states:
             self.stats[f"{prefix}{name}"] += 1
-        return states
+        return states, depths
 
-    def hard_states(self) -> list[str]:
-        """Which hard states the controller is in right now (``hardness.STATES``)."""
+    def hard(self) -> tuple[list[str], frozenset]:
+        """Which hard states the controller is in right now (``hardness.STATES``), and each
+        with its depth (``hardness.depths``: what steering keys on); one measurement."""
         ctrl = getattr(self.twin, "ctrl", None)
         if ctrl is not None:          # the model lets us look inside; QEMU reports its own
-            return hardness.names(hardness.measure(ctrl))
-        if any(sq.outstanding for sq in self.twin_host.sqs.values()):
-            return ["commands outstanding"]
-        return []
+            counts = hardness.measure(ctrl)
+            return hardness.names(counts), hardness.depths(counts)
+        # QEMU's counts the host cannot see: the state alone
+        states = (["commands outstanding"]
+                  if any(sq.outstanding for sq in self.twin_host.sqs.values()) else [])
+        return states, frozenset(states)
+
+    def hard_states(self) -> list[str]:
+        return self.hard()[0]
 
     def hard_depths(self) -> frozenset:
-        """The hard states right now with their depths (``hardness.depths``); on QEMU, whose
-        counts the host cannot see, the states alone."""
-        ctrl = getattr(self.twin, "ctrl", None)
-        if ctrl is not None:
-            return hardness.depths(hardness.measure(ctrl))
-        return frozenset(self.hard_states())
+        return self.hard()[1]
 
     def lost_state(self) -> list[str]:
         """The state paths on which the migrated controller differs from its twin: what a
